@@ -1,0 +1,240 @@
+//! The dispatcher: owns the topic rooms, and turns the storage actor's ordered batches into ordered deliveries.
+//!
+//! Order across rooms: rooms only *route* (answer which subscriptions match which events); the dispatcher alone
+//! *delivers*. For each batch it asks every room concerned, then awaits the answers batch by batch in arrival
+//! order, merges them per connection, sorts them by id and sends each connection one [`Deliver`]. A connection's
+//! mailbox is FIFO and the dispatcher is the only producer of live events, so a subscription spanning several
+//! rooms sees ids strictly increasing. Joins go through the same mailboxes as routes, so a room routes to a
+//! subscription exactly from the first batch after its join. See `docs/ARCHITECTURE.md`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use chrono::Utc;
+use protocol::TopicPattern;
+use protocol::server_frame::event_frame;
+use storage::{EventsAppended, SharedEvent};
+use tokio::sync::{mpsc, oneshot};
+
+use super::room::{AddSubscriber, Match, RemoveSubscriber, Route, TopicRoom};
+use super::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SharedSubscriber, SubKey};
+use crate::stats::HubStats;
+
+/// Registers a subscription with the room of each of its patterns; `joined` fires when every room has it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub subscriber: SharedSubscriber,
+    pub patterns: Vec<TopicPattern>,
+    pub joined: oneshot::Sender<()>,
+}
+
+/// Removes a subscription from the rooms it joined.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub key: SubKey,
+    pub patterns: Vec<TopicPattern>,
+}
+
+struct RoomSlot {
+    /// Never reused; groups a batch's events per room.
+    id: u64,
+    addr: Addr<TopicRoom>,
+    members: usize,
+}
+
+/// A batch whose routing answers are awaited, in batch order.
+struct PendingBatch {
+    events: Arc<[SharedEvent]>,
+    answers: Vec<oneshot::Receiver<Vec<Match>>>,
+}
+
+pub struct Dispatcher {
+    /// Rooms of exact topics, by topic.
+    exact: HashMap<String, RoomSlot>,
+    /// Rooms of prefix patterns, by prefix (`""` for `*`).
+    prefixes: HashMap<String, RoomSlot>,
+    pipeline: mpsc::UnboundedSender<PendingBatch>,
+    /// Taken by `started`, which spawns the delivery loop over it.
+    pipeline_rx: Option<mpsc::UnboundedReceiver<PendingBatch>>,
+    next_room_id: u64,
+    stats: Arc<HubStats>,
+}
+
+impl Dispatcher {
+    pub fn new(stats: Arc<HubStats>) -> Self {
+        let (pipeline, pipeline_rx) = mpsc::unbounded_channel();
+        Self {
+            exact: HashMap::new(),
+            prefixes: HashMap::new(),
+            pipeline,
+            pipeline_rx: Some(pipeline_rx),
+            next_room_id: 0,
+            stats,
+        }
+    }
+
+    fn slot(&mut self, pattern: &TopicPattern) -> &mut RoomSlot {
+        let (map, name) = match pattern {
+            TopicPattern::Exact(t) => (&mut self.exact, t.as_str()),
+            TopicPattern::Prefix(p) => (&mut self.prefixes, p.as_str()),
+        };
+        if !map.contains_key(name) {
+            self.next_room_id += 1;
+            self.stats.topics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let slot = RoomSlot { id: self.next_room_id, addr: TopicRoom::new(pattern.clone()).start(), members: 0 };
+            map.insert(name.to_owned(), slot);
+        }
+        // Inserted just above when missing.
+        map.get_mut(name).expect("the room exists")
+    }
+
+    fn rooms_for<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a RoomSlot> + 'a {
+        self.exact
+            .get(topic)
+            .into_iter()
+            .chain(self.prefixes.iter().filter(move |(p, _)| topic.starts_with(p.as_str())).map(|(_, s)| s))
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(mut pending) = self.pipeline_rx.take() {
+            ctx.spawn(actix::fut::wrap_future(async move {
+                while let Some(batch) = pending.recv().await {
+                    let mut matches = Vec::new();
+                    for answer in batch.answers {
+                        // A room that stopped had no subscriptions left: nothing to deliver from it.
+                        if let Ok(found) = answer.await {
+                            matches.extend(found);
+                        }
+                    }
+                    deliver(&batch.events, matches);
+                }
+            }));
+        }
+    }
+}
+
+impl Handler<Join> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, _: &mut Self::Context) {
+        let mut acks = Vec::with_capacity(msg.patterns.len());
+        for pattern in &msg.patterns {
+            let slot = self.slot(pattern);
+            slot.members += 1;
+            let (joined, ack) = oneshot::channel();
+            slot.addr.do_send(AddSubscriber { subscriber: msg.subscriber.clone(), joined });
+            acks.push(ack);
+        }
+        actix::spawn(async move {
+            for ack in acks {
+                let _ = ack.await;
+            }
+            // The session may have gone meanwhile; its own leave cleans up.
+            let _ = msg.joined.send(());
+        });
+    }
+}
+
+impl Handler<Leave> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+        for pattern in &msg.patterns {
+            let (map, name) = match pattern {
+                TopicPattern::Exact(t) => (&mut self.exact, t.as_str()),
+                TopicPattern::Prefix(p) => (&mut self.prefixes, p.as_str()),
+            };
+            let Some(slot) = map.get_mut(name) else { continue };
+            slot.addr.do_send(RemoveSubscriber { key: msg.key });
+            slot.members = slot.members.saturating_sub(1);
+            if slot.members == 0 {
+                // Dropping the last address stops the room once its mailbox is drained.
+                map.remove(name);
+                self.stats.topics.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Handler<EventsAppended> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: EventsAppended, _: &mut Self::Context) {
+        metrics::counter!("hub_events_dispatched_total").increment(msg.events.len() as u64);
+        let mut per_room: HashMap<u64, (&Addr<TopicRoom>, Vec<u32>)> = HashMap::new();
+        for (index, event) in msg.events.iter().enumerate() {
+            for room in self.rooms_for(event.topic()) {
+                per_room.entry(room.id).or_insert_with(|| (&room.addr, Vec::new())).1.push(index as u32);
+            }
+        }
+        if per_room.is_empty() {
+            return;
+        }
+        let answers = per_room
+            .into_values()
+            .map(|(room, indices)| {
+                let (matched, answer) = oneshot::channel();
+                room.do_send(Route { events: msg.events.clone(), indices, matched });
+                answer
+            })
+            .collect();
+        // The delivery loop lives as long as the dispatcher: the channel cannot be closed here.
+        let _ = self.pipeline.send(PendingBatch { events: msg.events, answers });
+    }
+}
+
+/// Sends each connection its matches of one batch, merged across rooms, sorted by id, without duplicates.
+fn deliver(events: &[SharedEvent], matches: Vec<Match>) {
+    let mut per_session: HashMap<SessionId, Vec<Match>> = HashMap::new();
+    for m in matches {
+        per_session.entry(m.subscriber.key.session).or_default().push(m);
+    }
+    // Frames are built once per event and format (and subscription name, for WebSocket), then shared.
+    let mut frames: HashMap<(u32, FrameFormat, &str), ByteString> = HashMap::new();
+    let now = Utc::now();
+    let mut per_session: Vec<Vec<Match>> = per_session.into_values().collect();
+    for session_matches in &mut per_session {
+        session_matches.sort_by_key(|m| (m.index, m.subscriber.key.generation));
+        session_matches.dedup_by_key(|m| (m.index, m.subscriber.key.generation));
+    }
+    for session_matches in &per_session {
+        let recipient = session_matches[0].subscriber.recipient.clone();
+        let items = session_matches
+            .iter()
+            .map(|m| {
+                let event = &events[m.index as usize];
+                let format = m.subscriber.format;
+                let name = match format {
+                    FrameFormat::WebSocket => m.subscriber.sub.as_str(),
+                    FrameFormat::ServerSentEvents => "",
+                };
+                let frame =
+                    frames.entry((m.index, format, name)).or_insert_with(|| build_frame(event, format, name)).clone();
+                Delivery { generation: m.subscriber.key.generation, id: event.id(), frame }
+            })
+            .collect();
+        recipient.do_send(Deliver { items });
+    }
+    if let Some(newest) = events.last() {
+        let lag = (now - newest.created_at).to_std().unwrap_or_default();
+        metrics::histogram!("hub_dispatch_lag_seconds").record(lag.as_secs_f64());
+    }
+}
+
+/// The frame of one event in one format.
+pub fn build_frame(event: &SharedEvent, format: FrameFormat, sub: &str) -> ByteString {
+    match format {
+        FrameFormat::WebSocket => ByteString::from(event_frame(sub, event.json())),
+        FrameFormat::ServerSentEvents => {
+            ByteString::from(format!("id: {}\nevent: {}\ndata: {}\n\n", event.id(), event.topic(), event.json()))
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! A topic room: the subscriptions of one topic pattern, indexed by the scope pair each one routes on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use protocol::TopicPattern;
+use storage::SharedEvent;
+use tokio::sync::oneshot;
+
+use super::subscriber::{SharedSubscriber, SubKey};
+
+/// Adds (or replaces) a subscription; `joined` fires once the room will route to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddSubscriber {
+    pub subscriber: SharedSubscriber,
+    pub joined: oneshot::Sender<()>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveSubscriber {
+    pub key: SubKey,
+}
+
+/// Asks which subscriptions match the events at `indices` of `events`; the answer goes to `matched`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Route {
+    pub events: Arc<[SharedEvent]>,
+    pub indices: Vec<u32>,
+    pub matched: oneshot::Sender<Vec<Match>>,
+}
+
+/// One event (by its index in the batch) for one subscription.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub index: u32,
+    pub subscriber: SharedSubscriber,
+}
+
+/// The subscriptions of one topic pattern. A subscription with a filter is indexed under the filter's routing
+/// pair (its most selective key), so an event only costs work for subscriptions whose routing pair is in its
+/// scope: a filter on `project_id=p1` is never looked at for an event of p2.
+pub struct TopicRoom {
+    pattern: TopicPattern,
+    unfiltered: HashMap<SubKey, SharedSubscriber>,
+    /// scope key → scope value → subscriptions routed on that pair.
+    by_pair: HashMap<String, HashMap<String, HashMap<SubKey, SharedSubscriber>>>,
+    /// Where each subscription is indexed, to remove it without a scan.
+    placement: HashMap<SubKey, Option<(String, String)>>,
+}
+
+impl TopicRoom {
+    pub fn new(pattern: TopicPattern) -> Self {
+        Self { pattern, unfiltered: HashMap::new(), by_pair: HashMap::new(), placement: HashMap::new() }
+    }
+
+    fn remove(&mut self, key: &SubKey) {
+        match self.placement.remove(key) {
+            Some(None) => {
+                self.unfiltered.remove(key);
+            }
+            Some(Some((k, v))) => {
+                if let Some(values) = self.by_pair.get_mut(&k) {
+                    if let Some(subs) = values.get_mut(&v) {
+                        subs.remove(key);
+                        if subs.is_empty() {
+                            values.remove(&v);
+                        }
+                    }
+                    if values.is_empty() {
+                        self.by_pair.remove(&k);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+impl Actor for TopicRoom {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        tracing::debug!(pattern = %self.pattern, "room opened");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::debug!(pattern = %self.pattern, "room closed");
+    }
+}
+
+impl Handler<AddSubscriber> for TopicRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddSubscriber, _: &mut Self::Context) {
+        let subscriber = msg.subscriber;
+        self.remove(&subscriber.key);
+        let pair = subscriber.filter.routing_pair().map(|(k, v)| (k.to_owned(), v.to_owned()));
+        match &pair {
+            None => {
+                self.unfiltered.insert(subscriber.key, subscriber.clone());
+            }
+            Some((k, v)) => {
+                self.by_pair
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(v.clone())
+                    .or_default()
+                    .insert(subscriber.key, subscriber.clone());
+            }
+        }
+        self.placement.insert(subscriber.key, pair);
+        // The session may be gone already; then nothing waits for the answer.
+        let _ = msg.joined.send(());
+    }
+}
+
+impl Handler<RemoveSubscriber> for TopicRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveSubscriber, _: &mut Self::Context) {
+        self.remove(&msg.key);
+    }
+}
+
+impl Handler<Route> for TopicRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Route, _: &mut Self::Context) {
+        let mut matches = Vec::new();
+        for &index in &msg.indices {
+            let event = &msg.events[index as usize];
+            let scope = &event.envelope.scope;
+            for subscriber in self.unfiltered.values() {
+                matches.push(Match { index, subscriber: subscriber.clone() });
+            }
+            for (key, value) in scope.iter() {
+                let Some(candidates) = self.by_pair.get(key).and_then(|values| values.get(value)) else {
+                    continue;
+                };
+                for subscriber in candidates.values() {
+                    if subscriber.filter.matches(scope) {
+                        matches.push(Match { index, subscriber: subscriber.clone() });
+                    }
+                }
+            }
+        }
+        // The dispatcher drops its end only when it stops; then there is nobody to deliver to.
+        let _ = msg.matched.send(matches);
+    }
+}

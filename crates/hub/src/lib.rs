@@ -1,0 +1,32 @@
+//! The realtime hub server.
+//!
+//! Events enter through `POST /api/publish` (or straight into the log, from the publisher crate), are appended to
+//! the event log, followed by the storage actor, routed by topic rooms and delivered by the dispatcher to
+//! WebSocket sessions in id order. `docs/ARCHITECTURE.md` tells the path of one event.
+//!
+//! # Layout
+//! - [`startup`]: [`Application`]: build, port, run, graceful shutdown.
+//! - [`settings`]: configuration from environment and flags.
+//! - [`state`]: what routes and sessions share.
+//! - [`actors`]: the dispatcher, topic rooms and WebSocket sessions.
+//! - [`subscription`]: one subscription's replay-then-live state, shared by the transports.
+//! - [`routes`]: the HTTP endpoints.
+//! - [`outbound`]: per-connection byte accounting for slow consumers.
+//! - [`rate`]: token buckets for per-connection rates.
+//! - [`error`]: HTTP errors in the documented shape.
+//! - [`stats`], [`telemetry`]: counts, logs and metrics.
+
+pub mod actors;
+pub mod error;
+pub mod outbound;
+pub mod rate;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod stats;
+pub mod subscription;
+pub mod telemetry;
+
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,0 +1,54 @@
+//! Operations endpoints: liveness, readiness, the pub/sub health report, and Prometheus metrics.
+
+use actix_web::{HttpResponse, web};
+use chrono::Utc;
+use serde_json::json;
+
+use crate::state::HubState;
+use crate::telemetry;
+
+/// 200 while the process serves.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// 200 when the log is reachable and the live feed attached; 503 otherwise and during shutdown.
+pub async fn readyz(state: web::Data<HubState>) -> HttpResponse {
+    if state.shutting_down() {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "shutting_down"}));
+    }
+    if !state.health.is_ready() {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "log_unavailable"}));
+    }
+    HttpResponse::Ok().json(json!({"status": "ready"}))
+}
+
+/// The pub/sub health report of section 8.
+pub async fn pubsub(state: web::Data<HubState>) -> HttpResponse {
+    let (connections, subscriptions, topics) = state.stats.snapshot();
+    let healthy = state.health.is_ready() && !state.shutting_down();
+    let log = match state.log.bounds().await {
+        Ok(bounds) => json!({"head": bounds.head, "earliest": bounds.earliest}),
+        Err(_) => json!({"head": null, "earliest": null}),
+    };
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "provider": state.log.provider(),
+        "healthy": healthy,
+        "node": state.node,
+        "stats": {"connections": connections, "subscriptions": subscriptions, "topics": topics},
+        "log": log,
+        "auth": if state.settings.jwt_secret.is_none() && state.settings.jwt_public_key.is_none() {
+            "development: no key configured, every request is accepted"
+        } else {
+            "jwt"
+        },
+        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    if healthy { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+/// Prometheus text format.
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(telemetry::prometheus().render())
+}

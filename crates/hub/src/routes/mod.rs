@@ -1,0 +1,19 @@
+//! HTTP routes.
+
+pub mod health;
+pub mod publish;
+pub mod query;
+pub mod ws;
+
+use actix_web::web;
+
+/// Mounts every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws", web::get().to(ws::websocket))
+        .route("/api/ws", web::get().to(ws::websocket))
+        .route("/api/publish", web::post().to(publish::publish))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/api/health/pubsub", web::get().to(health::pubsub))
+        .route("/metrics", web::get().to(health::metrics));
+}

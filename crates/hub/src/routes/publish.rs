@@ -1,0 +1,37 @@
+//! `POST /api/publish`: publishing over HTTP for services that do not link the publisher crate.
+
+use std::time::Instant;
+
+use actix_web::{HttpResponse, web};
+use futures_util::StreamExt;
+use protocol::{ErrorCode, NewEvent, PublishBody};
+
+use crate::error::ApiError;
+use crate::state::HubState;
+
+#[tracing::instrument(name = "publish", skip_all, fields(events))]
+pub async fn publish(mut payload: web::Payload, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let limit = state.settings.max_publish_bytes;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(ErrorCode::TooLarge, format!("the body is larger than {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let events = NewEvent::parse_batch(&body, &state.event_limits(), state.settings.max_batch).map_err(|r| {
+        ApiError::Rejected {
+            code: if r.too_large { ErrorCode::TooLarge } else { ErrorCode::BadRequest },
+            message: r.message,
+            index: r.index,
+        }
+    })?;
+    tracing::Span::current().record("events", events.len());
+    let count = events.len() as u64;
+    let ids = state.log.append(events).await?;
+    metrics::counter!("hub_events_published_total").increment(count);
+    metrics::histogram!("hub_publish_latency_seconds").record(started.elapsed().as_secs_f64());
+    Ok(HttpResponse::Ok().json(PublishBody { ids }))
+}

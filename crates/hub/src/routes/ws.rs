@@ -1,0 +1,39 @@
+//! `GET /ws` and `GET /api/ws`: the WebSocket transport.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use protocol::ErrorCode;
+
+use crate::actors::session::WsSession;
+use crate::error::ApiError;
+use crate::outbound::{CountingStream, Outbound};
+use crate::routes::query::SubscriptionQuery;
+use crate::state::HubState;
+
+/// Frames above the configured bound get a `too_large` error and the connection stays open; frames this many
+/// times above it are not read at all and close the connection (1009).
+const HARD_FRAME_FACTOR: usize = 16;
+
+#[tracing::instrument(name = "websocket", skip_all)]
+pub async fn websocket(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if state.shutting_down() {
+        return Err(
+            ApiError::new(ErrorCode::Unavailable, "the hub is shutting down; connect to another instance").into()
+        );
+    }
+    let query = SubscriptionQuery::parse(req.query_string())?;
+    let auto_subscribe = if query.asks_for_subscription() { Some(query.subscription(query.since)?) } else { None };
+    let mut response = ws::handshake(&req)?;
+    let outbound = Arc::new(Outbound::default());
+    let hard_limit = state.settings.max_frame_bytes.saturating_mul(HARD_FRAME_FACTOR);
+    let codec = actix_http::ws::Codec::new().max_size(hard_limit);
+    let session = WsSession::new(state, outbound.clone(), auto_subscribe);
+    let stream = ws::WebsocketContext::with_codec(session, payload, codec);
+    Ok(response.streaming(CountingStream::new(stream, outbound)))
+}

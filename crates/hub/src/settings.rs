@@ -1,0 +1,223 @@
+//! Configuration: every field is an environment variable and a flag of the same name in kebab case.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_RETENTION: &str = "24h";
+pub const DEFAULT_HEARTBEAT: &str = "25s";
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
+pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = protocol::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
+pub const DEFAULT_MAX_PUBLISH_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100;
+pub const DEFAULT_SUBSCRIBE_RATE: u32 = 20;
+pub const DEFAULT_PROTOCOL_TOLERANCE: u32 = 10;
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
+
+/// The realtime hub: WebSocket, SSE and long-poll delivery of events from an event log.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "hub", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve (the default).
+    Serve,
+}
+
+/// Which event log the hub uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// In this process's memory: one hub, no set-up, history lost on restart.
+    Memory,
+    /// PostgreSQL (`DATABASE_URL`): any number of hubs share the log.
+    Postgres,
+    /// Redis (`REDIS_URL`).
+    Redis,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address and port to listen on.
+    #[arg(long = "hub-bind", env = "HUB_BIND", default_value = DEFAULT_BIND)]
+    pub bind: String,
+
+    /// Event-log backend [default: memory]. REALTIME_BACKEND is accepted as an alias of HUB_BACKEND.
+    #[arg(long = "hub-backend", env = "HUB_BACKEND", value_enum)]
+    pub backend: Option<Backend>,
+
+    /// PostgreSQL connection string, for the postgres backend.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Redis connection string, for the redis backend.
+    #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// How long events are retained (`24h`, `90m`, `7d`).
+    #[arg(long = "hub-retention", env = "HUB_RETENTION", default_value = DEFAULT_RETENTION, value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// How many events the memory backend keeps.
+    #[arg(long = "hub-memory-capacity", env = "HUB_MEMORY_CAPACITY", default_value_t = DEFAULT_MEMORY_CAPACITY)]
+    pub memory_capacity: usize,
+
+    /// Shared secret for HS256 tokens. Without any key the hub runs in development mode and accepts every request.
+    #[arg(long = "hub-jwt-secret", env = "HUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key for RS256 or ES256 tokens.
+    #[arg(long = "hub-jwt-public-key", env = "HUB_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+
+    /// This instance's name in welcome frames and health answers [default: the host name].
+    #[arg(long = "hub-node-id", env = "HUB_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Interval of WebSocket pings; a peer silent for twice this long is disconnected.
+    #[arg(long = "hub-heartbeat", env = "HUB_HEARTBEAT", default_value = DEFAULT_HEARTBEAT, value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+
+    /// On SIGTERM, how long open connections get to close before the process exits.
+    #[arg(long = "hub-shutdown-grace", env = "HUB_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// HTTP worker threads [default: one per core].
+    #[arg(long = "hub-workers", env = "HUB_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Largest client WebSocket frame; larger ones get a `too_large` error.
+    #[arg(long = "hub-max-frame-bytes", env = "HUB_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Largest serialized event payload.
+    #[arg(long = "hub-max-payload-bytes", env = "HUB_MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+
+    /// Largest `POST /api/publish` body.
+    #[arg(long = "hub-max-publish-bytes", env = "HUB_MAX_PUBLISH_BYTES", default_value_t = DEFAULT_MAX_PUBLISH_BYTES)]
+    pub max_publish_bytes: usize,
+
+    /// Most events in one publish batch.
+    #[arg(long = "hub-max-batch", env = "HUB_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
+
+    /// Most subscriptions one connection may hold.
+    #[arg(long = "hub-max-subscriptions", env = "HUB_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub max_subscriptions: usize,
+
+    /// Subscribe frames per second one connection may send (bursts of twice that).
+    #[arg(long = "hub-subscribe-rate", env = "HUB_SUBSCRIBE_RATE", default_value_t = DEFAULT_SUBSCRIBE_RATE)]
+    pub subscribe_rate: u32,
+
+    /// Malformed or binary frames one connection may send before it is closed with 4009.
+    #[arg(long = "hub-protocol-tolerance", env = "HUB_PROTOCOL_TOLERANCE", default_value_t = DEFAULT_PROTOCOL_TOLERANCE)]
+    pub protocol_tolerance: u32,
+
+    /// Bytes written to a connection but not yet taken by the network; past this the client is a slow consumer
+    /// and is closed (4008).
+    #[arg(long = "hub-max-outbound-bytes", env = "HUB_MAX_OUTBOUND_BYTES", default_value_t = DEFAULT_MAX_OUTBOUND_BYTES)]
+    pub max_outbound_bytes: usize,
+}
+
+impl Default for Settings {
+    /// The defaults, without reading the environment (what tests start from).
+    fn default() -> Self {
+        let duration = |text| humantime::parse_duration(text).expect("the default durations parse");
+        Self {
+            bind: DEFAULT_BIND.to_owned(),
+            backend: None,
+            database_url: None,
+            redis_url: None,
+            retention: duration(DEFAULT_RETENTION),
+            memory_capacity: DEFAULT_MEMORY_CAPACITY,
+            jwt_secret: None,
+            jwt_public_key: None,
+            node_id: None,
+            heartbeat: duration(DEFAULT_HEARTBEAT),
+            shutdown_grace: duration(DEFAULT_SHUTDOWN_GRACE),
+            workers: None,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_publish_bytes: DEFAULT_MAX_PUBLISH_BYTES,
+            max_batch: DEFAULT_MAX_BATCH,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            subscribe_rate: DEFAULT_SUBSCRIBE_RATE,
+            protocol_tolerance: DEFAULT_PROTOCOL_TOLERANCE,
+            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
+        }
+    }
+}
+
+impl Settings {
+    /// The backend: `HUB_BACKEND`, else its alias `REALTIME_BACKEND`, else memory.
+    pub fn resolve_backend(&self) -> Result<Backend, String> {
+        if let Some(backend) = self.backend {
+            return Ok(backend);
+        }
+        match std::env::var("REALTIME_BACKEND") {
+            Ok(name) => Backend::from_str(&name, true)
+                .map_err(|_| format!("REALTIME_BACKEND must be memory, postgres or redis, got {name:?}")),
+            Err(_) => Ok(Backend::Memory),
+        }
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "hub".to_owned())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_the_variable_names_in_kebab_case() {
+        let cli = Cli::try_parse_from([
+            "hub",
+            "--hub-bind",
+            "0.0.0.0:9000",
+            "--hub-backend",
+            "postgres",
+            "--hub-retention",
+            "90m",
+            "--hub-memory-capacity",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.settings.bind, "0.0.0.0:9000");
+        assert_eq!(cli.settings.backend, Some(Backend::Postgres));
+        assert_eq!(cli.settings.retention, Duration::from_secs(90 * 60));
+        assert_eq!(cli.settings.memory_capacity, 5);
+    }
+
+    #[test]
+    fn default_settings_match_the_documented_defaults() {
+        let s = Settings::default();
+        assert_eq!(s.bind, "127.0.0.1:8080");
+        assert_eq!(s.retention, Duration::from_secs(24 * 3600));
+        assert_eq!(s.memory_capacity, 100_000);
+        assert_eq!(s.heartbeat, Duration::from_secs(25));
+    }
+}

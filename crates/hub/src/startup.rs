@@ -1,0 +1,140 @@
+//! Building and running the hub: [`Application::build`], [`Application::port`], [`Application::run_until_stopped`].
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use storage::log_actor::TailSettings;
+use storage::{EventLog, EventLogActor, LogHealth, MemoryLog, Retention};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use tracing_actix_web::TracingLogger;
+
+use crate::actors::dispatcher::Dispatcher;
+use crate::routes;
+use crate::settings::{Backend, Settings};
+use crate::state::HubState;
+use crate::stats::HubStats;
+use crate::telemetry;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: Shutdown,
+}
+
+/// Starts a graceful shutdown: readiness fails, new connections are refused, sessions close with 1012, and the
+/// server stops once they are gone or the grace period is over.
+#[derive(Clone)]
+pub struct Shutdown {
+    signal: Arc<watch::Sender<bool>>,
+    server: ServerHandle,
+    state: web::Data<HubState>,
+    grace: Duration,
+}
+
+impl Shutdown {
+    pub async fn begin(&self) {
+        if self.signal.send_replace(true) {
+            return;
+        }
+        info!(grace = ?self.grace, "shutting down");
+        let deadline = Instant::now() + self.grace;
+        while self.state.stats.snapshot().0 > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.server.stop(true).await;
+    }
+}
+
+impl Application {
+    /// Opens the log, starts the actors and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let backend = settings.resolve_backend().map_err(anyhow::Error::msg)?;
+        let log = open_log(&settings, backend).await?;
+        if settings.jwt_secret.is_none() && settings.jwt_public_key.is_none() {
+            warn!(
+                "DEVELOPMENT MODE: no HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY is configured, so every request is \
+                 accepted without a token. Configure a key before exposing this hub."
+            );
+        }
+        telemetry::prometheus();
+        let stats = Arc::new(HubStats::default());
+        let health = Arc::new(LogHealth::default());
+        let dispatcher = Dispatcher::new(stats.clone()).start();
+        EventLogActor::new(log.clone(), dispatcher.clone().recipient(), health.clone(), TailSettings::default())
+            .start();
+
+        let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let (signal, shutdown_rx) = watch::channel(false);
+        let node = settings.node_id();
+        let grace = settings.shutdown_grace;
+        let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let state = web::Data::new(HubState {
+            log,
+            health,
+            dispatcher,
+            stats,
+            settings: Arc::new(settings),
+            node: node.clone(),
+            shutdown: shutdown_rx,
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new().wrap(TracingLogger::default()).app_data(app_state.clone()).configure(routes::configure)
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs().max(1))
+        .listen(listener)?
+        .run();
+        info!(port, node, backend = backend.name(), "hub listening");
+        let shutdown = Shutdown { signal: Arc::new(signal), server: server.handle(), state, grace };
+        Ok(Self { port, server, shutdown })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves until stopped; with `signals`, SIGTERM and SIGINT start a graceful shutdown.
+    pub async fn run_until_stopped(self, signals: bool) -> std::io::Result<()> {
+        if signals {
+            let shutdown = self.shutdown.clone();
+            actix_web::rt::spawn(async move {
+                wait_for_signal().await;
+                shutdown.begin().await;
+            });
+        }
+        self.server.await
+    }
+}
+
+async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<dyn EventLog>> {
+    let retention = Retention { max_age: settings.retention, max_events: settings.memory_capacity };
+    match backend {
+        Backend::Memory => Ok(Arc::new(MemoryLog::new(retention))),
+        other => anyhow::bail!("the {} backend is not available in this build; use memory", other.name()),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot listen for signals; stop the hub by killing it");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,33 @@
+//! What every route and session shares.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use protocol::EventLimits;
+use storage::{EventLog, LogHealth};
+use tokio::sync::watch;
+
+use crate::actors::dispatcher::Dispatcher;
+use crate::settings::Settings;
+use crate::stats::HubStats;
+
+pub struct HubState {
+    pub log: Arc<dyn EventLog>,
+    pub health: Arc<LogHealth>,
+    pub dispatcher: Addr<Dispatcher>,
+    pub stats: Arc<HubStats>,
+    pub settings: Arc<Settings>,
+    pub node: String,
+    /// Turns `true` when shutdown begins: readiness fails, sessions close with 1012, new connections are refused.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl HubState {
+    pub fn event_limits(&self) -> EventLimits {
+        EventLimits { max_payload_bytes: self.settings.max_payload_bytes }
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

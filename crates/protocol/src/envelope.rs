@@ -1,0 +1,250 @@
+//! The event envelope subscribers receive, and the event a publisher sends.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{EventId, Scope, Topic, ValidationError};
+
+/// The longest stream key, in characters.
+pub const MAX_KEY_LEN: usize = 256;
+/// The longest correlation id, in characters.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+/// The default bound of a serialized payload.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// One event as every transport delivers it (section 1 of the contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: EventId,
+    pub topic: Topic,
+    pub scope: Scope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Server time of append, RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    pub v: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    pub payload: Map<String, Value>,
+}
+
+/// Bounds a publish is checked against; the hub's are configurable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    pub max_payload_bytes: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self { max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES }
+    }
+}
+
+/// An event on its way into the log: everything but the id and timestamp, which the log assigns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    pub topic: Topic,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    pub payload: Map<String, Value>,
+}
+
+/// Why a publish was refused; `index` names the first bad event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRejection {
+    pub index: Option<usize>,
+    pub too_large: bool,
+    pub message: String,
+}
+
+impl NewEvent {
+    pub fn new(topic: Topic, scope: Scope, payload: Map<String, Value>) -> Self {
+        Self { topic, scope, key: None, seq: None, correlation_id: None, payload }
+    }
+
+    /// Checks the rules serde cannot: string lengths and the payload's serialized size.
+    pub fn validate(&self, limits: &EventLimits) -> Result<(), ValidationError> {
+        if let Some(key) = &self.key
+            && (key.is_empty() || key.chars().count() > MAX_KEY_LEN)
+        {
+            return Err(ValidationError::new(format!("key must be 1-{MAX_KEY_LEN} characters")));
+        }
+        if let Some(id) = &self.correlation_id
+            && id.chars().count() > MAX_CORRELATION_ID_LEN
+        {
+            return Err(ValidationError::new(format!(
+                "correlation_id must be at most {MAX_CORRELATION_ID_LEN} characters"
+            )));
+        }
+        if let Some(seq) = self.seq
+            && seq >= EventId::LIMIT
+        {
+            return Err(ValidationError::new("seq must be below 2^53"));
+        }
+        let size = serialized_len(&self.payload);
+        if size > limits.max_payload_bytes {
+            return Err(ValidationError::new(format!(
+                "payload is {size} bytes serialized, the limit is {} bytes",
+                limits.max_payload_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The stream key: the one given, else derived from the scope (`run:<run_id>`, `task:…`, `deploy:…`).
+    pub fn effective_key(&self) -> Option<String> {
+        self.key.clone().or_else(|| derive_key(&self.scope))
+    }
+
+    /// Parses a `POST /api/publish` body: one event or an array of at most `max_batch`, each validated.
+    /// Nothing is accepted unless everything is.
+    pub fn parse_batch(body: &[u8], limits: &EventLimits, max_batch: usize) -> Result<Vec<NewEvent>, PublishRejection> {
+        let reject = |index, message: String| PublishRejection { index, too_large: false, message };
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| reject(None, format!("body is not valid JSON: {e}")))?;
+        let (items, single) = match value {
+            Value::Array(items) => (items, false),
+            Value::Object(_) => (vec![value], true),
+            other => {
+                return Err(reject(None, format!("body must be an event object or an array of them, got {other}")));
+            }
+        };
+        if items.is_empty() {
+            return Err(reject(None, "the batch is empty".into()));
+        }
+        if items.len() > max_batch {
+            return Err(PublishRejection {
+                index: None,
+                too_large: true,
+                message: format!("the batch has {} events, at most {max_batch} are allowed", items.len()),
+            });
+        }
+        let index = |i| if single { None } else { Some(i) };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if !item.is_object() {
+                    return Err(reject(index(i), format!("an event must be a JSON object, got {item}")));
+                }
+                if let Some(payload) = item.get("payload")
+                    && !payload.is_object()
+                {
+                    return Err(reject(index(i), format!("payload must be a JSON object, got {payload}")));
+                }
+                let event: NewEvent =
+                    serde_json::from_value(item).map_err(|e| reject(index(i), format!("invalid event: {e}")))?;
+                event.validate(limits).map_err(|e| PublishRejection {
+                    index: index(i),
+                    too_large: e.0.starts_with("payload is"),
+                    message: e.0,
+                })?;
+                Ok(event)
+            })
+            .collect()
+    }
+}
+
+/// The body of `POST /api/publish`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishBody {
+    pub ids: Vec<EventId>,
+}
+
+/// Derives a stream key from a scope: `run:<run_id>`, else `task:<task_id>`, else `deploy:<deploy_id>`.
+pub fn derive_key(scope: &Scope) -> Option<String> {
+    [("run_id", "run"), ("task_id", "task"), ("deploy_id", "deploy")]
+        .iter()
+        .find_map(|(field, prefix)| scope.get(field).map(|v| format!("{prefix}:{v}")))
+}
+
+/// The length of a value's compact JSON form, without building it.
+pub fn serialized_len(value: &impl Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing into a counter cannot fail, and every value here is a serde_json value or derived struct.
+    serde_json::to_writer(&mut counter, value).expect("serializing JSON into a counter cannot fail");
+    counter.0
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse(body: Value) -> Result<Vec<NewEvent>, PublishRejection> {
+        NewEvent::parse_batch(body.to_string().as_bytes(), &EventLimits::default(), 1000)
+    }
+
+    #[test]
+    fn a_single_event_and_a_batch_both_parse() {
+        let one = json!({"topic":"run.logs","scope":{"run_id":"r1"},"payload":{"line":"x"}});
+        assert_eq!(parse(one.clone()).unwrap().len(), 1);
+        assert_eq!(parse(json!([one.clone(), one])).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_first_bad_event_of_a_batch_is_named_by_its_index() {
+        let ok = json!({"topic":"a","payload":{}});
+        let bad_topic = json!({"topic":"a b","payload":{}});
+        let err = parse(json!([ok.clone(), ok.clone(), bad_topic])).unwrap_err();
+        assert_eq!(err.index, Some(2));
+        assert!(err.message.contains("topic"), "{}", err.message);
+
+        let not_object = json!({"topic":"a","payload":[1]});
+        let err = parse(json!([ok, not_object])).unwrap_err();
+        assert_eq!(err.index, Some(1));
+        assert!(err.message.contains("payload must be a JSON object"), "{}", err.message);
+    }
+
+    #[test]
+    fn oversized_payloads_and_batches_are_too_large() {
+        let big = json!({"topic":"a","payload":{"x":"y".repeat(70_000)}});
+        let err = parse(big).unwrap_err();
+        assert!(err.too_large);
+        let many: Vec<Value> = (0..1001).map(|_| json!({"topic":"a","payload":{}})).collect();
+        assert!(parse(Value::Array(many)).unwrap_err().too_large);
+    }
+
+    #[test]
+    fn unknown_fields_client_ids_and_non_objects_are_rejected() {
+        assert!(parse(json!({"topic":"a","payload":{},"id":5})).is_err());
+        assert!(parse(json!("text")).is_err());
+        assert!(parse(json!([])).is_err());
+        assert!(parse(json!([1])).unwrap_err().message.contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn the_key_is_derived_from_run_then_task_then_deploy() {
+        let scope = Scope::try_from([("task_id", "t1"), ("deploy_id", "d1")]).unwrap();
+        assert_eq!(derive_key(&scope).as_deref(), Some("task:t1"));
+        let scope = Scope::try_from([("run_id", "r1"), ("task_id", "t1")]).unwrap();
+        assert_eq!(derive_key(&scope).as_deref(), Some("run:r1"));
+        assert_eq!(derive_key(&Scope::default()), None);
+    }
+
+    #[test]
+    fn serialized_len_equals_the_length_of_the_json_text() {
+        let v = json!({"a":[1,2,{"b":"ü"}]});
+        assert_eq!(serialized_len(&v), serde_json::to_vec(&v).unwrap().len());
+    }
+}

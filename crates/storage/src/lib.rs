@@ -1,0 +1,25 @@
+//! Event-log backends of the realtime hub, and the storage actor that tails them.
+//!
+//! The event log is the source of truth: every event gets its id from the log, every replay reads the log, and
+//! live delivery is only a faster way of learning what the log already holds. Backends implement [`EventLog`];
+//! the hub never knows which one it talks to.
+//!
+//! # Layout
+//! - [`event_log`]: the [`EventLog`] and [`LiveFeed`] traits, [`StoredEvent`], [`LogQuery`], [`Page`], [`LogBounds`].
+//! - [`memory`]: the embedded in-memory log (one process), bounded by capacity and age.
+//! - [`log_actor`]: [`EventLogActor`], which follows the log from a cursor and sends [`EventsAppended`] batches,
+//!   in id order, to the dispatcher; it also runs retention and reports health.
+//! - [`retention`]: the [`Retention`] policy.
+//! - [`error`]: the crate's [`Error`].
+
+pub mod error;
+pub mod event_log;
+pub mod log_actor;
+pub mod memory;
+pub mod retention;
+
+pub use error::{Error, Result};
+pub use event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
+pub use log_actor::{EventLogActor, EventsAppended, LogHealth};
+pub use memory::MemoryLog;
+pub use retention::Retention;

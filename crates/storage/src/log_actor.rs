@@ -1,0 +1,248 @@
+//! The storage actor: follows the log from a cursor and hands new events to dispatch, in id order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tracing::{info, warn};
+
+use crate::event_log::{EventLog, LogQuery, SharedEvent};
+
+/// New events, in strictly increasing id order, following the previous batch without a gap.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct EventsAppended {
+    pub events: Arc<[SharedEvent]>,
+}
+
+/// What the storage actor knows about the log's health, shared with `/readyz` and `/api/health/pubsub`.
+#[derive(Debug, Default)]
+pub struct LogHealth {
+    /// The last read of the log succeeded.
+    reachable: AtomicBool,
+    /// The wake-up feed (for PostgreSQL, the `LISTEN` connection) is open and the cursor has caught up once on it.
+    attached: AtomicBool,
+    /// The newest id handed to dispatch.
+    dispatched: AtomicU64,
+    /// How many times the feed was lost and opened again.
+    reconnects: AtomicU64,
+}
+
+impl LogHealth {
+    /// Ready: the log answers and the live feed is attached.
+    pub fn is_ready(&self) -> bool {
+        self.reachable.load(Ordering::Acquire) && self.attached.load(Ordering::Acquire)
+    }
+
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Acquire)
+    }
+
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, reachable: bool, attached: bool) {
+        self.reachable.store(reachable, Ordering::Release);
+        self.attached.store(attached, Ordering::Release);
+    }
+}
+
+/// How the storage actor follows the log.
+#[derive(Debug, Clone)]
+pub struct TailSettings {
+    /// The most events one read (and one dispatched batch) holds.
+    pub batch: usize,
+    /// Read the log this often even without a wake-up, so a lost notification only adds latency.
+    pub safety_interval: Duration,
+    /// Run retention this often.
+    pub prune_interval: Duration,
+    /// First and longest wait before opening the feed again after losing it.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for TailSettings {
+    fn default() -> Self {
+        Self {
+            batch: 1000,
+            safety_interval: Duration::from_secs(1),
+            prune_interval: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Owns the event log's live feed, follows the log from a cursor, and sends every new event to dispatch exactly
+/// once and in id order; also runs retention.
+pub struct EventLogActor {
+    log: Arc<dyn EventLog>,
+    dispatch: Recipient<EventsAppended>,
+    health: Arc<LogHealth>,
+    settings: TailSettings,
+}
+
+impl EventLogActor {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        dispatch: Recipient<EventsAppended>,
+        health: Arc<LogHealth>,
+        settings: TailSettings,
+    ) -> Self {
+        Self { log, dispatch, health, settings }
+    }
+}
+
+impl Actor for EventLogActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let follower = Follower {
+            log: self.log.clone(),
+            dispatch: self.dispatch.clone(),
+            health: self.health.clone(),
+            settings: self.settings.clone(),
+        };
+        ctx.spawn(actix::fut::wrap_future(follower.run()));
+        ctx.run_interval(self.settings.prune_interval, |act, ctx| {
+            let log = act.log.clone();
+            ctx.spawn(actix::fut::wrap_future(async move {
+                match log.prune().await {
+                    Ok(0) => {}
+                    Ok(n) => info!(removed = n, "retention removed old events"),
+                    Err(e) => warn!(error = %e, "retention failed; will retry"),
+                }
+            }));
+        });
+    }
+}
+
+/// The state of the follow loop, owned by the future the actor spawns.
+struct Follower {
+    log: Arc<dyn EventLog>,
+    dispatch: Recipient<EventsAppended>,
+    health: Arc<LogHealth>,
+    settings: TailSettings,
+}
+
+impl Follower {
+    async fn run(self) {
+        let mut backoff = self.settings.backoff_min;
+        let mut cursor = loop {
+            match self.log.bounds().await {
+                Ok(bounds) => break bounds.head,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the event log's head; retrying");
+                    self.health.set(false, false);
+                    backoff = self.pause(backoff).await;
+                }
+            }
+        };
+        self.health.dispatched.store(cursor, Ordering::Release);
+        info!(cursor, provider = self.log.provider(), "following the event log");
+        let all = LogQuery::all();
+        loop {
+            let mut feed = match self.log.live_feed().await {
+                Ok(feed) => feed,
+                Err(e) => {
+                    warn!(error = %e, "cannot open the live feed; retrying");
+                    self.health.set(false, false);
+                    backoff = self.pause(backoff).await;
+                    continue;
+                }
+            };
+            // Whatever was appended while the feed was closed is found by reading from the cursor.
+            loop {
+                if let Err(e) = self.catch_up(&mut cursor, &all).await {
+                    warn!(error = %e, "reading the event log failed");
+                    break;
+                }
+                self.health.set(true, true);
+                backoff = self.settings.backoff_min;
+                match tokio::time::timeout(self.settings.safety_interval, feed.changed()).await {
+                    Ok(Ok(())) | Err(_) => continue,
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "the live feed was lost; reconnecting");
+                        break;
+                    }
+                }
+            }
+            self.health.set(false, false);
+            self.health.reconnects.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("hub_listener_reconnects_total").increment(1);
+            backoff = self.pause(backoff).await;
+        }
+    }
+
+    async fn catch_up(&self, cursor: &mut u64, all: &LogQuery) -> crate::Result<()> {
+        loop {
+            let page = self.log.read_after(*cursor, all, self.settings.batch).await?;
+            if !page.events.is_empty() {
+                let newest = page.events.last().map_or(*cursor, |e| e.id());
+                self.dispatch.do_send(EventsAppended { events: page.events.into() });
+                self.health.dispatched.store(newest, Ordering::Release);
+            }
+            *cursor = page.through.max(*cursor);
+            if page.complete {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn pause(&self, backoff: Duration) -> Duration {
+        tokio::time::sleep(backoff).await;
+        (backoff * 2).min(self.settings.backoff_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use protocol::{NewEvent, Scope, Topic};
+    use serde_json::Map;
+
+    use super::*;
+    use crate::{MemoryLog, Retention};
+
+    struct Collector(Arc<Mutex<Vec<u64>>>);
+
+    impl Actor for Collector {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<EventsAppended> for Collector {
+        type Result = ();
+        fn handle(&mut self, msg: EventsAppended, _: &mut Self::Context) {
+            self.0.lock().unwrap().extend(msg.events.iter().map(|e| e.id()));
+        }
+    }
+
+    fn event() -> NewEvent {
+        NewEvent::new(Topic::parse("a").unwrap(), Scope::default(), Map::new())
+    }
+
+    #[actix::test]
+    async fn every_event_appended_after_start_is_dispatched_once_in_order() {
+        let log = Arc::new(MemoryLog::new(Retention::default()));
+        log.append(vec![event()]).await.unwrap(); // before start: not live
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let collector = Collector(seen.clone()).start();
+        let health = Arc::new(LogHealth::default());
+        let _actor =
+            EventLogActor::new(log.clone(), collector.recipient(), health.clone(), TailSettings::default()).start();
+        while !health.is_ready() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for _ in 0..50 {
+            log.append(vec![event(), event()]).await.unwrap();
+        }
+        while health.dispatched() < 101 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(*seen.lock().unwrap(), (2..=101).collect::<Vec<_>>());
+    }
+}

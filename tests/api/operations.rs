@@ -1,0 +1,69 @@
+//! Health, readiness, metrics and graceful shutdown.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{event, spawn_hub};
+
+#[actix_web::test]
+async fn health_endpoints_report_a_ready_memory_hub() {
+    let hub = spawn_hub(|_| {}).await;
+    hub.publish(event("a", json!({}), 1)).await;
+    let _client = hub.ws("/ws?topics=a").await;
+
+    let (healthz, _) = hub.get_json("/healthz").await;
+    let (readyz, _) = hub.get_json("/readyz").await;
+    let (status, pubsub) = hub.get_json("/api/health/pubsub").await;
+
+    assert_eq!(healthz, 200);
+    assert_eq!(readyz, 200);
+    assert_eq!(status, 200);
+    assert_eq!(pubsub["status"], "healthy");
+    assert_eq!(pubsub["provider"], "memory");
+    assert_eq!(pubsub["healthy"], true);
+    assert_eq!(pubsub["node"], "test-node");
+    assert_eq!(pubsub["stats"], json!({"connections":1,"subscriptions":1,"topics":1}));
+    assert_eq!(pubsub["log"], json!({"head":1,"earliest":1}));
+    assert!(pubsub["auth"].as_str().unwrap().starts_with("development"));
+    assert!(pubsub["timestamp"].as_str().unwrap().ends_with('Z'));
+}
+
+#[actix_web::test]
+async fn metrics_are_served_in_prometheus_text_format() {
+    let hub = spawn_hub(|_| {}).await;
+    let mut client = hub.ws("/ws?topics=a").await;
+    client.expect("subscribed").await;
+    hub.publish(event("a", json!({}), 1)).await;
+    client.events(1).await;
+
+    let text = hub.http.get(hub.url("/metrics")).send().await.unwrap().text().await.unwrap();
+
+    for name in [
+        "hub_events_published_total",
+        "hub_events_dispatched_total",
+        "hub_events_delivered_total",
+        "hub_connections",
+        "hub_publish_latency_seconds_bucket",
+        "hub_dispatch_lag_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+}
+
+#[actix_web::test]
+async fn shutdown_fails_readiness_closes_sessions_with_1012_and_refuses_new_connections() {
+    let hub = spawn_hub(|s| s.shutdown_grace = Duration::from_secs(2)).await;
+    let mut client = hub.ws("/ws").await;
+    let ids = hub.publish(event("a", json!({}), 1)).await;
+
+    hub.begin_shutdown();
+
+    assert_eq!(client.expect_close(Duration::from_secs(5)).await, Some(1012));
+    assert_eq!(ids, vec![1]);
+    let ready = hub.http.get(hub.url("/readyz")).send().await;
+    if let Ok(response) = ready {
+        assert_eq!(response.status(), 503);
+    }
+    assert!(hub.ws_raw("/ws").await.is_err(), "new connections are refused");
+}
