@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hub::Application;
-use hub::settings::Settings;
+use hub::settings::{Backend, Settings};
 use hub::startup::Shutdown;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -38,7 +38,38 @@ pub async fn spawn_hub(configure: impl FnOnce(&mut Settings)) -> TestHub {
     TestHub { port, http: reqwest::Client::new(), shutdown }
 }
 
+/// Starts a hub on the PostgreSQL log at `database_url`, with a small pool.
+pub async fn spawn_pg_hub(database_url: &str, configure: impl FnOnce(&mut Settings)) -> TestHub {
+    let database_url = database_url.to_owned();
+    spawn_hub(move |s| {
+        s.backend = Some(Backend::Postgres);
+        s.database_url = Some(database_url);
+        s.db_pool_size = 3;
+        s.inbox_poll = Duration::from_millis(50);
+        configure(s);
+    })
+    .await
+}
+
 impl TestHub {
+    /// Drops every connection and stops serving at once, as a crashed pod would.
+    pub async fn kill(&self) {
+        self.shutdown.abort().await;
+    }
+
+    /// Waits until `/readyz` answers `status`, failing after `wait`.
+    pub async fn wait_ready(&self, status: u16, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let got = self.http.get(self.url("/readyz")).send().await.map(|r| r.status().as_u16()).ok();
+            if got == Some(status) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "/readyz did not answer {status} within {wait:?}: {got:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

@@ -11,6 +11,7 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(cli.settings).await?;
             app.run_until_stopped(true).await?;
         }
+        Command::Migrate => hub::startup::migrate(&cli.settings).await?,
     }
     Ok(())
 }

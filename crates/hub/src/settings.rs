@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_RETENTION: &str = "24h";
+pub const DEFAULT_RETENTION_INTERVAL: &str = "60s";
 pub const DEFAULT_HEARTBEAT: &str = "25s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
@@ -17,6 +18,8 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100;
 pub const DEFAULT_SUBSCRIBE_RATE: u32 = 20;
 pub const DEFAULT_PROTOCOL_TOLERANCE: u32 = 10;
 pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_DB_POOL_SIZE: u32 = 10;
+pub const DEFAULT_INBOX_POLL: &str = "100ms";
 
 /// The realtime hub: WebSocket, SSE and long-poll delivery of events from an event log.
 #[derive(Debug, Clone, Parser)]
@@ -32,6 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve (the default).
     Serve,
+    /// Apply the PostgreSQL migrations to DATABASE_URL and exit (for a Kubernetes Job before a rollout).
+    Migrate,
 }
 
 /// Which event log the hub uses.
@@ -69,6 +74,15 @@ pub struct Settings {
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// Connections in the PostgreSQL pool (the listener uses one more).
+    #[arg(long = "hub-db-pool-size", env = "HUB_DB_POOL_SIZE", default_value_t = DEFAULT_DB_POOL_SIZE)]
+    pub db_pool_size: u32,
+
+    /// How often the PostgreSQL inbox (events published inside publishers' own transactions) is checked when no
+    /// notification came.
+    #[arg(long = "hub-inbox-poll", env = "HUB_INBOX_POLL", default_value = DEFAULT_INBOX_POLL, value_parser = humantime::parse_duration)]
+    pub inbox_poll: Duration,
+
     /// Redis connection string, for the redis backend.
     #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -76,6 +90,10 @@ pub struct Settings {
     /// How long events are retained (`24h`, `90m`, `7d`).
     #[arg(long = "hub-retention", env = "HUB_RETENTION", default_value = DEFAULT_RETENTION, value_parser = humantime::parse_duration)]
     pub retention: Duration,
+
+    /// How often events past the retention are removed.
+    #[arg(long = "hub-retention-interval", env = "HUB_RETENTION_INTERVAL", default_value = DEFAULT_RETENTION_INTERVAL, value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
 
     /// How many events the memory backend keeps.
     #[arg(long = "hub-memory-capacity", env = "HUB_MEMORY_CAPACITY", default_value_t = DEFAULT_MEMORY_CAPACITY)]
@@ -147,8 +165,11 @@ impl Default for Settings {
             bind: DEFAULT_BIND.to_owned(),
             backend: None,
             database_url: None,
+            db_pool_size: DEFAULT_DB_POOL_SIZE,
+            inbox_poll: duration(DEFAULT_INBOX_POLL),
             redis_url: None,
             retention: duration(DEFAULT_RETENTION),
+            retention_interval: duration(DEFAULT_RETENTION_INTERVAL),
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
             jwt_secret: None,
             jwt_public_key: None,

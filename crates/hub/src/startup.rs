@@ -9,7 +9,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use storage::log_actor::TailSettings;
-use storage::{EventLog, EventLogActor, LogHealth, MemoryLog, Retention};
+use storage::{EventLog, EventLogActor, LogHealth, MemoryLog, PgLog, PgSettings, Retention};
 use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
@@ -49,6 +49,12 @@ impl Shutdown {
         }
         self.server.stop(true).await;
     }
+
+    /// Stops serving at once, dropping every connection, as a crashed process would.
+    pub async fn abort(&self) {
+        self.signal.send_replace(true);
+        self.server.stop(false).await;
+    }
 }
 
 impl Application {
@@ -66,8 +72,8 @@ impl Application {
         let stats = Arc::new(HubStats::default());
         let health = Arc::new(LogHealth::default());
         let dispatcher = Dispatcher::new(stats.clone()).start();
-        EventLogActor::new(log.clone(), dispatcher.clone().recipient(), health.clone(), TailSettings::default())
-            .start();
+        let tail = TailSettings { prune_interval: settings.retention_interval, ..TailSettings::default() };
+        EventLogActor::new(log.clone(), dispatcher.clone().recipient(), health.clone(), tail).start();
 
         let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -123,8 +129,26 @@ async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<d
     let retention = Retention { max_age: settings.retention, max_events: settings.memory_capacity };
     match backend {
         Backend::Memory => Ok(Arc::new(MemoryLog::new(retention))),
-        other => anyhow::bail!("the {} backend is not available in this build; use memory", other.name()),
+        Backend::Postgres => {
+            let url = database_url(settings)?;
+            let pg = PgSettings { url, pool_size: settings.db_pool_size, inbox_poll: settings.inbox_poll, retention };
+            let log = PgLog::connect(pg).await.context("cannot open the PostgreSQL event log")?;
+            Ok(Arc::new(log))
+        }
+        Backend::Redis => anyhow::bail!("the redis backend is not available in this build; use memory or postgres"),
     }
+}
+
+fn database_url(settings: &Settings) -> anyhow::Result<String> {
+    settings.database_url.clone().context("the postgres backend needs DATABASE_URL")
+}
+
+/// Applies the PostgreSQL migrations and returns (`hub migrate`).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = storage::postgres::connect_pool(&database_url(settings)?, 1, "realtime-hub-migrate").await?;
+    storage::postgres::migrate(&pool).await.context("migrations failed")?;
+    info!("migrations applied");
+    Ok(())
 }
 
 async fn wait_for_signal() {

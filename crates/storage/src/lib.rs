@@ -16,10 +16,12 @@ pub mod error;
 pub mod event_log;
 pub mod log_actor;
 pub mod memory;
+pub mod postgres;
 pub mod retention;
 
 pub use error::{Error, Result};
 pub use event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
 pub use log_actor::{EventLogActor, EventsAppended, LogHealth};
 pub use memory::MemoryLog;
+pub use postgres::{PgLog, PgSettings};
 pub use retention::Retention;

@@ -70,7 +70,7 @@ impl Default for TailSettings {
             safety_interval: Duration::from_secs(1),
             prune_interval: Duration::from_secs(60),
             backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(2),
         }
     }
 }
