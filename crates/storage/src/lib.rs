@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`event_log`]: the [`EventLog`] and [`LiveFeed`] traits, [`StoredEvent`], [`LogQuery`], [`Page`], [`LogBounds`].
 //! - [`memory`]: the embedded in-memory log (one process), bounded by capacity and age.
+//! - [`postgres`]: the PostgreSQL log shared by any number of hubs, its inbox for transactional publishers, and
+//!   its `LISTEN` feed.
 //! - [`log_actor`]: [`EventLogActor`], which follows the log from a cursor and sends [`EventsAppended`] batches,
 //!   in id order, to the dispatcher; it also runs retention and reports health.
 //! - [`retention`]: the [`Retention`] policy.
