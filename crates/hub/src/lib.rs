@@ -9,7 +9,8 @@
 //! - [`settings`]: configuration from environment and flags.
 //! - [`state`]: what routes and sessions share.
 //! - [`actors`]: the dispatcher, topic rooms and WebSocket sessions.
-//! - [`subscription`]: one subscription's replay-then-live state, shared by the transports.
+//! - [`subscription`]: one subscription's replay-then-live state; [`engine`] drives it for any connection actor.
+//! - [`auth`]: tokens and grants; [`limits`]: connection, waiter and rate limits.
 //! - [`routes`]: the HTTP endpoints.
 //! - [`outbound`]: per-connection byte accounting for slow consumers.
 //! - [`rate`]: token buckets for per-connection rates.
@@ -17,7 +18,10 @@
 //! - [`stats`], [`telemetry`]: counts, logs and metrics.
 
 pub mod actors;
+pub mod auth;
+pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod outbound;
 pub mod rate;
 pub mod routes;

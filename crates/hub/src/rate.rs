@@ -16,6 +16,11 @@ impl TokenBucket {
         Self { rate, burst, tokens: burst, refilled: Instant::now() }
     }
 
+    /// Whether the bucket has refilled completely (nothing taken recently).
+    pub fn is_full(&self) -> bool {
+        self.tokens + self.refilled.elapsed().as_secs_f64() * self.rate >= self.burst
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self) -> bool {
         let now = Instant::now();

@@ -19,6 +19,12 @@ pub const DEFAULT_SUBSCRIBE_RATE: u32 = 20;
 pub const DEFAULT_PROTOCOL_TOLERANCE: u32 = 10;
 pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_DB_POOL_SIZE: u32 = 10;
+pub const DEFAULT_JWT_LEEWAY: &str = "30s";
+pub const DEFAULT_SSE_HEARTBEAT: &str = "15s";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+pub const DEFAULT_MAX_CONNECTIONS_PER_SUBJECT: usize = 1000;
+pub const DEFAULT_MAX_POLL_WAITERS: usize = 10_000;
+pub const DEFAULT_PUBLISH_RATE: u32 = 5000;
 pub const DEFAULT_INBOX_POLL: &str = "100ms";
 
 /// The realtime hub: WebSocket, SSE and long-poll delivery of events from an event log.
@@ -107,6 +113,10 @@ pub struct Settings {
     #[arg(long = "hub-jwt-public-key", env = "HUB_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<String>,
 
+    /// Clock-skew allowance for `exp` and `nbf`; an open connection is closed this long after its token's `exp`.
+    #[arg(long = "hub-jwt-leeway", env = "HUB_JWT_LEEWAY", default_value = DEFAULT_JWT_LEEWAY, value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
     /// This instance's name in welcome frames and health answers [default: the host name].
     #[arg(long = "hub-node-id", env = "HUB_NODE_ID")]
     pub node_id: Option<String>,
@@ -114,6 +124,10 @@ pub struct Settings {
     /// Interval of WebSocket pings; a peer silent for twice this long is disconnected.
     #[arg(long = "hub-heartbeat", env = "HUB_HEARTBEAT", default_value = DEFAULT_HEARTBEAT, value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
+
+    /// Interval of SSE heartbeat comments (`: hb`) that keep proxies from closing idle streams.
+    #[arg(long = "hub-sse-heartbeat", env = "HUB_SSE_HEARTBEAT", default_value = DEFAULT_SSE_HEARTBEAT, value_parser = humantime::parse_duration)]
+    pub sse_heartbeat: Duration,
 
     /// On SIGTERM, how long open connections get to close before the process exits.
     #[arg(long = "hub-shutdown-grace", env = "HUB_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
@@ -142,6 +156,23 @@ pub struct Settings {
     /// Most subscriptions one connection may hold.
     #[arg(long = "hub-max-subscriptions", env = "HUB_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
+
+    /// Most open WebSocket and SSE connections on this hub (past it: close 4029, or 429 for SSE).
+    #[arg(long = "hub-max-connections", env = "HUB_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Most open connections per token subject (`sub`).
+    #[arg(long = "hub-max-connections-per-subject", env = "HUB_MAX_CONNECTIONS_PER_SUBJECT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_SUBJECT)]
+    pub max_connections_per_subject: usize,
+
+    /// Most long-poll requests waiting at once (past it: 429 `limit_exceeded`).
+    #[arg(long = "hub-max-poll-waiters", env = "HUB_MAX_POLL_WAITERS", default_value_t = DEFAULT_MAX_POLL_WAITERS)]
+    pub max_poll_waiters: usize,
+
+    /// Publish requests per second per token subject (or peer address without a token), bursts of twice that;
+    /// 0 turns the limit off.
+    #[arg(long = "hub-publish-rate", env = "HUB_PUBLISH_RATE", default_value_t = DEFAULT_PUBLISH_RATE)]
+    pub publish_rate: u32,
 
     /// Subscribe frames per second one connection may send (bursts of twice that).
     #[arg(long = "hub-subscribe-rate", env = "HUB_SUBSCRIBE_RATE", default_value_t = DEFAULT_SUBSCRIBE_RATE)]
@@ -173,9 +204,15 @@ impl Default for Settings {
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
             jwt_secret: None,
             jwt_public_key: None,
+            jwt_leeway: duration(DEFAULT_JWT_LEEWAY),
             node_id: None,
             heartbeat: duration(DEFAULT_HEARTBEAT),
             shutdown_grace: duration(DEFAULT_SHUTDOWN_GRACE),
+            sse_heartbeat: duration(DEFAULT_SSE_HEARTBEAT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_subject: DEFAULT_MAX_CONNECTIONS_PER_SUBJECT,
+            max_poll_waiters: DEFAULT_MAX_POLL_WAITERS,
+            publish_rate: DEFAULT_PUBLISH_RATE,
             workers: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,

@@ -15,6 +15,8 @@ use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
 
 use crate::actors::dispatcher::Dispatcher;
+use crate::auth::Authenticator;
+use crate::limits::{ConnectionLimiter, CountLimiter, KeyedRate};
 use crate::routes;
 use crate::settings::{Backend, Settings};
 use crate::state::HubState;
@@ -61,8 +63,13 @@ impl Application {
     /// Opens the log, starts the actors and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let backend = settings.resolve_backend().map_err(anyhow::Error::msg)?;
+        let auth = Authenticator::from_settings(&settings)?;
+        let publish_rate = (settings.publish_rate > 0).then(|| KeyedRate::new(settings.publish_rate));
+        let connections =
+            Arc::new(ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_subject));
+        let poll_waiters = Arc::new(CountLimiter::new(settings.max_poll_waiters));
         let log = open_log(&settings, backend).await?;
-        if settings.jwt_secret.is_none() && settings.jwt_public_key.is_none() {
+        if auth.is_development() {
             warn!(
                 "DEVELOPMENT MODE: no HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY is configured, so every request is \
                  accepted without a token. Configure a key before exposing this hub."
@@ -88,6 +95,10 @@ impl Application {
             stats,
             settings: Arc::new(settings),
             node: node.clone(),
+            auth,
+            connections,
+            poll_waiters,
+            publish_rate,
             shutdown: shutdown_rx,
         });
         let app_state = state.clone();

@@ -8,6 +8,8 @@ use storage::{EventLog, LogHealth};
 use tokio::sync::watch;
 
 use crate::actors::dispatcher::Dispatcher;
+use crate::auth::Authenticator;
+use crate::limits::{ConnectionLimiter, CountLimiter, KeyedRate};
 use crate::settings::Settings;
 use crate::stats::HubStats;
 
@@ -18,6 +20,11 @@ pub struct HubState {
     pub stats: Arc<HubStats>,
     pub settings: Arc<Settings>,
     pub node: String,
+    pub auth: Authenticator,
+    pub connections: Arc<ConnectionLimiter>,
+    pub poll_waiters: Arc<CountLimiter>,
+    /// `None` when publish rates are not limited.
+    pub publish_rate: Option<KeyedRate>,
     /// Turns `true` when shutdown begins: readiness fails, sessions close with 1012, new connections are refused.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -4,8 +4,12 @@
 //! - [`dispatcher::Dispatcher`]: owns the rooms, forwards joins and leaves, and delivers each batch.
 //! - [`room::TopicRoom`]: one per topic pattern; an index of subscriptions by the scope pair they route on.
 //! - [`session::WsSession`]: one per WebSocket connection.
+//! - [`sse::SseSession`]: one per SSE stream.
+//! - [`poll_waiter::PollWaiter`]: one per long-poll request that waits.
 
 pub mod dispatcher;
+pub mod poll_waiter;
 pub mod room;
 pub mod session;
+pub mod sse;
 pub mod subscriber;

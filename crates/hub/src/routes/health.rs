@@ -38,7 +38,7 @@ pub async fn pubsub(state: web::Data<HubState>) -> HttpResponse {
         "node": state.node,
         "stats": {"connections": connections, "subscriptions": subscriptions, "topics": topics},
         "log": log,
-        "auth": if state.settings.jwt_secret.is_none() && state.settings.jwt_public_key.is_none() {
+        "auth": if state.auth.is_development() {
             "development: no key configured, every request is accepted"
         } else {
             "jwt"

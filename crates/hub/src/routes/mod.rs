@@ -1,8 +1,11 @@
 //! HTTP routes.
 
+pub mod access;
 pub mod health;
+pub mod poll;
 pub mod publish;
 pub mod query;
+pub mod sse;
 pub mod ws;
 
 use actix_web::web;
@@ -11,6 +14,8 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(ws::websocket))
         .route("/api/ws", web::get().to(ws::websocket))
+        .route("/sse", web::get().to(sse::sse))
+        .route("/api/events", web::get().to(poll::events))
         .route("/api/publish", web::post().to(publish::publish))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))

@@ -2,16 +2,29 @@
 
 use std::time::Instant;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use protocol::{ErrorCode, NewEvent, PublishBody};
 
 use crate::error::ApiError;
+use crate::routes::access;
 use crate::state::HubState;
 
 #[tracing::instrument(name = "publish", skip_all, fields(events))]
-pub async fn publish(mut payload: web::Payload, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+pub async fn publish(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    let grant = access::grant(&req, &state)?;
+    if let Some(rate) = &state.publish_rate
+        && !rate.take(&access::who(&req, &grant))
+    {
+        metrics::counter!("hub_rate_limited_total", "what" => "publish").increment(1);
+        let message = format!("more than {} publish requests per second", state.settings.publish_rate);
+        return Err(ApiError::new(ErrorCode::RateLimited, message));
+    }
     let limit = state.settings.max_publish_bytes;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -28,6 +41,13 @@ pub async fn publish(mut payload: web::Payload, state: web::Data<HubState>) -> R
             index: r.index,
         }
     })?;
+    if let Some(index) = events.iter().position(|e| !grant.allows_publish(&e.topic)) {
+        return Err(ApiError::Rejected {
+            code: ErrorCode::Forbidden,
+            message: format!("the token does not grant publishing to {}", events[index].topic),
+            index: Some(index),
+        });
+    }
     tracing::Span::current().record("events", events.len());
     let count = events.len() as u64;
     let ids = state.log.append(events).await?;

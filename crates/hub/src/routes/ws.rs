@@ -9,6 +9,7 @@ use protocol::ErrorCode;
 use crate::actors::session::WsSession;
 use crate::error::ApiError;
 use crate::outbound::{CountingStream, Outbound};
+use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
 use crate::state::HubState;
 
@@ -22,18 +23,25 @@ pub async fn websocket(
     payload: web::Payload,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    if state.shutting_down() {
-        return Err(
-            ApiError::new(ErrorCode::Unavailable, "the hub is shutting down; connect to another instance").into()
-        );
-    }
+    access::not_shutting_down(&state)?;
+    let grant = access::grant(&req, &state)?;
     let query = SubscriptionQuery::parse(req.query_string())?;
-    let auto_subscribe = if query.asks_for_subscription() { Some(query.subscription(query.since)?) } else { None };
+    let auto_subscribe = if query.asks_for_subscription() {
+        let subscribe = query.subscription(query.since)?;
+        grant
+            .allows_subscription(&subscribe.topics, &subscribe.filter)
+            .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
+        Some(subscribe)
+    } else {
+        None
+    };
+    // Past a connection limit the upgrade still happens, so the client sees close code 4029.
+    let permit = access::admit(&state, &grant);
     let mut response = ws::handshake(&req)?;
     let outbound = Arc::new(Outbound::default());
     let hard_limit = state.settings.max_frame_bytes.saturating_mul(HARD_FRAME_FACTOR);
     let codec = actix_http::ws::Codec::new().max_size(hard_limit);
-    let session = WsSession::new(state, outbound.clone(), auto_subscribe);
+    let session = WsSession::new(state, outbound.clone(), grant, permit, auto_subscribe);
     let stream = ws::WebsocketContext::with_codec(session, payload, codec);
     Ok(response.streaming(CountingStream::new(stream, outbound)))
 }

@@ -1,0 +1,153 @@
+//! The Server-Sent Events session actor: one per `GET /sse` stream, sharing the subscription engine.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actix::prelude::*;
+use actix_web::web;
+use bytes::Bytes;
+use bytestring::ByteString;
+use protocol::{SubName, Subscribe};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::subscriber::{Deliver, FrameFormat, SessionId};
+use crate::engine::{self, SubscriptionHost, Subscriptions};
+use crate::limits::ConnectionPermit;
+use crate::outbound::Outbound;
+use crate::state::HubState;
+use crate::subscription::Start;
+
+/// What a browser waits before reconnecting, sent once as `retry:`.
+pub const RETRY_MS: u64 = 2000;
+
+pub struct SseSession {
+    hub: web::Data<HubState>,
+    outbound: Arc<Outbound>,
+    subs: Subscriptions,
+    /// The response body; closing it ends the stream.
+    body: mpsc::UnboundedSender<Bytes>,
+    subscription: Option<Subscribe>,
+    /// Until when the token is valid; the stream ends then (EventSource reconnects with a fresh token).
+    expires_in: Option<std::time::Duration>,
+    _permit: ConnectionPermit,
+}
+
+impl SseSession {
+    pub fn new(
+        hub: web::Data<HubState>,
+        outbound: Arc<Outbound>,
+        body: mpsc::UnboundedSender<Bytes>,
+        subscription: Subscribe,
+        expires_in: Option<std::time::Duration>,
+        permit: ConnectionPermit,
+    ) -> Self {
+        Self {
+            subs: Subscriptions::new(SessionId::new()),
+            hub,
+            outbound,
+            body,
+            subscription: Some(subscription),
+            expires_in,
+            _permit: permit,
+        }
+    }
+
+    fn write_bytes(&mut self, ctx: &mut Context<Self>, bytes: Bytes) {
+        self.outbound.queued(bytes.len());
+        if self.body.send(bytes).is_err() {
+            // The client went away and the body was dropped.
+            return ctx.stop();
+        }
+        if self.outbound.pending() > self.hub.settings.max_outbound_bytes as u64 {
+            warn!(session = %self.subs.session(), "slow consumer; ending the SSE stream");
+            metrics::counter!("hub_slow_consumer_closes_total").increment(1);
+            ctx.stop();
+        }
+    }
+}
+
+impl SubscriptionHost for SseSession {
+    fn hub(&self) -> &web::Data<HubState> {
+        &self.hub
+    }
+
+    fn outbound(&self) -> &Arc<Outbound> {
+        &self.outbound
+    }
+
+    fn subscriptions(&mut self) -> &mut Subscriptions {
+        &mut self.subs
+    }
+
+    fn format(&self) -> FrameFormat {
+        FrameFormat::ServerSentEvents
+    }
+
+    fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver> {
+        ctx.address().recipient()
+    }
+
+    fn write(&mut self, ctx: &mut Self::Context, frame: ByteString) {
+        self.write_bytes(ctx, frame.into_bytes());
+    }
+
+    fn subscription_started(&mut self, ctx: &mut Self::Context, _: &SubName, start: Start) {
+        if let Some(info) = start.reset {
+            // The reset carries the head as its id, so the browser's next Last-Event-ID resumes from there.
+            let data = serde_json::to_string(&info).expect("a reset always serializes");
+            self.write_bytes(ctx, Bytes::from(format!("id: {}\nevent: reset\ndata: {data}\n\n", info.head)));
+        }
+    }
+
+    fn went_live(&mut self, _: &mut Self::Context, _: &SubName, _: u64, _: bool) {}
+
+    fn failed(&mut self, ctx: &mut Self::Context, _: &SubName, _: String) {
+        // Ending the stream makes the browser reconnect with Last-Event-ID.
+        ctx.stop();
+    }
+}
+
+impl Actor for SseSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.hub.stats.connections.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("hub_connections").increment(1.0);
+        self.write_bytes(ctx, Bytes::from(format!("retry: {RETRY_MS}\n\n")));
+        ctx.run_interval(self.hub.settings.sse_heartbeat, |act, ctx| {
+            act.write_bytes(ctx, Bytes::from_static(b": hb\n\n"));
+        });
+        if let Some(left) = self.expires_in {
+            ctx.run_later(left, |_, ctx| ctx.stop());
+        }
+        let mut shutdown = self.hub.shutdown.clone();
+        ctx.spawn(async move { shutdown.wait_for(|down| *down).await.is_ok() }.into_actor(self).map(|down, _, ctx| {
+            if down {
+                ctx.stop();
+            }
+        }));
+        if let Some(subscription) = self.subscription.take() {
+            engine::subscribe(self, ctx, subscription);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.subs.remove_all(&self.hub);
+        self.hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("hub_connections").decrement(1.0);
+        debug!(session = %self.subs.session(), "SSE stream ended");
+    }
+}
+
+impl Handler<Deliver> for SseSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        let frames = self.subs.deliver(msg.items);
+        metrics::counter!("hub_events_delivered_total").increment(frames.len() as u64);
+        for frame in frames {
+            self.write(ctx, frame);
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Tokens and what they allow (section 7 of the contract).
+//!
+//! A hub with no key configured runs in development mode: every request gets an unrestricted grant. Any key
+//! turns that off. Token failures are never explained to the client: missing, malformed, badly signed, expired
+//! or wrongly-algorithmed tokens all get the same 401, and the reason goes to the log only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+use anyhow::Context as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use protocol::{Filter, Topic, TopicPattern};
+use serde::Deserialize;
+
+use crate::settings::Settings;
+
+/// Verifies tokens and turns them into grants.
+pub struct Authenticator {
+    /// Empty in development mode.
+    keys: Vec<VerifyingKey>,
+    leeway_s: u64,
+}
+
+struct VerifyingKey {
+    key: DecodingKey,
+    algorithm: Algorithm,
+}
+
+/// Why a request was refused authentication. Deliberately carries nothing for the client.
+#[derive(Debug, thiserror::Error)]
+#[error("a valid token is required")]
+pub struct Unauthorized;
+
+/// The claims the hub reads; everything else in a token is ignored.
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    exp: u64,
+    #[serde(default)]
+    topics: Vec<String>,
+    #[serde(default)]
+    scope: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    publish: Vec<String>,
+}
+
+/// What a connection or request may do.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// `None` in development mode: everything is allowed.
+    restrictions: Option<Restrictions>,
+}
+
+#[derive(Debug, Clone)]
+struct Restrictions {
+    subject: Option<String>,
+    /// Unix seconds after which the grant is void (the token's `exp` plus the leeway).
+    expires_at: u64,
+    topics: Vec<TopicPattern>,
+    scope: BTreeMap<String, BTreeSet<String>>,
+    publish: Vec<TopicPattern>,
+}
+
+impl Authenticator {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let mut keys = Vec::new();
+        if let Some(secret) = &settings.jwt_secret {
+            anyhow::ensure!(!secret.is_empty(), "HUB_JWT_SECRET is empty");
+            keys.push(VerifyingKey { key: DecodingKey::from_secret(secret.as_bytes()), algorithm: Algorithm::HS256 });
+        }
+        if let Some(public_key) = &settings.jwt_public_key {
+            let pem = if public_key.trim_start().starts_with("-----BEGIN") {
+                public_key.clone()
+            } else {
+                std::fs::read_to_string(public_key).with_context(|| {
+                    format!("HUB_JWT_PUBLIC_KEY is neither a PEM key nor a readable file: {public_key}")
+                })?
+            };
+            let key = if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+                VerifyingKey { key, algorithm: Algorithm::RS256 }
+            } else {
+                let key = DecodingKey::from_ec_pem(pem.as_bytes())
+                    .context("HUB_JWT_PUBLIC_KEY is neither an RSA nor a P-256 EC public key in PEM")?;
+                VerifyingKey { key, algorithm: Algorithm::ES256 }
+            };
+            keys.push(key);
+        }
+        Ok(Self { keys, leeway_s: settings.jwt_leeway.as_secs() })
+    }
+
+    /// Development mode: no key configured, every request accepted.
+    pub fn is_development(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Verifies `token` (required unless in development mode) and returns its grant.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Grant, Unauthorized> {
+        if self.is_development() {
+            return Ok(Grant { restrictions: None });
+        }
+        let token = token.ok_or(Unauthorized)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| refuse("unreadable header", &e))?;
+        let key = self.keys.iter().find(|k| k.algorithm == header.alg).ok_or_else(|| {
+            tracing::info!(algorithm = ?header.alg, "token refused: algorithm not configured");
+            Unauthorized
+        })?;
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = self.leeway_s;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| refuse("invalid", &e))?.claims;
+        let patterns = |list: Vec<String>| -> Result<Vec<TopicPattern>, Unauthorized> {
+            list.into_iter().map(TopicPattern::parse).collect::<Result<_, _>>().map_err(|e| refuse("bad pattern", &e))
+        };
+        Ok(Grant {
+            restrictions: Some(Restrictions {
+                subject: claims.sub,
+                expires_at: claims.exp.saturating_add(self.leeway_s),
+                topics: patterns(claims.topics)?,
+                scope: claims.scope.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect(),
+                publish: patterns(claims.publish)?,
+            }),
+        })
+    }
+
+    /// Authenticates a request by its `Authorization: Bearer` header or `access_token` query parameter.
+    pub fn authenticate_request(&self, req: &HttpRequest) -> Result<Grant, Unauthorized> {
+        self.authenticate(token_of(req).as_deref())
+    }
+}
+
+fn refuse(why: &str, error: &dyn std::fmt::Display) -> Unauthorized {
+    tracing::info!(why, error = %error, "token refused");
+    Unauthorized
+}
+
+/// The token of a request: the bearer header wins over the `access_token` query parameter.
+fn token_of(req: &HttpRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(|t| t.trim().to_owned());
+    }
+    let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(req.query_string()).ok()?;
+    pairs.into_inner().into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
+}
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Grant {
+    /// A grant that allows everything (development mode).
+    pub fn unrestricted() -> Self {
+        Self { restrictions: None }
+    }
+
+    /// Whether a subscription to `topics` with `filter` is allowed: each pattern lies within a granted one, and
+    /// every scope key the token restricts is pinned by the filter to an allowed value.
+    pub fn allows_subscription(&self, topics: &[TopicPattern], filter: &Filter) -> Result<(), String> {
+        let Some(r) = &self.restrictions else { return Ok(()) };
+        if let Some(outside) = topics.iter().find(|p| !r.topics.iter().any(|g| p.lies_within(g))) {
+            return Err(format!("the token does not grant topic {outside}"));
+        }
+        for (key, allowed) in &r.scope {
+            match filter.get(key) {
+                Some(value) if allowed.contains(value) => {}
+                Some(value) => return Err(format!("the token does not grant {key}={value}")),
+                None => return Err(format!("the token restricts {key}: the filter must pin it")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether publishing to `topic` is allowed.
+    pub fn allows_publish(&self, topic: &Topic) -> bool {
+        self.restrictions.as_ref().is_none_or(|r| r.publish.iter().any(|p| p.matches(topic.as_str())))
+    }
+
+    /// Who the token names (`sub`).
+    pub fn subject(&self) -> Option<&str> {
+        self.restrictions.as_ref().and_then(|r| r.subject.as_deref())
+    }
+
+    /// Time left before the grant is void; `None` when it never expires (development mode).
+    pub fn expires_in(&self) -> Option<Duration> {
+        self.restrictions.as_ref().map(|r| Duration::from_secs(r.expires_at.saturating_sub(now_s())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(topics: &[&str], scope: &[(&str, &[&str])]) -> Grant {
+        Grant {
+            restrictions: Some(Restrictions {
+                subject: Some("u".into()),
+                expires_at: u64::MAX,
+                topics: topics.iter().map(|t| TopicPattern::parse(*t).unwrap()).collect(),
+                scope: scope.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+                publish: vec![TopicPattern::parse("run.*").unwrap()],
+            }),
+        }
+    }
+
+    fn pats(list: &[&str]) -> Vec<TopicPattern> {
+        list.iter().map(|t| TopicPattern::parse(*t).unwrap()).collect()
+    }
+
+    #[test]
+    fn subscriptions_must_lie_within_the_granted_topics() {
+        let g = grant(&["run.*", "system.errors"], &[]);
+        assert!(g.allows_subscription(&pats(&["run.logs", "run.x*"]), &Filter::default()).is_ok());
+        assert!(g.allows_subscription(&pats(&["system.errors"]), &Filter::default()).is_ok());
+        assert!(g.allows_subscription(&pats(&["*"]), &Filter::default()).is_err());
+        assert!(g.allows_subscription(&pats(&["deploy.logs"]), &Filter::default()).is_err());
+        assert!(grant(&[], &[]).allows_subscription(&pats(&["a"]), &Filter::default()).is_err(), "absent = none");
+    }
+
+    #[test]
+    fn restricted_scope_keys_must_be_pinned_to_an_allowed_value() {
+        let g = grant(&["*"], &[("project_id", &["p1", "p2"]), ("env", &["prod"])]);
+        let ok = Filter::try_from([("project_id", "p2"), ("env", "prod")]).unwrap();
+        assert!(g.allows_subscription(&pats(&["*"]), &ok).is_ok());
+        let other_project = Filter::try_from([("project_id", "p3"), ("env", "prod")]).unwrap();
+        assert!(g.allows_subscription(&pats(&["*"]), &other_project).is_err());
+        let unpinned = Filter::try_from([("env", "prod")]).unwrap();
+        assert!(g.allows_subscription(&pats(&["*"]), &unpinned).is_err());
+    }
+
+    #[test]
+    fn publishing_needs_a_matching_publish_pattern() {
+        let g = grant(&["*"], &[]);
+        assert!(g.allows_publish(&Topic::parse("run.logs").unwrap()));
+        assert!(!g.allows_publish(&Topic::parse("deploy.logs").unwrap()));
+        assert!(Grant::unrestricted().allows_publish(&Topic::parse("anything").unwrap()));
+    }
+}

@@ -1,0 +1,229 @@
+//! Drives subscriptions for any transport whose connection is an actor (WebSocket and SSE sessions): join the
+//! rooms, read the bounds, replay page by page, then go live (see [`crate::subscription`] for the rules).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::web;
+use bytestring::ByteString;
+use protocol::{SubName, Subscribe};
+use storage::{LogQuery, Page, SharedEvent};
+use tokio::sync::oneshot;
+
+use crate::actors::dispatcher::{Join, Leave, build_frame};
+use crate::actors::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber};
+use crate::outbound::Outbound;
+use crate::state::HubState;
+use crate::subscription::{AfterPage, REPLAY_PAGE, Start, Subscription};
+
+/// While replaying, a subscription waits for the network to take what was written before reading more once the
+/// connection holds this fraction of its outbound bound.
+const REPLAY_PAUSE_FRACTION: u64 = 4;
+const REPLAY_PAUSE: Duration = Duration::from_millis(5);
+
+/// The subscriptions of one connection.
+#[derive(Debug)]
+pub struct Subscriptions {
+    session: SessionId,
+    by_name: HashMap<SubName, Subscription>,
+    /// Names by generation, to route deliveries.
+    by_generation: HashMap<u64, SubName>,
+    /// Never reused, so deliveries for a replaced or removed subscription are recognised and dropped.
+    next_generation: u64,
+}
+
+impl Subscriptions {
+    pub fn new(session: SessionId) -> Self {
+        Self { session, by_name: HashMap::new(), by_generation: HashMap::new(), next_generation: 1 }
+    }
+
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    pub fn contains(&self, name: &SubName) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
+        self.by_name.values()
+    }
+
+    /// The subscription `name` if it is still the one of `generation`.
+    pub fn current(&mut self, name: &SubName, generation: u64) -> Option<&mut Subscription> {
+        self.by_name.get_mut(name).filter(|s| s.generation == generation)
+    }
+
+    /// Live deliveries: the frames to write now.
+    pub fn deliver(&mut self, items: Vec<Delivery>) -> Vec<ByteString> {
+        let mut frames = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(name) = self.by_generation.get(&item.generation) else { continue };
+            let Some(subscription) = self.by_name.get_mut(name) else { continue };
+            frames.extend(subscription.on_live(item));
+        }
+        frames
+    }
+
+    /// Forgets a subscription and takes it out of its rooms; `false` when there was none of that name.
+    pub fn remove(&mut self, name: &SubName, hub: &HubState) -> bool {
+        let Some(subscription) = self.by_name.remove(name) else { return false };
+        self.by_generation.remove(&subscription.generation);
+        hub.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        hub.dispatcher.do_send(Leave {
+            key: SubKey { session: self.session, generation: subscription.generation },
+            patterns: subscription.patterns,
+        });
+        true
+    }
+
+    pub fn remove_all(&mut self, hub: &HubState) {
+        let names: Vec<SubName> = self.by_name.keys().cloned().collect();
+        for name in names {
+            self.remove(&name, hub);
+        }
+    }
+}
+
+/// A connection actor that holds subscriptions.
+pub trait SubscriptionHost: Actor + Sized
+where
+    Self::Context: AsyncContext<Self>,
+{
+    fn hub(&self) -> &web::Data<HubState>;
+    fn outbound(&self) -> &Arc<Outbound>;
+    fn subscriptions(&mut self) -> &mut Subscriptions;
+    fn format(&self) -> FrameFormat;
+    fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver>;
+    /// Writes one frame to the connection.
+    fn write(&mut self, ctx: &mut Self::Context, frame: ByteString);
+    /// The bounds are known: tell the client (WebSocket: `subscribed`, maybe `reset`; SSE: maybe `reset`).
+    fn subscription_started(&mut self, ctx: &mut Self::Context, name: &SubName, start: Start);
+    /// Replay is over (WebSocket: the `live` marker when `announce`).
+    fn went_live(&mut self, ctx: &mut Self::Context, name: &SubName, last_id: u64, announce: bool);
+    /// The log failed under the subscription, which was removed.
+    fn failed(&mut self, ctx: &mut Self::Context, name: &SubName, cause: String);
+}
+
+/// Registers `request` (replacing a subscription of the same name) and starts it.
+pub fn subscribe<A>(act: &mut A, ctx: &mut A::Context, request: Subscribe)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let hub_dispatcher = act.hub().dispatcher.clone();
+    let log = act.hub().log.clone();
+    let recipient = act.recipient(ctx);
+    let format = act.format();
+    let stats = act.hub().stats.clone();
+    let hub = act.hub().clone();
+    act.subscriptions().remove(&request.sub, &hub);
+    let subs = act.subscriptions();
+    let generation = subs.next_generation;
+    subs.next_generation += 1;
+    let subscriber = Arc::new(Subscriber {
+        key: SubKey { session: subs.session, generation },
+        sub: request.sub.clone(),
+        filter: request.filter.clone(),
+        format,
+        recipient,
+    });
+    let query = LogQuery::new(request.topics.clone(), request.filter);
+    let subscription = Subscription::new(request.sub.clone(), generation, request.topics.clone(), query, request.since);
+    subs.by_generation.insert(generation, request.sub.clone());
+    subs.by_name.insert(request.sub.clone(), subscription);
+    stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+    let (joined, joined_rx) = oneshot::channel();
+    hub_dispatcher.do_send(Join { subscriber, patterns: request.topics, joined });
+    let name = request.sub;
+    ctx.spawn(
+        async move {
+            joined_rx.await.map_err(|_| "the dispatcher stopped".to_owned())?;
+            log.bounds().await.map_err(|e| e.to_string())
+        }
+        .into_actor(act)
+        .map(move |bounds, act, ctx| {
+            let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
+            match bounds {
+                Ok(bounds) => {
+                    let start = subscription.start(bounds);
+                    if start.reset.is_some() {
+                        metrics::counter!("hub_resets_total").increment(1);
+                    }
+                    act.subscription_started(ctx, &name, start);
+                    read_replay(act, ctx, name, generation);
+                }
+                Err(cause) => fail(act, ctx, &name, cause),
+            }
+        }),
+    );
+}
+
+fn fail<A>(act: &mut A, ctx: &mut A::Context, name: &SubName, cause: String)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    tracing::warn!(sub = %name, cause, "subscription failed");
+    let hub = act.hub().clone();
+    act.subscriptions().remove(name, &hub);
+    act.failed(ctx, name, cause);
+}
+
+fn read_replay<A>(act: &mut A, ctx: &mut A::Context, name: SubName, generation: u64)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let pending = act.outbound().pending();
+    let pause_at = act.hub().settings.max_outbound_bytes as u64 / REPLAY_PAUSE_FRACTION;
+    let log = act.hub().log.clone();
+    let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
+    if pending > pause_at {
+        ctx.run_later(REPLAY_PAUSE, move |act, ctx| read_replay(act, ctx, name, generation));
+        return;
+    }
+    let (after, query) = (subscription.through, subscription.query.clone());
+    ctx.spawn(async move { log.read_after(after, &query, REPLAY_PAGE).await }.into_actor(act).map(
+        move |page, act, ctx| match page {
+            Ok(page) => on_page(act, ctx, name, generation, page),
+            Err(e) => fail(act, ctx, &name, e.to_string()),
+        },
+    ));
+}
+
+fn on_page<A>(act: &mut A, ctx: &mut A::Context, name: SubName, generation: u64, page: Page)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let format = act.format();
+    let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
+    let frame_of = |event: &SharedEvent| build_frame(event, format, name.as_str());
+    let (frames, next) = subscription.on_page(page, frame_of);
+    metrics::counter!("hub_events_replayed_total").increment(frames.len() as u64);
+    for frame in frames {
+        act.write(ctx, frame);
+    }
+    match next {
+        AfterPage::ReadMore => read_replay(act, ctx, name, generation),
+        AfterPage::Live { frames, announce, last_id } => {
+            metrics::counter!("hub_events_delivered_total").increment(frames.len() as u64);
+            for frame in frames {
+                act.write(ctx, frame);
+            }
+            act.went_live(ctx, &name, last_id, announce);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `GET /api/events`: the long-poll fallback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use actix_web::{HttpRequest, HttpResponse, web};
+use protocol::id::parse_position_str;
+use protocol::{ErrorCode, ResetInfo};
+use storage::{LogQuery, Page};
+use tokio::sync::oneshot;
+
+use crate::actors::dispatcher::{Join, Leave};
+use crate::actors::poll_waiter::PollWaiter;
+use crate::actors::subscriber::{FrameFormat, SessionId, SubKey, Subscriber};
+use crate::error::ApiError;
+use crate::routes::access;
+use crate::routes::query::SubscriptionQuery;
+use crate::state::HubState;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+const DEFAULT_WAIT_S: u64 = 25;
+const MAX_WAIT_S: u64 = 30;
+
+fn number(
+    query: &SubscriptionQuery,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    let Some(raw) = query.other.get(name) else { return Ok(default) };
+    match raw.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be an integer from {} to {}, got {raw:?}",
+            range.start(),
+            range.end()
+        ))),
+    }
+}
+
+#[tracing::instrument(name = "long_poll", skip_all)]
+pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+    let grant = access::grant(&req, &state)?;
+    let query = SubscriptionQuery::parse(req.query_string())?;
+    let after = match query.other.get("after") {
+        Some(raw) => parse_position_str(raw, "after").map_err(|e| ApiError::bad_request(e.0))?,
+        None => return Err(ApiError::bad_request("after is required (0 for all retained events)")),
+    };
+    let limit = number(&query, "limit", DEFAULT_LIMIT as u64, 1..=MAX_LIMIT as u64)? as usize;
+    let wait = Duration::from_secs(number(&query, "wait", DEFAULT_WAIT_S, 0..=MAX_WAIT_S)?);
+    let subscription = query.subscription(Some(after))?;
+    grant
+        .allows_subscription(&subscription.topics, &subscription.filter)
+        .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
+
+    let bounds = state.log.bounds().await?;
+    if bounds.truncates(after) {
+        metrics::counter!("hub_resets_total").increment(1);
+        let reset = ResetInfo::history_truncated(bounds.earliest, bounds.head);
+        return Ok(answer(&Page { through: bounds.head, ..Page::default() }, Some(reset)));
+    }
+    let log_query = LogQuery::new(subscription.topics.clone(), subscription.filter.clone());
+    let page = state.log.read_after(after, &log_query, limit).await?;
+    if !page.events.is_empty() || wait.is_zero() || state.shutting_down() {
+        return Ok(answer(&page, None));
+    }
+
+    // Nothing yet: join the rooms like a subscription, read once more (an event may have come before the join
+    // took effect), then wait for a delivery or the end of `wait`, and read again.
+    let _permit = state
+        .poll_waiters
+        .acquire()
+        .ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "too many long-poll requests are waiting"))?;
+    let (wake, woken) = oneshot::channel();
+    let waiter = PollWaiter::new(wake).start();
+    let key = SubKey { session: SessionId::new(), generation: 1 };
+    let subscriber = Arc::new(Subscriber {
+        key,
+        sub: subscription.sub.clone(),
+        filter: subscription.filter.clone(),
+        format: FrameFormat::ServerSentEvents,
+        recipient: waiter.recipient(),
+    });
+    let (joined, joined_rx) = oneshot::channel();
+    state.dispatcher.do_send(Join { subscriber, patterns: subscription.topics.clone(), joined });
+    let leave = || state.dispatcher.do_send(Leave { key, patterns: subscription.topics.clone() });
+    if joined_rx.await.is_err() {
+        return Err(ApiError::new(ErrorCode::Internal, "the dispatcher stopped"));
+    }
+    let mut page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
+    if page.events.is_empty() {
+        let _ = tokio::time::timeout(wait, woken).await;
+        page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
+    }
+    leave();
+    Ok(answer(&page, None))
+}
+
+/// `{"events":[…],"next_after":N,"reset":…}`, with each envelope's stored JSON written as is.
+fn answer(page: &Page, reset: Option<ResetInfo>) -> HttpResponse {
+    let mut body = String::with_capacity(64 + page.events.iter().map(|e| e.json().len() + 1).sum::<usize>());
+    body.push_str(r#"{"events":["#);
+    for (i, event) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(event.json());
+    }
+    body.push_str(r#"],"next_after":"#);
+    body.push_str(&page.through.to_string());
+    body.push_str(r#","reset":"#);
+    body.push_str(&serde_json::to_string(&reset).expect("a reset always serializes"));
+    body.push('}');
+    HttpResponse::Ok().content_type("application/json").body(body)
+}
