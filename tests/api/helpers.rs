@@ -24,6 +24,9 @@ pub struct TestHub {
 
 /// Starts a hub on the in-memory log with test-friendly settings, adjusted by `configure`.
 pub async fn spawn_hub(configure: impl FnOnce(&mut Settings)) -> TestHub {
+    // Hub logs go to the test's captured output; `RUST_LOG` picks what (default: warnings).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         workers: Some(1),
@@ -84,9 +87,56 @@ impl TestHub {
 
     /// Opens a WebSocket without reading anything; the error carries the HTTP answer of a refused upgrade.
     pub async fn ws_raw(&self, path: &str) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
-        let url = format!("ws://127.0.0.1:{}{path}", self.port);
-        let (stream, _) = tokio_tungstenite::connect_async(url).await?;
+        self.ws_with_token(path, None).await
+    }
+
+    /// Opens a WebSocket sending `token` as `Authorization: Bearer`.
+    pub async fn ws_with_token(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://127.0.0.1:{}{path}", self.port).into_client_request()?;
+        if let Some(token) = token {
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(WsClient { stream })
+    }
+
+    /// A GET with an optional bearer token: the status and the body as JSON (or `null` when it is not JSON).
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A publish with an optional bearer token: the status and the JSON answer.
+    pub async fn publish_as(&self, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut request =
+            self.http.post(self.url("/api/publish")).header("content-type", "application/json").body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    }
+
+    /// Opens an SSE stream at `path` with optional headers.
+    pub async fn sse(&self, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        let mut request = self.http.get(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("answered");
+        assert_eq!(response.status(), 200, "SSE refused");
+        SseClient { response: Some(response), buffer: String::new() }
     }
 
     pub async fn publish_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
@@ -118,6 +168,88 @@ impl TestHub {
     pub fn begin_shutdown(&self) {
         let shutdown = self.shutdown.clone();
         actix_web::rt::spawn(async move { shutdown.begin().await });
+    }
+}
+
+/// One block of an SSE stream.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SseBlock {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl SseBlock {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().expect("a data line")).expect("data is JSON")
+    }
+}
+
+/// Reads an SSE response block by block.
+pub struct SseClient {
+    response: Option<reqwest::Response>,
+    buffer: String,
+}
+
+impl SseClient {
+    pub fn headers(&self) -> &reqwest::header::HeaderMap {
+        self.response.as_ref().expect("open").headers()
+    }
+
+    /// The next block, or `None` when the stream ended or nothing came within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<SseBlock> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let raw: String = self.buffer.drain(..end + 2).collect();
+                let mut block = SseBlock::default();
+                for line in raw.lines().filter(|l| !l.is_empty()) {
+                    let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+                    let value = Some(value.to_owned());
+                    match field {
+                        "id" => block.id = value,
+                        "event" => block.event = value,
+                        "data" => block.data = value,
+                        "retry" => block.retry = value,
+                        "" => block.comment = Some(line.trim_start_matches(": ").to_owned()),
+                        other => panic!("unknown SSE field {other:?}"),
+                    }
+                }
+                return Some(block);
+            }
+            let response = self.response.as_mut()?;
+            match tokio::time::timeout_at(deadline, response.chunk()).await {
+                Ok(Ok(Some(chunk))) => self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8")),
+                Ok(_) => {
+                    self.response = None;
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next event block (skipping `retry:` and comments), failing on timeout or end.
+    pub async fn next_event(&mut self) -> SseBlock {
+        loop {
+            let block = self.next_within(FRAME_TIMEOUT).await.expect("an SSE block");
+            if block.event.is_some() {
+                return block;
+            }
+        }
+    }
+
+    /// Whether the stream ends within `wait` (skipping whatever comes before).
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.next_within(deadline - tokio::time::Instant::now()).await.is_none() {
+                return self.response.is_none();
+            }
+        }
+        false
     }
 }
 

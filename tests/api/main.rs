@@ -2,9 +2,16 @@
 
 #[macro_use]
 mod db;
+mod auth;
+mod browser;
 mod helpers;
+mod limits;
 mod operations;
 mod ordering;
+mod poll;
 mod postgres;
 mod publish;
+mod slow_consumer;
+mod sse;
+mod tokens;
 mod websocket;

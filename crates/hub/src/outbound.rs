@@ -1,57 +1,153 @@
-//! Byte accounting of what a connection has been given to write versus what the network has taken.
+//! A connection's outbound queue: what its session produced, and what the network has taken.
+//!
+//! The session writes into the queue and the HTTP response body drains it only as fast as the socket accepts
+//! bytes. The difference (`pending`) is what a reader that does not read costs the hub; past the bound the
+//! session is a slow consumer: the queue is emptied and the connection closed.
+//!
+//! WebSocket sessions need one more step. An actix-web-actors context runs its actor only while the response
+//! body is polled, and the HTTP layer stops polling once the socket is full. A stalled reader would then stall its
+//! actor too: no heartbeat, no slow-consumer check, and an unbounded mailbox. [`forward`] therefore drives the
+//! context on a task of its own and moves its output into the queue, so the actor always runs.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
-/// Shared between a connection's actor (which adds what it queues) and the response stream (which adds what the
-/// HTTP layer takes). Their difference is what waits in memory for a reader that is not reading.
 #[derive(Debug, Default)]
 pub struct Outbound {
-    queued: AtomicU64,
-    flushed: AtomicU64,
+    /// Bytes the session produced (for WebSocket, counted when the actor writes a frame).
+    produced: AtomicU64,
+    /// Bytes the network took, or that were discarded.
+    taken: AtomicU64,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    /// No more chunks will come.
+    finished: bool,
+    /// The response body was dropped: the client is gone.
+    reader_gone: bool,
+    waker: Option<Waker>,
 }
 
 impl Outbound {
-    pub fn queued(&self, bytes: usize) {
-        self.queued.fetch_add(bytes as u64, Ordering::Relaxed);
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Every critical section below is a few pushes and pops: a panic inside one is impossible in practice,
+        // and the queue is still consistent if it happened.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Bytes queued and not yet taken by the network.
+    /// Counts bytes the session produced.
+    pub fn produced(&self, bytes: usize) {
+        self.produced.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes produced and not yet taken by the network.
     pub fn pending(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed).saturating_sub(self.flushed.load(Ordering::Relaxed))
+        self.produced.load(Ordering::Relaxed).saturating_sub(self.taken.load(Ordering::Relaxed))
     }
-}
 
-/// Wraps a response body stream, counting the bytes the HTTP layer takes from it.
-pub struct CountingStream<S> {
-    inner: S,
-    outbound: Arc<Outbound>,
-}
-
-impl<S> CountingStream<S> {
-    pub fn new(inner: S, outbound: Arc<Outbound>) -> Self {
-        Self { inner, outbound }
-    }
-}
-
-impl<S, E> Stream for CountingStream<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    type Item = Result<Bytes, E>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(bytes))) = &polled {
-            self.outbound.flushed.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    /// Queues a chunk for the network; `false` when the client is gone.
+    pub fn push(&self, chunk: Bytes) -> bool {
+        let mut queue = self.queue();
+        if queue.reader_gone {
+            return false;
         }
-        polled
+        queue.chunks.push_back(chunk);
+        if let Some(waker) = queue.waker.take() {
+            waker.wake();
+        }
+        true
     }
+
+    /// Writes and counts a chunk (for sessions that produce bytes directly, like SSE).
+    pub fn write(&self, chunk: Bytes) -> bool {
+        self.produced(chunk.len());
+        self.push(chunk)
+    }
+
+    /// Drops everything queued and not yet taken (a slow consumer is being cut).
+    pub fn discard(&self) {
+        let mut queue = self.queue();
+        let dropped: usize = queue.chunks.drain(..).map(|c| c.len()).sum();
+        self.taken.fetch_add(dropped as u64, Ordering::Relaxed);
+    }
+
+    /// No more chunks: the body ends once the queue is drained.
+    pub fn finish(&self) {
+        let mut queue = self.queue();
+        queue.finished = true;
+        if let Some(waker) = queue.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The HTTP response body of a connection: drains its [`Outbound`] queue.
+pub struct OutboundBody(Arc<Outbound>);
+
+impl OutboundBody {
+    pub fn new(outbound: Arc<Outbound>) -> Self {
+        Self(outbound)
+    }
+}
+
+impl Stream for OutboundBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut queue = self.0.queue();
+        if let Some(chunk) = queue.chunks.pop_front() {
+            self.0.taken.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if queue.finished {
+            return Poll::Ready(None);
+        }
+        queue.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboundBody {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue();
+        queue.reader_gone = true;
+        queue.chunks.clear();
+    }
+}
+
+/// Drives a session's output stream (a WebSocket context) on a local task of its own, moving what it yields into
+/// `outbound`, until the session ends or the client is gone.
+pub fn forward<S, E>(mut output: S, outbound: Arc<Outbound>)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
+    E: std::fmt::Display + 'static,
+{
+    actix_web::rt::spawn(async move {
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(chunk) => {
+                    if !outbound.push(chunk) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "session output failed");
+                    break;
+                }
+            }
+        }
+        // Dropping `output` stops the session if it still runs (the client went away).
+        outbound.finish();
+    });
 }
 
 /// The size of a WebSocket frame the server sends (unmasked) with a payload of `len` bytes.
@@ -60,5 +156,34 @@ pub fn ws_frame_len(len: usize) -> usize {
         0..=125 => 2,
         126..=65535 => 4,
         _ => 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_counts_what_was_produced_and_not_taken_and_discard_frees_it() {
+        let outbound = Arc::new(Outbound::default());
+        outbound.write(Bytes::from_static(b"hello"));
+        outbound.write(Bytes::from_static(b"world!"));
+        assert_eq!(outbound.pending(), 11);
+        let mut body = OutboundBody::new(outbound.clone());
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(c))) if c == "hello"));
+        assert_eq!(outbound.pending(), 6);
+        outbound.discard();
+        assert_eq!(outbound.pending(), 0);
+        outbound.finish();
+        assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn writes_after_the_body_is_dropped_report_the_client_gone() {
+        let outbound = Arc::new(Outbound::default());
+        drop(OutboundBody::new(outbound.clone()));
+        assert!(!outbound.write(Bytes::from_static(b"x")));
     }
 }

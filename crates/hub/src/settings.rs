@@ -137,6 +137,11 @@ pub struct Settings {
     #[arg(long = "hub-workers", env = "HUB_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Origins allowed to call the hub from a browser on another origin (CORS), comma-separated; `*` allows any.
+    /// Empty: same-origin only. Credentials are never allowed: tokens travel in headers or `access_token`.
+    #[arg(long = "hub-cors-origins", env = "HUB_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Largest client WebSocket frame; larger ones get a `too_large` error.
     #[arg(long = "hub-max-frame-bytes", env = "HUB_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
@@ -214,6 +219,7 @@ impl Default for Settings {
             max_poll_waiters: DEFAULT_MAX_POLL_WAITERS,
             publish_rate: DEFAULT_PUBLISH_RATE,
             workers: None,
+            cors_origins: Vec::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_publish_bytes: DEFAULT_MAX_PUBLISH_BYTES,

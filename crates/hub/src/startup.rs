@@ -102,8 +102,13 @@ impl Application {
             shutdown: shutdown_rx,
         });
         let app_state = state.clone();
+        let cors_origins = app_state.settings.cors_origins.clone();
         let server = HttpServer::new(move || {
-            App::new().wrap(TracingLogger::default()).app_data(app_state.clone()).configure(routes::configure)
+            App::new()
+                .wrap(cors(&cors_origins))
+                .wrap(TracingLogger::default())
+                .app_data(app_state.clone())
+                .configure(routes::configure)
         })
         .workers(workers)
         .disable_signals()
@@ -148,6 +153,19 @@ async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<d
         }
         Backend::Redis => anyhow::bail!("the redis backend is not available in this build; use memory or postgres"),
     }
+}
+
+/// CORS for browsers on other origins: GET and POST, the `Authorization`, `Content-Type` and `Last-Event-ID`
+/// request headers, no credentials.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers(["authorization", "content-type", "last-event-id"])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin();
+    }
+    origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
 }
 
 fn database_url(settings: &Settings) -> anyhow::Result<String> {

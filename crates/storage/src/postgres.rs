@@ -246,75 +246,102 @@ impl EventLog for PgLog {
     }
 
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
-        let mut sql = QueryBuilder::new(
-            "SELECT s.head, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, e.created_at \
-             FROM (SELECT head FROM realtime_log_state WHERE singleton) s \
-             LEFT JOIN LATERAL (SELECT * FROM realtime_events WHERE id > ",
-        );
-        sql.push_bind(after as i64);
-        push_topics(&mut sql, &query.topics);
-        for (key, value) in query.filter.iter() {
-            if WELL_KNOWN_KEYS.contains(&key) {
-                // The key is one of six fixed column names, never client text.
-                sql.push(format!(" AND {key} = ")).push_bind(value.to_owned());
-            } else {
-                sql.push(" AND scope ->> ").push_bind(key.to_owned()).push(" = ").push_bind(value.to_owned());
-            }
-        }
-        sql.push(" ORDER BY id LIMIT ").push_bind(limit as i64).push(") e ON true ORDER BY e.id");
-        let rows = sql.build().fetch_all(&self.pool).await.map_err(unavailable)?;
-        let head = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0);
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let Some(id) = row.try_get::<Option<i64>, _>("id").map_err(unavailable)? else { continue };
-            events.push(Arc::new(decode(id, row)?));
-        }
-        let full = events.len() == limit;
-        let through = if full { events.last().map_or(after, |e| e.id()) } else { (head as u64).max(after) };
-        Ok(Page { events, through, complete: !full })
+        isolated(read_page(self.pool.clone(), after, query.clone(), limit)).await
     }
 
     async fn bounds(&self) -> Result<LogBounds> {
-        let row = sqlx::query(
-            "SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let head = row.try_get::<i64, _>("head").map_err(unavailable)? as u64;
-        let earliest = row.try_get::<Option<i64>, _>("earliest").map_err(unavailable)?.map_or(head + 1, |e| e as u64);
-        Ok(LogBounds { head, earliest })
+        let pool = self.pool.clone();
+        isolated(async move { bounds(&pool).await }).await
     }
 
     async fn prune(&self) -> Result<u64> {
-        let cutoff = Utc::now() - self.retention.max_age;
-        let mut removed = 0;
-        loop {
-            // Oldest first, a bounded batch at a time: short locks, and autovacuum keeps up.
-            let deleted = sqlx::query(
-                "DELETE FROM realtime_events WHERE id IN \
-                 (SELECT id FROM realtime_events ORDER BY id LIMIT $2) AND created_at < $1",
-            )
-            .bind(cutoff)
-            .bind(RETENTION_BATCH)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-            removed += deleted;
-            if deleted < RETENTION_BATCH as u64 {
-                return Ok(removed);
-            }
-        }
+        let (pool, cutoff) = (self.pool.clone(), Utc::now() - self.retention.max_age);
+        isolated(async move { prune(&pool, cutoff).await }).await
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
-        let mut listener = PgListener::connect_with(&self.pool).await.map_err(unavailable)?;
-        listener.listen_all([EVENTS_CHANNEL, INBOX_CHANNEL]).await.map_err(unavailable)?;
+        let pool = self.pool.clone();
+        let listener = isolated(async move {
+            let mut listener = PgListener::connect_with(&pool).await.map_err(unavailable)?;
+            listener.listen_all([EVENTS_CHANNEL, INBOX_CHANNEL]).await.map_err(unavailable)?;
+            Ok(listener)
+        })
+        .await?;
         // Inbox rows committed while nobody listened are moved now.
         self.inbox_wake.notify_one();
         Ok(Box::new(PgFeed { listener: Some(listener), inbox_wake: self.inbox_wake.clone() }))
     }
+}
+
+/// Runs a database call on its own Tokio task. Actor futures live on actix's `LocalSet`, which is dropped outside
+/// the runtime's context at shutdown; a sqlx connection dropped there panics in its destructor. A spawned task is
+/// dropped inside the runtime's context instead, and the actor only holds the join handle.
+async fn isolated<T: Send + 'static>(call: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    tokio::spawn(call).await.map_err(|e| Error::Unavailable(Box::new(e)))?
+}
+
+async fn bounds(pool: &PgPool) -> Result<LogBounds> {
+    let row = sqlx::query(
+        "SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(unavailable)?;
+    let head = row.try_get::<i64, _>("head").map_err(unavailable)? as u64;
+    let earliest = row.try_get::<Option<i64>, _>("earliest").map_err(unavailable)?.map_or(head + 1, |e| e as u64);
+    Ok(LogBounds { head, earliest })
+}
+
+/// Removes events older than `cutoff`, oldest first, a bounded batch per statement: short locks, and autovacuum
+/// keeps up.
+async fn prune(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64> {
+    let mut removed = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM realtime_events WHERE id IN \
+             (SELECT id FROM realtime_events ORDER BY id LIMIT $2) AND created_at < $1",
+        )
+        .bind(cutoff)
+        .bind(RETENTION_BATCH)
+        .execute(pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        removed += deleted;
+        if deleted < RETENTION_BATCH as u64 {
+            return Ok(removed);
+        }
+    }
+}
+
+/// One page of the log after `after` matching `query`, with the head read in the same snapshot.
+async fn read_page(pool: PgPool, after: u64, query: LogQuery, limit: usize) -> Result<Page> {
+    let mut sql = QueryBuilder::new(
+        "SELECT s.head, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, e.created_at \
+         FROM (SELECT head FROM realtime_log_state WHERE singleton) s \
+         LEFT JOIN LATERAL (SELECT * FROM realtime_events WHERE id > ",
+    );
+    sql.push_bind(after as i64);
+    push_topics(&mut sql, &query.topics);
+    for (key, value) in query.filter.iter() {
+        if WELL_KNOWN_KEYS.contains(&key) {
+            // The key is one of six fixed column names, never client text.
+            sql.push(format!(" AND {key} = ")).push_bind(value.to_owned());
+        } else {
+            sql.push(" AND scope ->> ").push_bind(key.to_owned()).push(" = ").push_bind(value.to_owned());
+        }
+    }
+    sql.push(" ORDER BY id LIMIT ").push_bind(limit as i64).push(") e ON true ORDER BY e.id");
+    let rows = sql.build().fetch_all(&pool).await.map_err(unavailable)?;
+    let head = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0);
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(id) = row.try_get::<Option<i64>, _>("id").map_err(unavailable)? else { continue };
+        events.push(Arc::new(decode(id, row)?));
+    }
+    let full = events.len() == limit;
+    let through = if full { events.last().map_or(after, |e| e.id()) } else { (head as u64).max(after) };
+    Ok(Page { events, through, complete: !full })
 }
 
 /// Appends `AND (topic = ANY(…) OR topic LIKE ANY(…))` for the patterns; nothing when one of them is `*`.

@@ -105,7 +105,7 @@ impl WsSession {
                 info!(session = %act.id(), "peer silent for two heartbeats; closing");
                 return act.close(ctx, CloseCode::Away, "heartbeat timeout");
             }
-            act.outbound.queued(ws_frame_len(0));
+            act.outbound.produced(ws_frame_len(0));
             ctx.ping(b"");
         });
     }
@@ -231,11 +231,13 @@ impl SubscriptionHost for WsSession {
         if self.closing {
             return;
         }
-        self.outbound.queued(ws_frame_len(frame.len()));
+        self.outbound.produced(ws_frame_len(frame.len()));
         ctx.text(frame);
         if self.outbound.pending() > self.hub.settings.max_outbound_bytes as u64 {
             warn!(session = %self.id(), pending = self.outbound.pending(), "slow consumer; closing with 4008");
             metrics::counter!("hub_slow_consumer_closes_total").increment(1);
+            // What the reader did not take is dropped: it resumes with `since` after the close.
+            self.outbound.discard();
             self.close(ctx, CloseCode::Other(CLOSE_SLOW_CONSUMER), "slow consumer");
         }
     }
@@ -321,7 +323,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(ctx, &text),
             Ok(ws::Message::Ping(payload)) => {
-                self.outbound.queued(ws_frame_len(payload.len()));
+                self.outbound.produced(ws_frame_len(payload.len()));
                 ctx.pong(&payload);
             }
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}

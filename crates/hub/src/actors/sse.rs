@@ -8,7 +8,7 @@ use actix_web::web;
 use bytes::Bytes;
 use bytestring::ByteString;
 use protocol::{SubName, Subscribe};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::subscriber::{Deliver, FrameFormat, SessionId};
@@ -25,9 +25,10 @@ pub struct SseSession {
     hub: web::Data<HubState>,
     outbound: Arc<Outbound>,
     subs: Subscriptions,
-    /// The response body; closing it ends the stream.
-    body: mpsc::UnboundedSender<Bytes>,
     subscription: Option<Subscribe>,
+    /// Fired once the subscription is established, so the response starts only then: when a browser's
+    /// EventSource opens, everything published afterwards will reach it.
+    established: Option<oneshot::Sender<()>>,
     /// Until when the token is valid; the stream ends then (EventSource reconnects with a fresh token).
     expires_in: Option<std::time::Duration>,
     _permit: ConnectionPermit,
@@ -37,8 +38,8 @@ impl SseSession {
     pub fn new(
         hub: web::Data<HubState>,
         outbound: Arc<Outbound>,
-        body: mpsc::UnboundedSender<Bytes>,
         subscription: Subscribe,
+        established: oneshot::Sender<()>,
         expires_in: Option<std::time::Duration>,
         permit: ConnectionPermit,
     ) -> Self {
@@ -46,22 +47,22 @@ impl SseSession {
             subs: Subscriptions::new(SessionId::new()),
             hub,
             outbound,
-            body,
             subscription: Some(subscription),
+            established: Some(established),
             expires_in,
             _permit: permit,
         }
     }
 
     fn write_bytes(&mut self, ctx: &mut Context<Self>, bytes: Bytes) {
-        self.outbound.queued(bytes.len());
-        if self.body.send(bytes).is_err() {
+        if !self.outbound.write(bytes) {
             // The client went away and the body was dropped.
             return ctx.stop();
         }
         if self.outbound.pending() > self.hub.settings.max_outbound_bytes as u64 {
             warn!(session = %self.subs.session(), "slow consumer; ending the SSE stream");
             metrics::counter!("hub_slow_consumer_closes_total").increment(1);
+            self.outbound.discard();
             ctx.stop();
         }
     }
@@ -93,6 +94,10 @@ impl SubscriptionHost for SseSession {
     }
 
     fn subscription_started(&mut self, ctx: &mut Self::Context, _: &SubName, start: Start) {
+        if let Some(established) = self.established.take() {
+            // The request may have been abandoned meanwhile; the stream then ends on the next write.
+            let _ = established.send(());
+        }
         if let Some(info) = start.reset {
             // The reset carries the head as its id, so the browser's next Last-Event-ID resumes from there.
             let data = serde_json::to_string(&info).expect("a reset always serializes");
@@ -133,6 +138,7 @@ impl Actor for SseSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.outbound.finish();
         self.subs.remove_all(&self.hub);
         self.hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("hub_connections").decrement(1.0);

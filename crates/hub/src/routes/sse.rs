@@ -4,14 +4,13 @@ use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::Bytes;
 use protocol::ErrorCode;
 use protocol::id::parse_position_str;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 use crate::actors::sse::SseSession;
 use crate::error::ApiError;
-use crate::outbound::{CountingStream, Outbound};
+use crate::outbound::{Outbound, OutboundBody};
 use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
 use crate::state::HubState;
@@ -35,15 +34,16 @@ pub async fn sse(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpRes
         .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
     let permit =
         access::admit(&state, &grant).ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "too many connections"))?;
-    let (body, frames) = mpsc::unbounded_channel::<Bytes>();
     let outbound = Arc::new(Outbound::default());
-    SseSession::new(state, outbound.clone(), body, subscription, grant.expires_in(), permit).start();
-    let stream = futures_util::stream::unfold(frames, |mut frames| async move {
-        frames.recv().await.map(|bytes| (Ok::<_, actix_web::Error>(bytes), frames))
-    });
+    let (established, is_established) = oneshot::channel();
+    let expires_in = grant.expires_in();
+    SseSession::new(state, outbound.clone(), subscription, established, expires_in, permit).start();
+    // Answer once the subscription is in its rooms and has read the log's head: "live from now" then means from
+    // the moment the client sees the response. The session drops `established` if the log failed.
+    is_established.await.map_err(|_| ApiError::new(ErrorCode::Unavailable, "the event log is unavailable"))?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache, no-transform"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(CountingStream::new(Box::pin(stream), outbound)))
+        .streaming(OutboundBody::new(outbound)))
 }

@@ -8,7 +8,7 @@ use protocol::ErrorCode;
 
 use crate::actors::session::WsSession;
 use crate::error::ApiError;
-use crate::outbound::{CountingStream, Outbound};
+use crate::outbound::{Outbound, OutboundBody, forward};
 use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
 use crate::state::HubState;
@@ -42,6 +42,6 @@ pub async fn websocket(
     let hard_limit = state.settings.max_frame_bytes.saturating_mul(HARD_FRAME_FACTOR);
     let codec = actix_http::ws::Codec::new().max_size(hard_limit);
     let session = WsSession::new(state, outbound.clone(), grant, permit, auto_subscribe);
-    let stream = ws::WebsocketContext::with_codec(session, payload, codec);
-    Ok(response.streaming(CountingStream::new(stream, outbound)))
+    forward(ws::WebsocketContext::with_codec(session, payload, codec), outbound.clone());
+    Ok(response.streaming(OutboundBody::new(outbound)))
 }

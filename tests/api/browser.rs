@@ -1,0 +1,40 @@
+//! A real browser's EventSource against the hub (Debian's chromium driven by playwright-core).
+
+use std::path::Path;
+
+use crate::helpers::spawn_hub;
+
+/// Whether node, the installed playwright-core and /usr/bin/chromium are all here; with `HUB_REQUIRE_BROWSER=1`
+/// their absence fails the test instead of skipping it.
+fn browser_available(browser_dir: &Path) -> bool {
+    let ready = Path::new("/usr/bin/chromium").exists()
+        && browser_dir.join("node_modules/playwright-core").exists()
+        && std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ready && std::env::var("HUB_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+        panic!("HUB_REQUIRE_BROWSER=1 but node, tests/browser/node_modules or /usr/bin/chromium is missing");
+    }
+    ready
+}
+
+#[actix_web::test]
+async fn a_browser_eventsource_resumes_by_itself_after_its_connection_is_cut_and_sees_every_event_once() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if !browser_available(&browser_dir) {
+        return eprintln!("skipped: no browser set-up (run `npm ci` in tests/browser and install chromium)");
+    }
+    let hub = spawn_hub(|s| s.cors_origins = vec!["*".into()]).await;
+
+    let output = tokio::process::Command::new("node")
+        .arg(browser_dir.join("eventsource.mjs"))
+        .arg(hub.port.to_string())
+        .output()
+        .await
+        .expect("node runs");
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("null"))
+        .unwrap_or_else(|_| panic!("no result from the browser script:\n{stdout}\n{stderr}"));
+    assert_eq!(result["ok"], true, "{result}\n{stderr}");
+    assert!(result["opens"].as_u64().unwrap() >= 2, "the EventSource reconnected by itself");
+}
