@@ -127,7 +127,8 @@ impl Authenticator {
         })
     }
 
-    /// Authenticates a request by its `Authorization: Bearer` header or `access_token` query parameter.
+    /// Authenticates a request by its `Authorization: Bearer` header (where the `token_in_query` middleware
+    /// also puts an `access_token` query parameter).
     pub fn authenticate_request(&self, req: &HttpRequest) -> Result<Grant, Unauthorized> {
         self.authenticate(token_of(req).as_deref())
     }
@@ -138,13 +139,10 @@ fn refuse(why: &str, error: &dyn std::fmt::Display) -> Unauthorized {
     Unauthorized
 }
 
-/// The token of a request: the bearer header wins over the `access_token` query parameter.
+/// The bearer token of a request.
 fn token_of(req: &HttpRequest) -> Option<String> {
-    if let Some(value) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        return value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(|t| t.trim().to_owned());
-    }
-    let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(req.query_string()).ok()?;
-    pairs.into_inner().into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(|t| t.trim().to_owned())
 }
 
 fn now_s() -> u64 {

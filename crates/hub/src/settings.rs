@@ -142,6 +142,10 @@ pub struct Settings {
     #[arg(long = "hub-cors-origins", env = "HUB_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Extra secret key names, comma-separated, masked in published events on top of the built-in policy.
+    #[arg(long = "hub-redact-keys", env = "HUB_REDACT_KEYS", value_delimiter = ',')]
+    pub redact_keys: Vec<String>,
+
     /// Largest client WebSocket frame; larger ones get a `too_large` error.
     #[arg(long = "hub-max-frame-bytes", env = "HUB_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
@@ -220,6 +224,7 @@ impl Default for Settings {
             publish_rate: DEFAULT_PUBLISH_RATE,
             workers: None,
             cors_origins: Vec::new(),
+            redact_keys: Vec::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_publish_bytes: DEFAULT_MAX_PUBLISH_BYTES,

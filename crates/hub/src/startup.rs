@@ -68,6 +68,7 @@ impl Application {
         let connections =
             Arc::new(ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_subject));
         let poll_waiters = Arc::new(CountLimiter::new(settings.max_poll_waiters));
+        let redact_keys = settings.redact_keys.clone();
         let log = open_log(&settings, backend).await?;
         if auth.is_development() {
             warn!(
@@ -98,6 +99,7 @@ impl Application {
             auth,
             connections,
             poll_waiters,
+            redactor: publisher::Redactor::new().with_keys(&redact_keys),
             publish_rate,
             shutdown: shutdown_rx,
         });
@@ -105,8 +107,9 @@ impl Application {
         let cors_origins = app_state.settings.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(cors(&cors_origins))
                 .wrap(TracingLogger::default())
+                .wrap(actix_web::middleware::from_fn(routes::token_in_query::move_token_to_header))
+                .wrap(cors(&cors_origins))
                 .app_data(app_state.clone())
                 .configure(routes::configure)
         })

@@ -23,6 +23,8 @@ pub struct HubState {
     pub auth: Authenticator,
     pub connections: Arc<ConnectionLimiter>,
     pub poll_waiters: Arc<CountLimiter>,
+    /// Applied to every event published over HTTP: the publisher crate's policy, plus `HUB_REDACT_KEYS`.
+    pub redactor: publisher::Redactor,
     /// `None` when publish rates are not limited.
     pub publish_rate: Option<KeyedRate>,
     /// Turns `true` when shutdown begins: readiness fails, sessions close with 1012, new connections are refused.

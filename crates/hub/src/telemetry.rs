@@ -14,7 +14,9 @@ pub fn init_subscriber(json: bool) {
     if json {
         registry.with(tracing_subscriber::fmt::layer().json()).init();
     } else {
-        registry.with(tracing_subscriber::fmt::layer()).init();
+        // Colours only for a terminal: log collectors store escape codes verbatim.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init();
     }
 }
 

@@ -9,6 +9,8 @@ use crate::{EventId, Scope, Topic, ValidationError};
 pub const MAX_KEY_LEN: usize = 256;
 /// The longest correlation id, in characters.
 pub const MAX_CORRELATION_ID_LEN: usize = 128;
+/// The longest idempotency key, in characters.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// The default bound of a serialized payload.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
@@ -56,6 +58,12 @@ pub struct NewEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     pub payload: Map<String, Value>,
+    /// Publishing the same key again (a retry) stores nothing new and answers the first id. Not delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The W3C trace context of the publishing span (`00-<trace id>-<span id>-<flags>`). Not delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Why a publish was refused; `index` names the first bad event of a batch.
@@ -68,7 +76,16 @@ pub struct PublishRejection {
 
 impl NewEvent {
     pub fn new(topic: Topic, scope: Scope, payload: Map<String, Value>) -> Self {
-        Self { topic, scope, key: None, seq: None, correlation_id: None, payload }
+        Self {
+            topic,
+            scope,
+            key: None,
+            seq: None,
+            correlation_id: None,
+            payload,
+            idempotency_key: None,
+            traceparent: None,
+        }
     }
 
     /// Checks the rules serde cannot: string lengths and the payload's serialized size.
@@ -84,6 +101,18 @@ impl NewEvent {
             return Err(ValidationError::new(format!(
                 "correlation_id must be at most {MAX_CORRELATION_ID_LEN} characters"
             )));
+        }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(ValidationError::new(format!(
+                "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters"
+            )));
+        }
+        if let Some(traceparent) = &self.traceparent
+            && !is_traceparent(traceparent)
+        {
+            return Err(ValidationError::new("traceparent must be a W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"));
         }
         if let Some(seq) = self.seq
             && seq >= EventId::LIMIT
@@ -167,6 +196,13 @@ pub fn derive_key(scope: &Scope) -> Option<String> {
         .find_map(|(field, prefix)| scope.get(field).map(|v| format!("{prefix}:{v}")))
 }
 
+/// Whether `value` is a W3C `traceparent` of version 00.
+pub fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    parts.len() == 4 && parts[0] == "00" && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)
+}
+
 /// The length of a value's compact JSON form, without building it.
 pub fn serialized_len(value: &impl Serialize) -> usize {
     struct Counter(usize);
@@ -231,6 +267,15 @@ mod tests {
         assert!(parse(json!("text")).is_err());
         assert!(parse(json!([])).is_err());
         assert!(parse(json!([1])).unwrap_err().message.contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn idempotency_keys_and_traceparents_are_checked() {
+        let ok = json!({"topic":"a","payload":{},"idempotency_key":"k1",
+                        "traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+        assert!(parse(ok).is_ok());
+        assert!(parse(json!({"topic":"a","payload":{},"idempotency_key":""})).is_err());
+        assert!(parse(json!({"topic":"a","payload":{},"traceparent":"00-xyz-01"})).is_err());
     }
 
     #[test]

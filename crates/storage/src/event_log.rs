@@ -13,6 +13,8 @@ use crate::Result;
 pub struct StoredEvent {
     pub envelope: Envelope,
     pub created_at: DateTime<Utc>,
+    /// The publisher's W3C trace context, kept for linking delivery to the publishing span; never delivered.
+    pub traceparent: Option<String>,
     json: Box<str>,
 }
 
@@ -23,6 +25,7 @@ impl StoredEvent {
     /// Builds the stored form of a new event the log has given `id` at `created_at`.
     pub fn from_new(id: EventId, created_at: DateTime<Utc>, event: NewEvent) -> Self {
         let key = event.effective_key();
+        let traceparent = event.traceparent;
         let envelope = Envelope {
             id,
             topic: event.topic,
@@ -34,13 +37,13 @@ impl StoredEvent {
             correlation_id: event.correlation_id,
             payload: event.payload,
         };
-        Self::new(envelope, created_at)
+        Self::new(envelope, created_at, traceparent)
     }
 
-    pub fn new(envelope: Envelope, created_at: DateTime<Utc>) -> Self {
+    pub fn new(envelope: Envelope, created_at: DateTime<Utc>, traceparent: Option<String>) -> Self {
         // The envelope is plain data (strings, integers, JSON values): serializing it cannot fail.
         let json = serde_json::to_string(&envelope).expect("an envelope always serializes").into_boxed_str();
-        Self { envelope, created_at, json }
+        Self { envelope, created_at, traceparent, json }
     }
 
     pub fn id(&self) -> u64 {

@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod event_log;
+#[cfg(feature = "actor")]
 pub mod log_actor;
 pub mod memory;
 pub mod postgres;
@@ -23,6 +24,7 @@ pub mod retention;
 
 pub use error::{Error, Result};
 pub use event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
+#[cfg(feature = "actor")]
 pub use log_actor::{EventLogActor, EventsAppended, LogHealth};
 pub use memory::MemoryLog;
 pub use postgres::{PgLog, PgSettings};

@@ -1,6 +1,6 @@
 //! The embedded in-memory event log: one process, bounded by count and age.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -26,13 +26,22 @@ pub struct MemoryLog {
 struct State {
     events: VecDeque<SharedEvent>,
     head: u64,
+    /// Idempotency keys of recent appends and the ids they got, at most `max_events` of them (oldest forgotten).
+    idempotency: HashMap<String, EventId>,
+    idempotency_order: VecDeque<String>,
 }
 
 impl MemoryLog {
     pub fn new(retention: Retention) -> Self {
         let (head_tx, _) = watch::channel(0);
         let capacity = retention.max_events.min(1 << 20);
-        Self { state: Mutex::new(State { events: VecDeque::with_capacity(capacity), head: 0 }), head_tx, retention }
+        let state = State {
+            events: VecDeque::with_capacity(capacity),
+            head: 0,
+            idempotency: HashMap::new(),
+            idempotency_order: VecDeque::new(),
+        };
+        Self { state: Mutex::new(state), head_tx, retention }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -66,8 +75,21 @@ impl EventLog for MemoryLog {
         }
         let mut ids = Vec::with_capacity(events.len());
         for event in events {
+            if let Some(known) = event.idempotency_key.as_ref().and_then(|k| state.idempotency.get(k)) {
+                ids.push(*known);
+                continue;
+            }
             state.head += 1;
             let id = EventId::new(state.head).map_err(|e| Error::Corrupt(e.to_string()))?;
+            if let Some(key) = &event.idempotency_key {
+                state.idempotency.insert(key.clone(), id);
+                state.idempotency_order.push_back(key.clone());
+                if state.idempotency_order.len() > self.retention.max_events
+                    && let Some(oldest) = state.idempotency_order.pop_front()
+                {
+                    state.idempotency.remove(&oldest);
+                }
+            }
             state.events.push_back(Arc::new(StoredEvent::from_new(id, now, event)));
             ids.push(id);
         }
@@ -178,6 +200,18 @@ mod tests {
         assert_eq!(ids, vec![7, 9]);
         assert!(page.complete);
         assert_eq!(page.through, 11);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_answers_the_first_id_and_stores_nothing() {
+        let log = log(100);
+        let keyed = |k: &str| NewEvent { idempotency_key: Some(k.into()), ..event("a", "p") };
+        let first = log.append(vec![keyed("k1"), event("a", "p")]).await.unwrap();
+        let again = log.append(vec![keyed("k1"), keyed("k2"), keyed("k2")]).await.unwrap();
+        let ids = |v: Vec<EventId>| v.into_iter().map(EventId::get).collect::<Vec<_>>();
+        assert_eq!(ids(first), vec![1, 2]);
+        assert_eq!(ids(again), vec![1, 3, 3]);
+        assert_eq!(log.bounds().await.unwrap().head, 3);
     }
 
     #[tokio::test]

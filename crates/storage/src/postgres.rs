@@ -106,19 +106,22 @@ where
         return Ok(Vec::new());
     }
     let columns = Columns::of(events);
-    let first: i64 = sqlx::query_scalar("SELECT realtime_append($1, $2, $3, $4, $5, $6)")
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT realtime_append($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(&columns.topics)
         .bind(&columns.scopes)
         .bind(&columns.keys)
         .bind(&columns.seqs)
         .bind(&columns.payloads)
         .bind(&columns.correlation_ids)
+        .bind(&columns.traceparents)
+        .bind(&columns.idempotency_keys)
         .fetch_one(executor)
         .await
         .map_err(unavailable)?;
-    (0..events.len() as i64)
-        .map(|i| EventId::new((first + i) as u64).map_err(|e| Error::Corrupt(e.to_string())))
-        .collect()
+    if ids.len() != events.len() {
+        return Err(Error::Corrupt(format!("{} ids for {} events", ids.len(), events.len())));
+    }
+    ids.into_iter().map(|id| EventId::new(id as u64).map_err(|e| Error::Corrupt(e.to_string()))).collect()
 }
 
 /// Queues a batch in the inbox within `executor`'s transaction: it gets ids, and becomes visible to
@@ -132,8 +135,10 @@ where
     }
     let columns = Columns::of(events);
     sqlx::query(
-        "INSERT INTO realtime_inbox (topic, scope, stream_key, seq, payload, correlation_id) \
-         SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[])",
+        "INSERT INTO realtime_inbox \
+         (topic, scope, stream_key, seq, payload, correlation_id, traceparent, idempotency_key) \
+         SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], \
+                              $7::text[], $8::text[])",
     )
     .bind(&columns.topics)
     .bind(&columns.scopes)
@@ -141,6 +146,8 @@ where
     .bind(&columns.seqs)
     .bind(&columns.payloads)
     .bind(&columns.correlation_ids)
+    .bind(&columns.traceparents)
+    .bind(&columns.idempotency_keys)
     .execute(executor)
     .await
     .map_err(unavailable)?;
@@ -155,6 +162,8 @@ struct Columns<'a> {
     seqs: Vec<Option<i64>>,
     payloads: Vec<Json<&'a Map<String, Value>>>,
     correlation_ids: Vec<Option<&'a str>>,
+    traceparents: Vec<Option<&'a str>>,
+    idempotency_keys: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -167,6 +176,8 @@ impl<'a> Columns<'a> {
             seqs: events.iter().map(|e| e.seq.map(|s| s as i64)).collect(),
             payloads: events.iter().map(|e| Json(&e.payload)).collect(),
             correlation_ids: events.iter().map(|e| e.correlation_id.as_deref()).collect(),
+            traceparents: events.iter().map(|e| e.traceparent.as_deref()).collect(),
+            idempotency_keys: events.iter().map(|e| e.idempotency_key.as_deref()).collect(),
         }
     }
 }
@@ -309,15 +320,23 @@ async fn prune(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64> {
         .rows_affected();
         removed += deleted;
         if deleted < RETENTION_BATCH as u64 {
-            return Ok(removed);
+            break;
         }
     }
+    // Idempotency keys live as long as their events: a retry after that stores anew.
+    sqlx::query("DELETE FROM realtime_idempotency WHERE created_at < $1")
+        .bind(cutoff)
+        .execute(pool)
+        .await
+        .map_err(unavailable)?;
+    Ok(removed)
 }
 
 /// One page of the log after `after` matching `query`, with the head read in the same snapshot.
 async fn read_page(pool: PgPool, after: u64, query: LogQuery, limit: usize) -> Result<Page> {
     let mut sql = QueryBuilder::new(
-        "SELECT s.head, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, e.created_at \
+        "SELECT s.head, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, e.traceparent, \
+         e.created_at \
          FROM (SELECT head FROM realtime_log_state WHERE singleton) s \
          LEFT JOIN LATERAL (SELECT * FROM realtime_events WHERE id > ",
     );
@@ -386,7 +405,8 @@ fn decode(id: i64, row: &sqlx::postgres::PgRow) -> Result<StoredEvent> {
         correlation_id: row.try_get("correlation_id").map_err(unavailable)?,
         payload,
     };
-    Ok(StoredEvent::new(envelope, created_at))
+    let traceparent = row.try_get("traceparent").map_err(unavailable)?;
+    Ok(StoredEvent::new(envelope, created_at, traceparent))
 }
 
 struct PgFeed {

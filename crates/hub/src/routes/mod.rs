@@ -6,6 +6,7 @@ pub mod poll;
 pub mod publish;
 pub mod query;
 pub mod sse;
+pub mod token_in_query;
 pub mod ws;
 
 use actix_web::web;

@@ -34,7 +34,7 @@ pub async fn publish(
         }
         body.extend_from_slice(&chunk);
     }
-    let events = NewEvent::parse_batch(&body, &state.event_limits(), state.settings.max_batch).map_err(|r| {
+    let mut events = NewEvent::parse_batch(&body, &state.event_limits(), state.settings.max_batch).map_err(|r| {
         ApiError::Rejected {
             code: if r.too_large { ErrorCode::TooLarge } else { ErrorCode::BadRequest },
             message: r.message,
@@ -47,6 +47,9 @@ pub async fn publish(
             message: format!("the token does not grant publishing to {}", events[index].topic),
             index: Some(index),
         });
+    }
+    for event in &mut events {
+        publisher::redact_event(&state.redactor, event);
     }
     tracing::Span::current().record("events", events.len());
     let count = events.len() as u64;

@@ -37,6 +37,7 @@ pub async fn websocket(
     };
     // Past a connection limit the upgrade still happens, so the client sees close code 4029.
     let permit = access::admit(&state, &grant);
+    tracing::debug!(auto_subscribe = auto_subscribe.is_some(), admitted = permit.is_some(), "upgrading to WebSocket");
     let mut response = ws::handshake(&req)?;
     let outbound = Arc::new(Outbound::default());
     let hard_limit = state.settings.max_frame_bytes.saturating_mul(HARD_FRAME_FACTOR);

@@ -1,0 +1,5 @@
+//! The sinks: where published events go.
+
+pub mod http;
+pub mod memory;
+pub mod postgres;

@@ -1,0 +1,75 @@
+//! The PostgreSQL sink: straight into the event log's inbox, with the service's own pool and, when it wants,
+//! inside its own transaction.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use protocol::NewEvent;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+
+use crate::Result;
+use crate::events::Event;
+use crate::publisher::{Published, Publisher, Sink};
+
+/// Writes events to `realtime_inbox`. Hubs move committed inbox rows into the log (with ids) when woken by
+/// `NOTIFY realtime_inbox` and at least every `HUB_INBOX_POLL`. Publishing holds no lock and sends no NOTIFY
+/// inside the write, so many publishers commit concurrently; wake-ups are sent afterwards, coalesced.
+#[derive(Clone)]
+pub struct PgSink {
+    pool: PgPool,
+    wake: Arc<Notify>,
+}
+
+impl PgSink {
+    /// Uses the service's pool. Must be called inside a Tokio runtime: a task sends the coalesced wake-ups.
+    pub fn new(pool: PgPool) -> Self {
+        let wake = Arc::new(Notify::new());
+        let (task_pool, task_wake) = (pool.clone(), wake.clone());
+        tokio::spawn(async move {
+            loop {
+                task_wake.notified().await;
+                // A lost wake-up only costs latency: hubs poll the inbox anyway.
+                if let Err(e) = sqlx::query("SELECT pg_notify('realtime_inbox', '')").execute(&task_pool).await {
+                    tracing::debug!(error = %e, "waking the hubs failed; they will find the events by polling");
+                }
+            }
+        });
+        Self { pool, wake }
+    }
+
+    /// Tells the hubs that committed events wait in the inbox (after a transaction that used `publish_in`).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+#[async_trait]
+impl Sink for PgSink {
+    async fn send(&self, events: Vec<NewEvent>) -> Result<Published> {
+        storage::postgres::enqueue_with(&self.pool, &events).await?;
+        self.wake();
+        Ok(Published { ids: None })
+    }
+}
+
+impl Publisher<PgSink> {
+    /// Publishes inside the caller's transaction: the event becomes visible if and only if it commits (the
+    /// transactional outbox). Call [`PgSink::wake`] after the commit for the lowest latency.
+    pub async fn publish_in(&self, tx: &mut PgConnection, event: impl Event) -> Result<()> {
+        let event = self.prepare(event)?;
+        storage::postgres::enqueue_with(&mut *tx, std::slice::from_ref(&event)).await?;
+        Ok(())
+    }
+
+    /// A batch inside the caller's transaction.
+    pub async fn publish_batch_in<E: Event>(
+        &self,
+        tx: &mut PgConnection,
+        events: impl IntoIterator<Item = E>,
+    ) -> Result<()> {
+        let events = events.into_iter().map(|e| self.prepare(e)).collect::<Result<Vec<_>>>()?;
+        storage::postgres::enqueue_with(&mut *tx, &events).await?;
+        Ok(())
+    }
+}
