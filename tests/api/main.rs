@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod helpers;
 mod limits;
+mod loadgen_smoke;
 mod operations;
 mod ordering;
 mod poll;

@@ -1,0 +1,90 @@
+//! WebSocket clients and payloads.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Source addresses used round-robin, so one machine can open more connections than one address has ports.
+pub const SOURCE_ADDRESSES: u8 = 8;
+
+/// `http://host:port` → `host:port` as a socket address.
+pub fn socket_addr(hub: &str) -> anyhow::Result<SocketAddr> {
+    let authority = hub.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches('/');
+    std::net::ToSocketAddrs::to_socket_addrs(authority)?.next().context("the hub address resolves to nothing")
+}
+
+/// Opens a WebSocket to `hub` + `path` from source address 127.0.0.(1 + n % 8).
+pub async fn connect(hub: &str, path: &str, n: usize) -> anyhow::Result<Ws> {
+    let addr = socket_addr(hub)?;
+    let socket = TcpSocket::new_v4()?;
+    if addr.ip().is_loopback() {
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (n % SOURCE_ADDRESSES as usize) as u8);
+        socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let url = format!("ws://{addr}{path}");
+    let (ws, _) = client_async(url, stream).await.context("the WebSocket handshake failed")?;
+    Ok(ws)
+}
+
+/// Reads until a text frame whose `type` is `kind` (skipping others); fails on close.
+pub async fn wait_for(ws: &mut Ws, kind: &str) -> anyhow::Result<String> {
+    let marker = format!(r#""type":"{kind}""#);
+    while let Some(message) = ws.next().await {
+        if let Message::Text(text) = message?
+            && text.as_str().contains(&marker)
+        {
+            return Ok(text.as_str().to_owned());
+        }
+    }
+    anyhow::bail!("the connection closed before a {kind} frame")
+}
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A benchmark payload: `{"b": padding, "i": index, "t": send time in ns}`, about `size` bytes serialized.
+pub fn payload(index: u64, size: usize) -> serde_json::Value {
+    let pad = size.saturating_sub(48);
+    serde_json::json!({"b": "x".repeat(pad), "i": index, "t": now_ns()})
+}
+
+/// The `i` and `t` of a benchmark event frame, read without parsing the whole frame (the payload's keys are
+/// sorted, so they come last).
+pub fn index_and_time(frame: &str) -> Option<(u64, u64)> {
+    let number_after = |key: &str| -> Option<u64> {
+        let start = frame.rfind(key)? + key.len();
+        let digits: &str = &frame[start..];
+        let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+        digits[..end].parse().ok()
+    };
+    Some((number_after(r#""i":"#)?, number_after(r#""t":"#)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_and_time_are_read_from_an_event_frame() {
+        let frame = r#"{"type":"event","sub":"default","id":7,"topic":"bench","payload":{"b":"xx","i":41,"t":1700000000123456789},"ts":"x","v":1}"#;
+        assert_eq!(index_and_time(frame), Some((41, 1_700_000_000_123_456_789)));
+        assert_eq!(index_and_time(r#"{"type":"pong"}"#), None);
+    }
+
+    #[test]
+    fn payloads_are_about_the_asked_size() {
+        let len = serde_json::to_string(&payload(12345, 100)).unwrap().len();
+        assert!((90..=110).contains(&len), "{len}");
+    }
+}

@@ -1,0 +1,19 @@
+//! A load generator for the realtime hub: scenarios that measure what people choose a hub for, each reporting
+//! throughput, latency percentiles (from a send timestamp carried in every payload), loss and duplicates (which
+//! must be zero), and the hub process's CPU time and memory.
+//!
+//! # Layout
+//! - [`client`]: WebSocket clients spread over several 127.0.0.x source addresses; payload helpers.
+//! - [`measure`]: the hub process's CPU and RSS from `/proc`, latency summaries, the [`Report`].
+//! - [`scenarios`]: `fanout`, `idle`, `publish`, `cluster` (fan-out across two hubs), `catchup`, `churn`.
+
+pub mod client;
+pub mod measure;
+pub mod scenarios;
+
+pub use measure::Report;
+
+/// Raises this process's open-file limit as far as allowed, so tens of thousands of sockets fit.
+pub fn raise_file_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}

@@ -1,0 +1,164 @@
+//! `loadgen`: drives a running hub (or several) and prints, per scenario, a JSON line and a human summary.
+//!
+//! ```sh
+//! loadgen --hub http://127.0.0.1:8080 --hub-pid $(pgrep -f target/release/hub) fanout --subscribers 1000 \
+//!     --events 2000 --rate 500
+//! ```
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use loadgen::scenarios::catchup::CatchupConfig;
+use loadgen::scenarios::churn::ChurnConfig;
+use loadgen::scenarios::fanout::FanoutConfig;
+use loadgen::scenarios::idle::IdleConfig;
+use loadgen::scenarios::publish::{PublishConfig, Via};
+use loadgen::{Report, scenarios};
+
+#[derive(Parser)]
+#[command(name = "loadgen", about = "Load generator for the realtime hub")]
+struct Cli {
+    /// The hub (the first one, for cluster).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    hub: String,
+    /// The hub's process id, to report its CPU time and memory.
+    #[arg(long)]
+    hub_pid: Option<u32>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N subscribers, M events at R events/s.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 2000)]
+        events: u64,
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 1)]
+        topics: u64,
+        /// Filter subscribers by this many projects (0: no filter).
+        #[arg(long, default_value_t = 0)]
+        projects: u64,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        #[arg(long, default_value_t = 5)]
+        batch: u64,
+    },
+    /// Publish on --hub, subscribe on --other-hub (both on one PostgreSQL).
+    Cluster {
+        #[arg(long)]
+        other_hub: String,
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 5000)]
+        events: u64,
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 1)]
+        batch: u64,
+    },
+    /// C idle connections; memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 20_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+    },
+    /// K concurrent publishers.
+    Publish {
+        #[arg(long, value_enum, default_value = "http")]
+        via: Via,
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration_s: f64,
+    },
+    /// A client resuming K events behind.
+    Catchup {
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+    },
+    /// Connects per second.
+    Churn {
+        #[arg(long, default_value_t = 20_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    loadgen::raise_file_limit();
+    let pid = cli.hub_pid;
+    let report: Report = match cli.scenario {
+        Scenario::Fanout { subscribers, events, rate, topics, projects, payload_bytes, batch } => {
+            scenarios::fanout::run(FanoutConfig {
+                subscribe_hub: cli.hub.clone(),
+                publish_hub: cli.hub,
+                subscribers,
+                events,
+                rate,
+                topics,
+                projects,
+                payload_bytes,
+                batch,
+                hub_pid: pid,
+                drain: Duration::from_secs(5),
+            })
+            .await?
+        }
+        Scenario::Cluster { other_hub, subscribers, events, rate, batch } => {
+            let mut report = scenarios::fanout::run(FanoutConfig {
+                subscribe_hub: other_hub,
+                publish_hub: cli.hub,
+                subscribers,
+                events,
+                rate,
+                topics: 1,
+                projects: 0,
+                payload_bytes: 100,
+                batch,
+                hub_pid: pid,
+                drain: Duration::from_secs(5),
+            })
+            .await?;
+            report.scenario = "cluster".into();
+            report
+        }
+        Scenario::Idle { connections, concurrency } => {
+            scenarios::idle::run(IdleConfig { hub: cli.hub, connections, concurrency, hub_pid: pid }).await?
+        }
+        Scenario::Publish { via, database_url, publishers, batch, duration_s } => {
+            scenarios::publish::run(PublishConfig {
+                hub: cli.hub,
+                database_url,
+                via,
+                publishers,
+                batch,
+                duration_s,
+                payload_bytes: 100,
+                hub_pid: pid,
+            })
+            .await?
+        }
+        Scenario::Catchup { events } => {
+            scenarios::catchup::run(CatchupConfig { hub: cli.hub, events, payload_bytes: 100, hub_pid: pid }).await?
+        }
+        Scenario::Churn { connections, concurrency } => {
+            scenarios::churn::run(ChurnConfig { hub: cli.hub, connections, concurrency, hub_pid: pid }).await?
+        }
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    eprintln!("{}", report.summary());
+    Ok(())
+}

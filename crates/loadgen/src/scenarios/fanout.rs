@@ -1,0 +1,181 @@
+//! `fanout` (and `cluster`): N subscribers, M events at R events/s over T topics, optionally filtered by project;
+//! every delivery is checked for loss and duplicates and timed from the send timestamp in its payload.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::{Barrier, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{connect, index_and_time, now_ns, payload, wait_for};
+use crate::measure::{self, Report, histogram, latency};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FanoutConfig {
+    /// Where subscribers connect.
+    pub subscribe_hub: String,
+    /// Where events are published (another hub: the cluster scenario).
+    pub publish_hub: String,
+    pub subscribers: usize,
+    pub events: u64,
+    /// Events per second.
+    pub rate: u64,
+    /// Events go round-robin to topics `bench.0` … ; subscriber k listens to `bench.(k % topics)`.
+    pub topics: u64,
+    /// With P > 0, events carry `project_id` p(i % P) and subscriber k filters on p(k % P).
+    pub projects: u64,
+    pub payload_bytes: usize,
+    /// Events per publish request (sent every 1000 × batch / rate ms).
+    pub batch: u64,
+    #[serde(skip)]
+    pub hub_pid: Option<u32>,
+    /// How long to wait for stragglers after the last publish.
+    #[serde(skip)]
+    pub drain: Duration,
+}
+
+fn topic_of(i: u64, topics: u64) -> String {
+    format!("bench.{}", i % topics.max(1))
+}
+
+/// Whether subscriber `k` should receive event `i`.
+fn expects(config: &FanoutConfig, k: usize, i: u64) -> bool {
+    let topic_ok = i % config.topics.max(1) == k as u64 % config.topics.max(1);
+    let project_ok = config.projects == 0 || i % config.projects == k as u64 % config.projects;
+    topic_ok && project_ok
+}
+
+struct SubscriberResult {
+    /// When the last event arrived.
+    last: Option<Instant>,
+    received: u64,
+    duplicates: u64,
+    missing: u64,
+    latencies: hdrhistogram::Histogram<u64>,
+}
+
+pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
+    let ready = Arc::new(Barrier::new(config.subscribers + 1));
+    // Set once publishing is over: subscribers stop at that instant (plus the drain time) at the latest.
+    let (stop_tx, stop_rx) = watch::channel(None::<tokio::time::Instant>);
+    let mut subscribers = Vec::with_capacity(config.subscribers);
+    for k in 0..config.subscribers {
+        let mut path = format!("/ws?topics={}", topic_of(k as u64, config.topics));
+        if config.projects > 0 {
+            path.push_str(&format!("&project_id=p{}", k as u64 % config.projects));
+        }
+        let mut ws = connect(&config.subscribe_hub, &path, k).await?;
+        wait_for(&mut ws, "subscribed").await?;
+        let config = config.clone();
+        let ready = ready.clone();
+        let mut stop = stop_rx.clone();
+        subscribers.push(tokio::spawn(async move {
+            let expected: u64 = (0..config.events).filter(|i| expects(&config, k, *i)).count() as u64;
+            let mut seen = vec![false; config.events as usize];
+            let mut result = SubscriberResult {
+                last: None,
+                received: 0,
+                duplicates: 0,
+                missing: 0,
+                latencies: measure::histogram(),
+            };
+            ready.wait().await;
+            let mut idle_deadline = None::<tokio::time::Instant>;
+            loop {
+                let deadline = match (idle_deadline, *stop.borrow()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let next = tokio::select! {
+                    next = ws.next() => next,
+                    _ = async {
+                        match deadline {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => break,
+                    changed = stop.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let Some(Ok(message)) = next else { break };
+                let Message::Text(text) = message else { continue };
+                let Some((i, sent)) = index_and_time(text.as_str()) else { continue };
+                let now = now_ns();
+                result.last = Some(Instant::now());
+                let _ = result.latencies.record(now.saturating_sub(sent).max(1000) / 1000);
+                match seen.get_mut(i as usize) {
+                    Some(flag) if *flag => result.duplicates += 1,
+                    Some(flag) => {
+                        *flag = true;
+                        result.received += 1;
+                    }
+                    None => result.duplicates += 1,
+                }
+                if result.received == expected {
+                    // Everything arrived; wait briefly for duplicates, then stop.
+                    idle_deadline = Some(tokio::time::Instant::now() + Duration::from_millis(200));
+                }
+            }
+            result.missing = expected - result.received.min(expected);
+            result
+        }));
+        // Subscriber tasks start reading at the barrier; until then the socket buffers absorb nothing.
+    }
+    ready.wait().await;
+
+    let before = measure::sample(config.hub_pid);
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/publish", config.publish_hub.trim_end_matches('/'));
+    let batch = config.batch.max(1);
+    let interval = Duration::from_secs_f64(batch as f64 / config.rate.max(1) as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut next = 0;
+    while next < config.events {
+        ticker.tick().await;
+        let end = (next + batch).min(config.events);
+        let events: Vec<_> = (next..end)
+            .map(|i| {
+                let mut scope = serde_json::Map::new();
+                if config.projects > 0 {
+                    scope.insert("project_id".into(), json!(format!("p{}", i % config.projects)));
+                }
+                json!({"topic": topic_of(i, config.topics), "scope": scope, "payload": payload(i, config.payload_bytes)})
+            })
+            .collect();
+        let response = client.post(&url).json(&events).send().await?;
+        anyhow::ensure!(response.status().is_success(), "publish answered {}", response.status());
+        next = end;
+    }
+    let published_at = started.elapsed();
+
+    stop_tx.send_replace(Some(tokio::time::Instant::now() + config.drain));
+    let mut totals = SubscriberResult { last: None, received: 0, duplicates: 0, missing: 0, latencies: histogram() };
+    for subscriber in subscribers {
+        let result = subscriber.await?;
+        totals.last = totals.last.max(result.last);
+        totals.received += result.received;
+        totals.duplicates += result.duplicates;
+        totals.missing += result.missing;
+        totals.latencies.add(&result.latencies).ok();
+    }
+    let after = measure::sample(config.hub_pid);
+    let elapsed = totals.last.map_or(published_at, |last| last - started);
+
+    let mut report = Report::new("fanout", serde_json::to_value(&config)?, elapsed);
+    report.deliveries = Some(totals.received);
+    report.deliveries_per_s = Some(totals.received as f64 / elapsed.as_secs_f64());
+    report.latency_ms = Some(latency(&totals.latencies));
+    report.loss = totals.missing;
+    report.duplicates = totals.duplicates;
+    report.server(before, after);
+    report.note = Some(format!("published in {:.2} s", published_at.as_secs_f64()));
+    Ok(report)
+}

@@ -1,0 +1,55 @@
+//! `idle`: C connections held open (each with a live subscription to a quiet topic); the hub's memory per
+//! connection is the growth of its RSS divided by C.
+
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+
+use crate::client::{Ws, connect, wait_for};
+use crate::measure::{self, Report};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IdleConfig {
+    pub hub: String,
+    pub connections: usize,
+    /// Connections opened at once.
+    pub concurrency: usize,
+    #[serde(skip)]
+    pub hub_pid: Option<u32>,
+}
+
+pub async fn run(config: IdleConfig) -> anyhow::Result<Report> {
+    let before = measure::sample(config.hub_pid);
+    let started = Instant::now();
+    let hub = config.hub.clone();
+    let opened: Vec<anyhow::Result<Ws>> = stream::iter(0..config.connections)
+        .map(|n| {
+            let hub = hub.clone();
+            async move {
+                let mut ws = connect(&hub, "/ws?topics=idle.quiet", n).await?;
+                wait_for(&mut ws, "subscribed").await?;
+                Ok(ws)
+            }
+        })
+        .buffer_unordered(config.concurrency.max(1))
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let failed = opened.iter().filter(|r| r.is_err()).count();
+    let held: Vec<Ws> = opened.into_iter().filter_map(Result::ok).collect();
+    // Let the hub settle (allocator, timers) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = measure::sample(config.hub_pid);
+
+    let mut report = Report::new("idle", serde_json::to_value(&config)?, elapsed);
+    report.connects_per_s = Some(held.len() as f64 / elapsed.as_secs_f64());
+    report.loss = failed as u64;
+    report.server(before, after);
+    if let (Some(before), Some(after)) = (before, after) {
+        let growth = after.rss_kib.saturating_sub(before.rss_kib) as f64;
+        report.server_rss_per_connection_kib = Some(growth / held.len().max(1) as f64);
+    }
+    report.note = Some(format!("{} connections held, {failed} failed", held.len()));
+    drop(held);
+    Ok(report)
+}

@@ -1,0 +1,103 @@
+//! A small run of every load-generator scenario: zero loss and zero duplicates (speed is measured by the
+//! loadgen binary itself, in docs/PERFORMANCE.md, never in tests).
+
+use std::time::Duration;
+
+use loadgen::scenarios::catchup::CatchupConfig;
+use loadgen::scenarios::churn::ChurnConfig;
+use loadgen::scenarios::fanout::FanoutConfig;
+use loadgen::scenarios::idle::IdleConfig;
+use loadgen::scenarios::publish::{PublishConfig, Via};
+use loadgen::{Report, scenarios};
+
+use crate::helpers::{spawn_hub, spawn_pg_hub};
+
+fn assert_clean(report: &Report) {
+    assert_eq!((report.loss, report.duplicates), (0, 0), "{}", report.summary());
+}
+
+fn fanout(subscribe_hub: String, publish_hub: String) -> FanoutConfig {
+    FanoutConfig {
+        subscribe_hub,
+        publish_hub,
+        subscribers: 20,
+        events: 300,
+        rate: 3000,
+        topics: 2,
+        projects: 3,
+        payload_bytes: 100,
+        batch: 10,
+        hub_pid: Some(std::process::id()),
+        drain: Duration::from_secs(5),
+    }
+}
+
+#[actix_web::test]
+async fn the_fanout_scenario_delivers_every_event_once() {
+    let hub = spawn_hub(|s| s.workers = Some(2)).await;
+    let url = hub.url("");
+
+    let report = scenarios::fanout::run(fanout(url.clone(), url)).await.unwrap();
+
+    assert_clean(&report);
+    // Subscriber k gets the events of its topic (k % 2) and project (k % 3): 300 / 6 = 50 each.
+    assert_eq!(report.deliveries, Some(20 * 50));
+    assert!(report.latency_ms.is_some() && report.server_cpu_s.is_some());
+}
+
+#[actix_web::test]
+async fn the_cluster_scenario_delivers_across_hubs_once() {
+    let db = test_db!();
+    let publishing = spawn_pg_hub(&db.url, |_| {}).await;
+    let subscribing = spawn_pg_hub(&db.url, |_| {}).await;
+
+    let report = scenarios::fanout::run(fanout(subscribing.url(""), publishing.url(""))).await.unwrap();
+
+    assert_clean(&report);
+    assert_eq!(report.deliveries, Some(1000));
+}
+
+#[actix_web::test]
+async fn the_idle_churn_and_catchup_scenarios_run_clean() {
+    let hub = spawn_hub(|_| {}).await;
+    let pid = Some(std::process::id());
+
+    let idle = scenarios::idle::run(IdleConfig { hub: hub.url(""), connections: 100, concurrency: 20, hub_pid: pid });
+    let idle = idle.await.unwrap();
+    let churn =
+        scenarios::churn::run(ChurnConfig { hub: hub.url(""), connections: 200, concurrency: 16, hub_pid: pid });
+    let churn = churn.await.unwrap();
+    let catchup = CatchupConfig { hub: hub.url(""), events: 3000, payload_bytes: 100, hub_pid: pid };
+    let catchup = scenarios::catchup::run(catchup).await.unwrap();
+
+    for report in [&idle, &churn, &catchup] {
+        assert_clean(report);
+    }
+    assert!(idle.server_rss_per_connection_kib.is_some());
+    assert_eq!(catchup.deliveries, Some(3000));
+}
+
+#[actix_web::test]
+async fn the_publish_scenario_runs_over_http_the_crate_and_plain_inserts() {
+    let db = test_db!();
+    let hub = spawn_pg_hub(&db.url, |_| {}).await;
+
+    for via in [Via::Http, Via::Crate, Via::Insert] {
+        let config = PublishConfig {
+            hub: hub.url(""),
+            database_url: Some(db.url.clone()),
+            via,
+            publishers: 2,
+            batch: 5,
+            duration_s: 0.3,
+            payload_bytes: 100,
+            hub_pid: None,
+        };
+        let report = scenarios::publish::run(config).await.unwrap();
+        assert_clean(&report);
+        assert!(report.events_per_s.unwrap() > 0.0, "{via:?}: {}", report.summary());
+    }
+    let pool = db.pool().await;
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM realtime_inbox").fetch_one(&pool).await.unwrap();
+    assert_eq!(waiting, 0, "the hub moved every event the crate published");
+}
