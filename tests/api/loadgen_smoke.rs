@@ -62,7 +62,13 @@ async fn the_idle_churn_and_catchup_scenarios_run_clean() {
     let hub = spawn_hub(|_| {}).await;
     let pid = Some(std::process::id());
 
-    let idle = scenarios::idle::run(IdleConfig { hub: hub.url(""), connections: 100, concurrency: 20, hub_pid: pid });
+    let idle = scenarios::idle::run(IdleConfig {
+        hub: hub.url(""),
+        connections: 100,
+        concurrency: 20,
+        hold_s: 0.0,
+        hub_pid: pid,
+    });
     let idle = idle.await.unwrap();
     let churn =
         scenarios::churn::run(ChurnConfig { hub: hub.url(""), connections: 200, concurrency: 16, hub_pid: pid });

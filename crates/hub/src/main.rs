@@ -1,4 +1,8 @@
 use clap::Parser;
+
+/// mimalloc keeps many small, long-lived per-connection allocations compact (see docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hub::settings::{Cli, Command};
 use hub::{Application, telemetry};
 
@@ -6,6 +10,11 @@ use hub::{Application, telemetry};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_subscriber(std::env::var("HUB_LOG_JSON").is_ok_and(|v| v == "1"));
+    // Every connection is a file descriptor: use all the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(cli.settings).await?;

@@ -67,6 +67,9 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
+        /// Keep the connections open this long after measuring.
+        #[arg(long, default_value_t = 0.0)]
+        hold_s: f64,
     },
     /// K concurrent publishers.
     Publish {
@@ -135,8 +138,8 @@ async fn main() -> anyhow::Result<()> {
             report.scenario = "cluster".into();
             report
         }
-        Scenario::Idle { connections, concurrency } => {
-            scenarios::idle::run(IdleConfig { hub: cli.hub, connections, concurrency, hub_pid: pid }).await?
+        Scenario::Idle { connections, concurrency, hold_s } => {
+            scenarios::idle::run(IdleConfig { hub: cli.hub, connections, concurrency, hold_s, hub_pid: pid }).await?
         }
         Scenario::Publish { via, database_url, publishers, batch, duration_s } => {
             scenarios::publish::run(PublishConfig {

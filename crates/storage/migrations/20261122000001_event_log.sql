@@ -72,7 +72,21 @@ DECLARE
     now_ts timestamptz := clock_timestamp();
     ids bigint[];
     stored bigint;
+    n integer := coalesce(array_length(p_topics, 1), 0);
 BEGIN
+    -- Fast path: no idempotency key in the batch (the common case), so every event is new.
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k(key) WHERE k.key IS NOT NULL) THEN
+        INSERT INTO realtime_events
+            (id, topic, scope, stream_key, seq, payload, correlation_id, traceparent, created_at)
+        SELECT base + u.ord, u.topic, u.scope, u.stream_key, u.seq, u.payload, u.correlation_id, u.traceparent, now_ts
+        FROM unnest(p_topics, p_scopes, p_keys, p_seqs, p_payloads, p_correlation_ids, p_traceparents)
+            WITH ORDINALITY AS u(topic, scope, stream_key, seq, payload, correlation_id, traceparent, ord);
+        IF n > 0 THEN
+            UPDATE realtime_log_state SET head = base + n WHERE singleton;
+            PERFORM pg_notify('realtime_events', (base + n)::text);
+        END IF;
+        RETURN ARRAY(SELECT base + g FROM generate_series(1, n) AS g);
+    END IF;
     WITH input AS (
         SELECT u.*,
                CASE WHEN u.idem IS NULL THEN u.ord ELSE min(u.ord) OVER (PARTITION BY u.idem) END AS first_ord

@@ -363,7 +363,9 @@ async fn read_page(pool: PgPool, after: u64, query: LogQuery, limit: usize) -> R
     Ok(Page { events, through, complete: !full })
 }
 
-/// Appends `AND (topic = ANY(…) OR topic LIKE ANY(…))` for the patterns; nothing when one of them is `*`.
+/// Appends the topic condition: nothing when a pattern is `*`; `topic = $1` for one exact topic (so replay walks
+/// the `(topic, id)` index in id order and stops at the page's limit); otherwise `topic = ANY(…)` and/or
+/// `topic LIKE ANY(…)`, leaving out an empty list so the planner is not pushed off the indexes.
 fn push_topics(sql: &mut QueryBuilder<'_, sqlx::Postgres>, patterns: &[TopicPattern]) {
     if patterns.iter().any(|p| matches!(p, TopicPattern::Prefix(prefix) if prefix.is_empty())) {
         return;
@@ -383,7 +385,20 @@ fn push_topics(sql: &mut QueryBuilder<'_, sqlx::Postgres>, patterns: &[TopicPatt
             TopicPattern::Exact(_) => None,
         })
         .collect();
-    sql.push(" AND (topic = ANY(").push_bind(exact).push(") OR topic LIKE ANY(").push_bind(prefixes).push("))");
+    match (exact.as_slice(), prefixes.is_empty()) {
+        ([one], true) => {
+            sql.push(" AND topic = ").push_bind(one.clone());
+        }
+        (_, true) => {
+            sql.push(" AND topic = ANY(").push_bind(exact).push(")");
+        }
+        ([], false) => {
+            sql.push(" AND topic LIKE ANY(").push_bind(prefixes).push(")");
+        }
+        (_, false) => {
+            sql.push(" AND (topic = ANY(").push_bind(exact).push(") OR topic LIKE ANY(").push_bind(prefixes).push("))");
+        }
+    }
 }
 
 fn decode(id: i64, row: &sqlx::postgres::PgRow) -> Result<StoredEvent> {

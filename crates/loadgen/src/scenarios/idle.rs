@@ -14,6 +14,8 @@ pub struct IdleConfig {
     pub connections: usize,
     /// Connections opened at once.
     pub concurrency: usize,
+    /// Keep the connections open this long after measuring (to add several loadgen processes' connections up).
+    pub hold_s: f64,
     #[serde(skip)]
     pub hub_pid: Option<u32>,
 }
@@ -50,6 +52,7 @@ pub async fn run(config: IdleConfig) -> anyhow::Result<Report> {
         report.server_rss_per_connection_kib = Some(growth / held.len().max(1) as f64);
     }
     report.note = Some(format!("{} connections held, {failed} failed", held.len()));
+    tokio::time::sleep(Duration::from_secs_f64(config.hold_s)).await;
     drop(held);
     Ok(report)
 }

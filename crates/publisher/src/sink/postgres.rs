@@ -2,6 +2,7 @@
 //! inside its own transaction.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use protocol::NewEvent;
@@ -15,6 +16,10 @@ use crate::publisher::{Published, Publisher, Sink};
 /// Writes events to `realtime_inbox`. Hubs move committed inbox rows into the log (with ids) when woken by
 /// `NOTIFY realtime_inbox` and at least every `HUB_INBOX_POLL`. Publishing holds no lock and sends no NOTIFY
 /// inside the write, so many publishers commit concurrently; wake-ups are sent afterwards, coalesced.
+/// At most one wake-up per this interval; wake-ups asked for meanwhile are folded into the next. Every NOTIFY
+/// commit takes PostgreSQL's cluster-wide notify lock, so one per event would serialize publishers.
+const WAKE_INTERVAL: Duration = Duration::from_millis(5);
+
 #[derive(Clone)]
 pub struct PgSink {
     pool: PgPool,
@@ -33,6 +38,7 @@ impl PgSink {
                 if let Err(e) = sqlx::query("SELECT pg_notify('realtime_inbox', '')").execute(&task_pool).await {
                     tracing::debug!(error = %e, "waking the hubs failed; they will find the events by polling");
                 }
+                tokio::time::sleep(WAKE_INTERVAL).await;
             }
         });
         Self { pool, wake }
