@@ -1,5 +1,6 @@
 //! The storage actor: follows the log from a cursor and hands new events to dispatch, in id order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,11 +10,16 @@ use tracing::{info, warn};
 
 use crate::event_log::{EventLog, LogQuery, SharedEvent};
 
-/// New events, in strictly increasing id order, following the previous batch without a gap.
-#[derive(Message, Debug, Clone)]
+/// Batches handed to dispatch and not yet delivered; past this the storage actor waits before reading on.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+/// New events, in strictly increasing id order, following the previous batch without a gap. Sent with `do_send`,
+/// which keeps the order; dispatch fires `delivered` once the batch has been handed to every connection.
+#[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct EventsAppended {
     pub events: Arc<[SharedEvent]>,
+    pub delivered: tokio::sync::oneshot::Sender<()>,
 }
 
 /// What the storage actor knows about the log's health, shared with `/readyz` and `/api/health/pubsub`.
@@ -143,6 +149,7 @@ impl Follower {
         self.health.dispatched.store(cursor, Ordering::Release);
         info!(cursor, provider = self.log.provider(), "following the event log");
         let all = LogQuery::all();
+        let mut in_flight = VecDeque::new();
         loop {
             let mut feed = match self.log.live_feed().await {
                 Ok(feed) => feed,
@@ -155,7 +162,7 @@ impl Follower {
             };
             // Whatever was appended while the feed was closed is found by reading from the cursor.
             loop {
-                if let Err(e) = self.catch_up(&mut cursor, &all).await {
+                if let Err(e) = self.catch_up(&mut cursor, &all, &mut in_flight).await {
                     warn!(error = %e, "reading the event log failed");
                     break;
                 }
@@ -176,12 +183,27 @@ impl Follower {
         }
     }
 
-    async fn catch_up(&self, cursor: &mut u64, all: &LogQuery) -> crate::Result<()> {
+    /// Reads everything after the cursor and hands it to dispatch, with at most `MAX_BATCHES_IN_FLIGHT` batches
+    /// not yet delivered.
+    async fn catch_up(
+        &self,
+        cursor: &mut u64,
+        all: &LogQuery,
+        in_flight: &mut VecDeque<tokio::sync::oneshot::Receiver<()>>,
+    ) -> crate::Result<()> {
         loop {
             let page = self.log.read_after(*cursor, all, self.settings.batch).await?;
             if !page.events.is_empty() {
+                while in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
+                    // An error means dispatch dropped the batch unanswered: it had no subscriber, or it stopped.
+                    if let Some(oldest) = in_flight.pop_front() {
+                        let _ = oldest.await;
+                    }
+                }
                 let newest = page.events.last().map_or(*cursor, |e| e.id());
-                self.dispatch.do_send(EventsAppended { events: page.events.into() });
+                let (delivered, is_delivered) = tokio::sync::oneshot::channel();
+                self.dispatch.do_send(EventsAppended { events: page.events.into(), delivered });
+                in_flight.push_back(is_delivered);
                 self.health.dispatched.store(newest, Ordering::Release);
             }
             *cursor = page.through.max(*cursor);
@@ -218,6 +240,50 @@ mod tests {
         fn handle(&mut self, msg: EventsAppended, _: &mut Self::Context) {
             self.0.lock().unwrap().extend(msg.events.iter().map(|e| e.id()));
         }
+    }
+
+    /// Takes batches but confirms none until told to.
+    struct Stalled(Arc<Mutex<Vec<tokio::sync::oneshot::Sender<()>>>>);
+
+    impl Actor for Stalled {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<EventsAppended> for Stalled {
+        type Result = ();
+        fn handle(&mut self, msg: EventsAppended, _: &mut Self::Context) {
+            self.0.lock().unwrap().push(msg.delivered);
+        }
+    }
+
+    #[actix::test]
+    async fn a_dispatcher_that_falls_behind_stops_the_reading_instead_of_queueing_batches() {
+        let log = Arc::new(MemoryLog::new(Retention::default()));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let stalled = Stalled(held.clone()).start();
+        let health = Arc::new(LogHealth::default());
+        let settings = TailSettings { batch: 1, ..TailSettings::default() };
+        let _actor = EventLogActor::new(log.clone(), stalled.recipient(), health.clone(), settings).start();
+        while !health.is_ready() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        for _ in 0..10 {
+            log.append(vec![event()]).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let waiting = held.lock().unwrap().len();
+        for delivered in held.lock().unwrap().drain(..) {
+            delivered.send(()).unwrap();
+        }
+        while health.dispatched() < 10 {
+            for delivered in held.lock().unwrap().drain(..) {
+                let _ = delivered.send(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        assert_eq!(waiting, MAX_BATCHES_IN_FLIGHT, "batches handed over before any was confirmed");
     }
 
     fn event() -> NewEvent {

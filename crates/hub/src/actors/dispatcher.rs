@@ -50,6 +50,8 @@ struct RoomSlot {
 struct PendingBatch {
     events: Arc<[SharedEvent]>,
     answers: Vec<oneshot::Receiver<Vec<Match>>>,
+    /// Fired once the batch has been handed to every connection; the storage actor waits for it.
+    delivered: oneshot::Sender<()>,
 }
 
 pub struct Dispatcher {
@@ -115,6 +117,8 @@ impl Actor for Dispatcher {
                         }
                     }
                     deliver(&batch.events, matches);
+                    // The storage actor may have stopped waiting (it is shutting down).
+                    let _ = batch.delivered.send(());
                 }
             }));
         }
@@ -167,6 +171,8 @@ impl Handler<Leave> for Dispatcher {
 impl Handler<EventsAppended> for Dispatcher {
     type Result = ();
 
+    /// Routes a batch and queues it for delivery; `msg.delivered` fires once every connection has it, so the
+    /// storage actor reads the log no faster than batches are delivered (a backlog stays in the log).
     fn handle(&mut self, msg: EventsAppended, _: &mut Self::Context) {
         metrics::counter!("hub_events_dispatched_total").increment(msg.events.len() as u64);
         let mut per_room: HashMap<u64, (&Addr<TopicRoom>, Vec<u32>)> = HashMap::new();
@@ -176,6 +182,7 @@ impl Handler<EventsAppended> for Dispatcher {
             }
         }
         if per_room.is_empty() {
+            let _ = msg.delivered.send(());
             return;
         }
         let answers = per_room
@@ -187,7 +194,7 @@ impl Handler<EventsAppended> for Dispatcher {
             })
             .collect();
         // The delivery loop lives as long as the dispatcher: the channel cannot be closed here.
-        let _ = self.pipeline.send(PendingBatch { events: msg.events, answers });
+        let _ = self.pipeline.send(PendingBatch { events: msg.events, answers, delivered: msg.delivered });
     }
 }
 
