@@ -67,3 +67,50 @@ async fn shutdown_fails_readiness_closes_sessions_with_1012_and_refuses_new_conn
     }
     assert!(hub.ws_raw("/ws").await.is_err(), "new connections are refused");
 }
+
+#[actix_web::test]
+async fn sigterm_closes_websockets_with_1012_and_the_process_exits_within_the_grace_period() {
+    let mut hub = crate::process::HubProcess::start(&[("HUB_SHUTDOWN_GRACE", "3s")]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", hub.port)).await.unwrap();
+    let published = reqwest::Client::new()
+        .post(hub.url("/api/publish"))
+        .header("content-type", "application/json")
+        .body(event("a", json!({}), 1).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200, "answered before the signal");
+
+    hub.terminate();
+    let mut close_code = None;
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut socket)).await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
+            close_code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    let exit = hub.exited_within(Duration::from_secs(6)).await;
+
+    assert_eq!(close_code, Some(1012));
+    assert!(exit.is_some_and(|status| status.success()), "the hub exits cleanly after SIGTERM: {exit:?}");
+}
+
+#[actix_web::test]
+async fn hub_migrate_applies_the_migrations_and_exits() {
+    let db = test_db!();
+
+    let status = tokio::process::Command::new(crate::process::hub_binary())
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .status()
+        .await
+        .unwrap();
+
+    assert!(status.success());
+    let pool = db.pool().await;
+    let head: i64 = sqlx::query_scalar("SELECT head FROM realtime_log_state").fetch_one(&pool).await.unwrap();
+    assert_eq!(head, 0);
+}

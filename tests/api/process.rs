@@ -77,6 +77,18 @@ impl HubProcess {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Sends SIGTERM, as Kubernetes does before stopping a pod.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the hub is running");
+        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `wait`.
+    pub async fn exited_within(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(wait, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+
     /// Stops the process (SIGKILL) and returns everything it wrote to stdout and stderr.
     pub async fn stop_and_read_output(mut self) -> String {
         let _ = self.child.start_kill();
