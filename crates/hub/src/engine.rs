@@ -116,6 +116,19 @@ where
     fn failed(&mut self, ctx: &mut Self::Context, name: &SubName, cause: String);
 }
 
+/// Writes the frames of a delivery that the connection's subscriptions take.
+pub fn deliver<A>(act: &mut A, ctx: &mut A::Context, msg: Deliver)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let frames = act.subscriptions().deliver(msg.items);
+    metrics::counter!("hub_events_delivered_total").increment(frames.len() as u64);
+    for frame in frames {
+        act.write(ctx, frame);
+    }
+}
+
 /// Registers `request` (replacing a subscription of the same name) and starts it.
 pub fn subscribe<A>(act: &mut A, ctx: &mut A::Context, request: Subscribe)
 where

@@ -106,18 +106,12 @@ where
         return Ok(Vec::new());
     }
     let columns = Columns::of(events);
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT realtime_append($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(&columns.topics)
-        .bind(&columns.scopes)
-        .bind(&columns.keys)
-        .bind(&columns.seqs)
-        .bind(&columns.payloads)
-        .bind(&columns.correlation_ids)
-        .bind(&columns.traceparents)
-        .bind(&columns.idempotency_keys)
+    let row = columns
+        .bind(sqlx::query("SELECT realtime_append($1, $2, $3, $4, $5, $6, $7, $8)"))
         .fetch_one(executor)
         .await
         .map_err(unavailable)?;
+    let ids: Vec<i64> = row.try_get(0).map_err(unavailable)?;
     if ids.len() != events.len() {
         return Err(Error::Corrupt(format!("{} ids for {} events", ids.len(), events.len())));
     }
@@ -134,23 +128,16 @@ where
         return Ok(());
     }
     let columns = Columns::of(events);
-    sqlx::query(
-        "INSERT INTO realtime_inbox \
-         (topic, scope, stream_key, seq, payload, correlation_id, traceparent, idempotency_key) \
-         SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], \
-                              $7::text[], $8::text[])",
-    )
-    .bind(&columns.topics)
-    .bind(&columns.scopes)
-    .bind(&columns.keys)
-    .bind(&columns.seqs)
-    .bind(&columns.payloads)
-    .bind(&columns.correlation_ids)
-    .bind(&columns.traceparents)
-    .bind(&columns.idempotency_keys)
-    .execute(executor)
-    .await
-    .map_err(unavailable)?;
+    columns
+        .bind(sqlx::query(
+            "INSERT INTO realtime_inbox \
+             (topic, scope, stream_key, seq, payload, correlation_id, traceparent, idempotency_key) \
+             SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], \
+                                  $7::text[], $8::text[])",
+        ))
+        .execute(executor)
+        .await
+        .map_err(unavailable)?;
     Ok(())
 }
 
@@ -166,7 +153,22 @@ struct Columns<'a> {
     idempotency_keys: Vec<Option<&'a str>>,
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 impl<'a> Columns<'a> {
+    /// Binds the eight arrays as `$1` … `$8`, in the order of `realtime_append` and the inbox.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.topics)
+            .bind(&self.scopes)
+            .bind(&self.keys)
+            .bind(&self.seqs)
+            .bind(&self.payloads)
+            .bind(&self.correlation_ids)
+            .bind(&self.traceparents)
+            .bind(&self.idempotency_keys)
+    }
+
     fn of(events: &'a [NewEvent]) -> Self {
         Self {
             topics: events.iter().map(|e| e.topic.as_str()).collect(),

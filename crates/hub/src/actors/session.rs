@@ -309,11 +309,7 @@ impl Handler<Deliver> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let frames = self.subs.deliver(msg.items);
-        metrics::counter!("hub_events_delivered_total").increment(frames.len() as u64);
-        for frame in frames {
-            self.write(ctx, frame);
-        }
+        engine::deliver(self, ctx, msg);
     }
 }
 
