@@ -83,7 +83,7 @@ impl Subscriptions {
         hub.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         hub.dispatcher.do_send(Leave {
             key: SubKey { session: self.session, generation: subscription.generation },
-            patterns: subscription.patterns,
+            patterns: subscription.query.topics,
         });
         true
     }
@@ -153,7 +153,7 @@ where
         recipient,
     });
     let query = LogQuery::new(request.topics.clone(), request.filter);
-    let subscription = Subscription::new(request.sub.clone(), generation, request.topics.clone(), query, request.since);
+    let subscription = Subscription::new(request.sub.clone(), generation, query, request.since);
     subs.by_generation.insert(generation, request.sub.clone());
     subs.by_name.insert(request.sub.clone(), subscription);
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);

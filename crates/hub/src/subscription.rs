@@ -8,7 +8,7 @@
 //! is dropped and replay simply reads further, since everything it held is in the log.
 
 use bytestring::ByteString;
-use protocol::{ResetInfo, SubName, TopicPattern};
+use protocol::{ResetInfo, SubName};
 use storage::{LogBounds, LogQuery, Page, SharedEvent};
 
 use crate::actors::subscriber::Delivery;
@@ -31,7 +31,7 @@ pub enum Phase {
 pub struct Subscription {
     pub name: SubName,
     pub generation: u64,
-    pub patterns: Vec<TopicPattern>,
+    /// Its topic patterns (the rooms it joined) and filter.
     pub query: LogQuery,
     /// The client's resume point; `None` for live only.
     pub since: Option<u64>,
@@ -59,17 +59,10 @@ pub enum AfterPage {
 }
 
 impl Subscription {
-    pub fn new(
-        name: SubName,
-        generation: u64,
-        patterns: Vec<TopicPattern>,
-        query: LogQuery,
-        since: Option<u64>,
-    ) -> Self {
+    pub fn new(name: SubName, generation: u64, query: LogQuery, since: Option<u64>) -> Self {
         Self {
             name,
             generation,
-            patterns,
             query,
             since,
             phase: Phase::Joining,
@@ -164,7 +157,7 @@ mod tests {
     use super::*;
 
     fn sub(since: Option<u64>) -> Subscription {
-        Subscription::new(SubName::parse("s").unwrap(), 1, vec![], LogQuery::all(), since)
+        Subscription::new(SubName::parse("s").unwrap(), 1, LogQuery::all(), since)
     }
 
     fn event(id: u64) -> SharedEvent {

@@ -195,7 +195,7 @@ impl WsSession {
             .subs
             .iter()
             .filter_map(|s| {
-                self.grant.allows_subscription(&s.patterns, &s.query.filter).err().map(|e| (s.name.clone(), e))
+                self.grant.allows_subscription(&s.query.topics, &s.query.filter).err().map(|e| (s.name.clone(), e))
             })
             .collect();
         for (name, why) in revoked {

@@ -1,0 +1,52 @@
+"""Lints the chart and validates what it renders against the Kubernetes schemas (no cluster, no helm binary).
+
+    pip install helm-python-sdk kubernetes-validate && python3 deploy/helm/check.py
+"""
+import pathlib
+import sys
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+CHART = pathlib.Path(__file__).parent / "realtime-hub"
+KUBE_VERSION = "1.30"
+CASES = {
+    "defaults (postgres, 2 replicas)": {},
+    "memory backend, 1 replica, HS256": {"backend": "memory", "replicaCount": 1, "auth": {"existingSecret": "jwt"}},
+    "public key, settings": {"auth": {"publicKey": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----"},
+                             "settings": {"HUB_MAX_CONNECTIONS": 50000, "HUB_CORS_ORIGINS": "https://staff.example"}},
+}
+MUST_FAIL = {"memory backend with 2 replicas": {"backend": "memory", "replicaCount": 2}}
+
+
+def main() -> int:
+    report = helm.lint(CHART, strict=True)
+    # Severities: 1 info, 2 warning, 3 error.
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    if problems:
+        print("helm lint:", problems)
+        return 1
+    chart = helm.Chart.load(CHART)
+    for name, values in CASES.items():
+        rendered = chart.render(values, name="hub", namespace="realtime", is_install=True)
+        count = 0
+        for path, text in rendered.items():
+            for document in yaml.safe_load_all(text):
+                if document:
+                    kubernetes_validate.validate(document, KUBE_VERSION, strict=True)
+                    count += 1
+        print(f"ok: {name}: {count} manifests valid for Kubernetes {KUBE_VERSION}")
+    for name, values in MUST_FAIL.items():
+        try:
+            chart.render(values, name="hub", namespace="realtime", is_install=True)
+        except helm.HelmError as error:
+            print(f"ok: {name} refused: {str(error).splitlines()[0][:120]}")
+        else:
+            print(f"{name} rendered but must be refused")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
