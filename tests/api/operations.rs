@@ -114,3 +114,82 @@ async fn hub_migrate_applies_the_migrations_and_exits() {
     let head: i64 = sqlx::query_scalar("SELECT head FROM realtime_log_state").fetch_one(&pool).await.unwrap();
     assert_eq!(head, 0);
 }
+
+/// A minimal OTLP/HTTP collector: answers 200 to every request and hands over each body.
+async fn collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (bodies, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // One request: headers, then Content-Length bytes of body; keep-alive allows more.
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let headers = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                    let length: usize = headers
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buffer.len() < end + 4 + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = bodies.send(buffer[end + 4..end + 4 + length].to_vec());
+                    buffer.drain(..end + 4 + length);
+                    if socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+#[actix_web::test]
+async fn an_incoming_traceparent_continues_in_the_spans_the_hub_exports() {
+    let (port, mut exported) = collector().await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let hub = crate::process::HubProcess::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let trace_id_bytes: Vec<u8> =
+        (0..16).map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap()).collect();
+
+    let answer = reqwest::Client::new()
+        .get(hub.url("/healthz"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(body) = exported.recv().await {
+            if body.windows(16).any(|w| w == trace_id_bytes.as_slice()) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    hub.stop_and_read_output().await;
+    assert_eq!(found, Ok(true), "no exported span carried the incoming trace id");
+}

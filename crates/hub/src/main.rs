@@ -10,7 +10,7 @@ use hub::{Application, telemetry};
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_subscriber(std::env::var("HUB_LOG_JSON").is_ok_and(|v| v == "1"));
+    let tracing = telemetry::init_subscriber(std::env::var("HUB_LOG_JSON").is_ok_and(|v| v == "1"));
     // Every connection is a file descriptor: use all the hard limit allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
@@ -22,6 +22,10 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(true).await?;
         }
         Command::Migrate => hub::startup::migrate(&cli.settings).await?,
+    }
+    if let Some(provider) = tracing {
+        // The exporter's blocking client must not run on this runtime's thread.
+        let _ = actix_web::rt::task::spawn_blocking(move || provider.shutdown()).await;
     }
     Ok(())
 }

@@ -3,14 +3,29 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), JSON lines when `json`.
-pub fn init_subscriber(json: bool) {
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), JSON lines when `json`, and
+/// OpenTelemetry traces over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the other standard `OTEL_*`
+/// variables apply). An incoming W3C `traceparent` continues its trace. Returns the tracer provider, to shut
+/// down (and flush) on exit.
+pub fn init_subscriber(json: bool) -> Option<SdkTracerProvider> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let provider = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").and_then(|_| match tracer_provider() {
+        Ok(provider) => Some(provider),
+        Err(e) => {
+            eprintln!("OpenTelemetry export is off: {e}");
+            None
+        }
+    });
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("realtime-hub")));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     if json {
         registry.with(tracing_subscriber::fmt::layer().json()).init();
     } else {
@@ -18,6 +33,15 @@ pub fn init_subscriber(json: bool) {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
         registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init();
     }
+    provider
+}
+
+/// An OTLP/HTTP exporter (protobuf, blocking client on its own thread) behind a batch processor.
+fn tracer_provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let resource = Resource::builder().with_service_name("realtime-hub").build();
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
 }
 
 /// The process-wide Prometheus recorder, installed on first use (every hub in a process shares it).
