@@ -19,7 +19,7 @@ use storage::{EventsAppended, SharedEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use super::room::{AddSubscriber, Match, RemoveSubscriber, Route, TopicRoom};
-use super::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SharedSubscriber, SubKey};
+use super::subscriber::{Deliver, Delivery, FrameFormat, SharedSubscriber, SubKey};
 use crate::stats::HubStats;
 
 /// Registers a subscription with the room of each of its patterns; `joined` fires when every room has it.
@@ -199,21 +199,16 @@ impl Handler<EventsAppended> for Dispatcher {
 }
 
 /// Sends each connection its matches of one batch, merged across rooms, sorted by id, without duplicates.
-fn deliver(events: &[SharedEvent], matches: Vec<Match>) {
-    let mut per_session: HashMap<SessionId, Vec<Match>> = HashMap::new();
-    for m in matches {
-        per_session.entry(m.subscriber.key.session).or_default().push(m);
-    }
-    // Frames are built once per event and format (and subscription name, for WebSocket), then shared.
-    let mut frames: HashMap<(u32, FrameFormat, &str), ByteString> = HashMap::new();
+///
+/// One sort by (connection, event, subscription) groups, orders and de-duplicates at once. Frames are built once
+/// per event and format (and subscription name, for WebSocket; nearly every connection uses `default`) and kept
+/// in a short list per event, so a delivery costs a comparison or two, not a hash of its subscription's name.
+fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
     let now = Utc::now();
-    let mut per_session: Vec<Vec<Match>> = per_session.into_values().collect();
-    for session_matches in &mut per_session {
-        session_matches.sort_by_key(|m| (m.index, m.subscriber.key.generation));
-        session_matches.dedup_by_key(|m| (m.index, m.subscriber.key.generation));
-    }
-    for session_matches in &per_session {
-        let recipient = session_matches[0].subscriber.recipient.clone();
+    matches.sort_unstable_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
+    matches.dedup_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
+    let mut frames: Vec<Vec<(FrameFormat, &str, ByteString)>> = vec![Vec::new(); events.len()];
+    for session_matches in matches.chunk_by(|a, b| a.subscriber.key.session == b.subscriber.key.session) {
         let items = session_matches
             .iter()
             .map(|m| {
@@ -223,12 +218,19 @@ fn deliver(events: &[SharedEvent], matches: Vec<Match>) {
                     FrameFormat::WebSocket => m.subscriber.sub.as_str(),
                     FrameFormat::ServerSentEvents => "",
                 };
-                let frame =
-                    frames.entry((m.index, format, name)).or_insert_with(|| build_frame(event, format, name)).clone();
+                let built = &mut frames[m.index as usize];
+                let frame = match built.iter().find(|(f, n, _)| *f == format && *n == name) {
+                    Some((_, _, frame)) => frame.clone(),
+                    None => {
+                        let frame = build_frame(event, format, name);
+                        built.push((format, name, frame.clone()));
+                        frame
+                    }
+                };
                 Delivery { generation: m.subscriber.key.generation, id: event.id(), frame }
             })
             .collect();
-        recipient.do_send(Deliver { items });
+        session_matches[0].subscriber.recipient.do_send(Deliver { items });
     }
     if let Some(newest) = events.last() {
         let lag = (now - newest.created_at).to_std().unwrap_or_default();
