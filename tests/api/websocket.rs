@@ -98,6 +98,22 @@ async fn a_resume_point_older_than_the_retained_history_gets_a_reset_then_live_e
 }
 
 #[actix_web::test]
+async fn a_resume_point_beyond_the_head_gets_a_reset_then_live_events() {
+    let hub = spawn_hub(|_| {}).await;
+    hub.publish(json!([event("a", json!({}), 1), event("a", json!({}), 2)])).await;
+    let mut client = hub.ws("/ws").await;
+
+    // A client that remembers id 500 of a log that was replaced since: it must reload, not wait for id 501.
+    client.subscribe(json!({"op":"subscribe","sub":"s","topics":["a"],"since":500})).await;
+    let reset = client.expect("reset").await;
+    client.expect("live").await;
+    let live = hub.publish(event("a", json!({}), 3)).await;
+
+    assert_eq!(reset, json!({"type":"reset","sub":"s","reason":"history_truncated","earliest_id":1,"head":2}));
+    assert_eq!(ids(&client.events(1).await), live);
+}
+
+#[actix_web::test]
 async fn a_resume_point_inside_the_retained_history_gets_no_reset() {
     let hub = spawn_hub(|s| s.memory_capacity = 3).await;
     for n in 1..=10 {

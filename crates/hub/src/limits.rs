@@ -18,7 +18,8 @@ pub struct ConnectionLimiter {
 #[derive(Debug)]
 pub struct ConnectionPermit {
     limiter: Arc<ConnectionLimiter>,
-    subject: String,
+    /// `None` for a connection without a token subject, which counts toward the hub-wide bound only.
+    subject: Option<String>,
 }
 
 impl ConnectionLimiter {
@@ -26,17 +27,19 @@ impl ConnectionLimiter {
         Self { max_total, max_per_subject, counts: Mutex::new((0, HashMap::new())) }
     }
 
-    /// A slot for one more connection of `subject`, or `None` past either limit.
-    pub fn acquire(self: &Arc<Self>, subject: &str) -> Option<ConnectionPermit> {
+    /// A slot for one more connection (of `subject`, when the token names one), or `None` past a limit.
+    pub fn acquire(self: &Arc<Self>, subject: Option<&str>) -> Option<ConnectionPermit> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_subject) = &mut *counts;
-        let mine = per_subject.get(subject).copied().unwrap_or(0);
+        let mine = subject.map_or(0, |s| per_subject.get(s).copied().unwrap_or(0));
         if *total >= self.max_total || mine >= self.max_per_subject {
             return None;
         }
         *total += 1;
-        per_subject.insert(subject.to_owned(), mine + 1);
-        Some(ConnectionPermit { limiter: self.clone(), subject: subject.to_owned() })
+        if let Some(subject) = subject {
+            per_subject.insert(subject.to_owned(), mine + 1);
+        }
+        Some(ConnectionPermit { limiter: self.clone(), subject: subject.map(str::to_owned) })
     }
 }
 
@@ -45,10 +48,12 @@ impl Drop for ConnectionPermit {
         let mut counts = self.limiter.counts.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_subject) = &mut *counts;
         *total = total.saturating_sub(1);
-        if let Some(n) = per_subject.get_mut(&self.subject) {
+        if let Some(subject) = &self.subject
+            && let Some(n) = per_subject.get_mut(subject)
+        {
             *n -= 1;
             if *n == 0 {
-                per_subject.remove(&self.subject);
+                per_subject.remove(subject);
             }
         }
     }
@@ -116,13 +121,23 @@ mod tests {
     #[test]
     fn connection_permits_enforce_both_limits_and_release_on_drop() {
         let limiter = Arc::new(ConnectionLimiter::new(3, 2));
-        let a1 = limiter.acquire("a").unwrap();
-        let _a2 = limiter.acquire("a").unwrap();
-        assert!(limiter.acquire("a").is_none(), "per subject");
-        let _b1 = limiter.acquire("b").unwrap();
-        assert!(limiter.acquire("c").is_none(), "in all");
+        let a1 = limiter.acquire(Some("a")).unwrap();
+        let _a2 = limiter.acquire(Some("a")).unwrap();
+        assert!(limiter.acquire(Some("a")).is_none(), "per subject");
+        let _b1 = limiter.acquire(Some("b")).unwrap();
+        assert!(limiter.acquire(Some("c")).is_none(), "in all");
+        assert!(limiter.acquire(None).is_none(), "tokenless connections count toward the hub-wide bound");
         drop(a1);
-        assert!(limiter.acquire("a").is_some());
+        assert!(limiter.acquire(Some("a")).is_some());
+    }
+
+    #[test]
+    fn connections_without_a_subject_are_bounded_only_hub_wide() {
+        let limiter = Arc::new(ConnectionLimiter::new(3, 1));
+        let held: Vec<_> = (0..3).map(|_| limiter.acquire(None).unwrap()).collect();
+        assert!(limiter.acquire(None).is_none());
+        drop(held);
+        assert!(limiter.counts.lock().unwrap().1.is_empty(), "no per-subject entry for tokenless connections");
     }
 
     #[test]

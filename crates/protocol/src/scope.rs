@@ -65,10 +65,6 @@ impl Scope {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    pub fn as_map(&self) -> &BTreeMap<String, String> {
-        &self.0
-    }
 }
 
 impl TryFrom<BTreeMap<String, String>> for Scope {

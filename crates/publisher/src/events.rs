@@ -391,7 +391,9 @@ mod tests {
 
     #[test]
     fn custom_events_are_checked_when_built() {
-        assert!(CustomEvent::new("chat:123", [("project_id", "p1")], &json!({"text":"hi"})).is_ok());
+        let chat =
+            CustomEvent::new("chat:123", [("project_id", "p1")], &json!({"text":"hi"})).unwrap().with_key("room:123");
+        assert_eq!(chat.into_new_event().unwrap().effective_key().as_deref(), Some("room:123"));
         assert!(matches!(CustomEvent::new("bad topic", [], &json!({})), Err(Error::Invalid(_))));
         assert!(matches!(CustomEvent::new("a", [("Bad", "x")], &json!({})), Err(Error::Invalid(_))));
         assert!(matches!(CustomEvent::new("a", [], &json!([1])), Err(Error::Invalid(_))));

@@ -116,3 +116,23 @@ pub fn redact_event(redactor: &Redactor, event: &mut NewEvent) {
         redactor.redact_field(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::MemorySink;
+    use crate::events::CustomEvent;
+
+    #[tokio::test]
+    async fn a_publisher_applies_its_configured_policy_to_every_event() {
+        let publisher = Publisher::new(MemorySink::new()).with_redactor(Redactor::new().with_keys(["license"]));
+        let event = CustomEvent::new("a", [], &json!({"license": "L-42", "password": "p", "n": 1})).unwrap();
+
+        publisher.publish(event).await.unwrap();
+
+        let payload = &publisher.sink().envelopes().await[0].payload;
+        assert_eq!(Value::Object(payload.clone()), json!({"license": "[REDACTED]", "password": "[REDACTED]", "n": 1}));
+    }
+}

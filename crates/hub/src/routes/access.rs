@@ -23,8 +23,7 @@ pub fn who(req: &HttpRequest, grant: &Grant) -> String {
 
 /// A connection slot: per token subject when the token names one, otherwise only the hub-wide bound applies.
 pub fn admit(state: &HubState, grant: &Grant) -> Option<ConnectionPermit> {
-    let key = grant.subject().map_or_else(|| format!("anonymous:{}", uuid::Uuid::new_v4()), |s| format!("sub:{s}"));
-    state.connections.acquire(&key)
+    state.connections.acquire(grant.subject())
 }
 
 /// Refuses new connections while the hub shuts down.
