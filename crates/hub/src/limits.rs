@@ -27,6 +27,11 @@ impl ConnectionLimiter {
         Self { max_total, max_per_subject, counts: Mutex::new((0, HashMap::new())) }
     }
 
+    /// Connections open now (each holds a permit for its whole life).
+    pub fn open(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
     /// A slot for one more connection (of `subject`, when the token names one), or `None` past a limit.
     pub fn acquire(self: &Arc<Self>, subject: Option<&str>) -> Option<ConnectionPermit> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());

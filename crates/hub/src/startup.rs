@@ -46,7 +46,7 @@ impl Shutdown {
         }
         info!(grace = ?self.grace, "shutting down");
         let deadline = Instant::now() + self.grace;
-        while self.state.stats.snapshot().0 > 0 && Instant::now() < deadline {
+        while self.state.connections.open() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.server.stop(true).await;

@@ -2,20 +2,17 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+/// Open connections are counted by their permits (`limits::ConnectionLimiter::open`), not here.
 #[derive(Debug, Default)]
 pub struct HubStats {
-    pub connections: AtomicI64,
     pub subscriptions: AtomicI64,
     /// Open topic rooms.
     pub topics: AtomicI64,
 }
 
 impl HubStats {
-    pub fn snapshot(&self) -> (i64, i64, i64) {
-        (
-            self.connections.load(Ordering::Relaxed),
-            self.subscriptions.load(Ordering::Relaxed),
-            self.topics.load(Ordering::Relaxed),
-        )
+    /// Subscriptions and open topic rooms.
+    pub fn snapshot(&self) -> (i64, i64) {
+        (self.subscriptions.load(Ordering::Relaxed), self.topics.load(Ordering::Relaxed))
     }
 }

@@ -1,7 +1,6 @@
 //! The WebSocket session actor: one per connection.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -269,7 +268,6 @@ impl Actor for WsSession {
             metrics::counter!("hub_connections_refused_total").increment(1);
             return self.close(ctx, CloseCode::Other(CLOSE_TOO_MANY_CONNECTIONS), "too many connections");
         }
-        self.hub.stats.connections.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("hub_connections").increment(1.0);
         debug!(session = %self.id(), "session started");
         let welcome = ServerFrame::Welcome {
@@ -299,7 +297,6 @@ impl Actor for WsSession {
             return;
         }
         self.subs.remove_all(&self.hub);
-        self.hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("hub_connections").decrement(1.0);
         debug!(session = %self.id(), "session stopped");
     }

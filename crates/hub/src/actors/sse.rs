@@ -1,7 +1,6 @@
 //! The Server-Sent Events session actor: one per `GET /sse` stream, sharing the subscription engine.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 use actix_web::web;
@@ -117,7 +116,6 @@ impl Actor for SseSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.hub.stats.connections.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("hub_connections").increment(1.0);
         self.write_bytes(ctx, Bytes::from(format!("retry: {RETRY_MS}\n\n")));
         ctx.run_interval(self.hub.settings.sse_heartbeat, |act, ctx| {
@@ -140,7 +138,6 @@ impl Actor for SseSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.outbound.finish();
         self.subs.remove_all(&self.hub);
-        self.hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("hub_connections").decrement(1.0);
         debug!(session = %self.subs.session(), "SSE stream ended");
     }

@@ -25,7 +25,8 @@ pub async fn readyz(state: web::Data<HubState>) -> HttpResponse {
 
 /// The pub/sub health report of section 8.
 pub async fn pubsub(state: web::Data<HubState>) -> HttpResponse {
-    let (connections, subscriptions, topics) = state.stats.snapshot();
+    let connections = state.connections.open();
+    let (subscriptions, topics) = state.stats.snapshot();
     let healthy = state.health.is_ready() && !state.shutting_down();
     let log = match state.log.bounds().await {
         Ok(bounds) => json!({"head": bounds.head, "earliest": bounds.earliest}),
