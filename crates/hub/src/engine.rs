@@ -14,10 +14,10 @@ use storage::{LogQuery, Page, SharedEvent};
 use tokio::sync::oneshot;
 
 use crate::actors::dispatcher::{Join, Leave, build_frame};
-use crate::actors::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber};
+use crate::actors::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Transport};
 use crate::outbound::Outbound;
 use crate::state::HubState;
-use crate::subscription::{AfterPage, REPLAY_PAGE, Start, Subscription};
+use crate::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
 
 /// While replaying, a subscription waits for the network to take what was written before reading more once the
 /// connection holds this fraction of its outbound bound.
@@ -65,6 +65,14 @@ impl Subscriptions {
         self.by_name.get_mut(name).filter(|s| s.generation == generation)
     }
 
+    /// The log lost events: the resets to send now, by subscription name.
+    pub fn lost(&mut self, info: &protocol::ResetInfo) -> Vec<(SubName, Reset)> {
+        self.by_name
+            .iter_mut()
+            .filter_map(|(name, subscription)| subscription.on_lost(info.clone()).map(|reset| (name.clone(), reset)))
+            .collect()
+    }
+
     /// Live deliveries: the frames to write now.
     pub fn deliver(&mut self, items: Vec<Delivery>) -> Vec<ByteString> {
         let mut frames = Vec::with_capacity(items.len());
@@ -104,12 +112,14 @@ where
     fn hub(&self) -> &web::Data<HubState>;
     fn outbound(&self) -> &Arc<Outbound>;
     fn subscriptions(&mut self) -> &mut Subscriptions;
-    fn format(&self) -> FrameFormat;
+    fn transport(&self) -> Transport;
     fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver>;
     /// Writes one frame to the connection.
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString);
     /// The bounds are known: tell the client (WebSocket: `subscribed`, maybe `reset`; SSE: maybe `reset`).
     fn subscription_started(&mut self, ctx: &mut Self::Context, name: &SubName, start: Start);
+    /// Events the subscription waited for are gone: tell the client (the `reset` frame or SSE block).
+    fn reset(&mut self, ctx: &mut Self::Context, name: &SubName, reset: Reset);
     /// Replay is over (WebSocket: the `live` marker when `announce`).
     fn went_live(&mut self, ctx: &mut Self::Context, name: &SubName, last_id: u64, announce: bool);
     /// The log failed under the subscription, which was removed.
@@ -122,6 +132,13 @@ where
     A: SubscriptionHost,
     A::Context: AsyncContext<A>,
 {
+    if let Some(info) = &msg.lost {
+        let resets = act.subscriptions().lost(info);
+        metrics::counter!("hub_resets_total").increment(resets.len() as u64);
+        for (name, reset) in resets {
+            act.reset(ctx, &name, reset);
+        }
+    }
     let frames = act.subscriptions().deliver(msg.items);
     metrics::counter!("hub_events_delivered_total").increment(frames.len() as u64);
     for frame in frames {
@@ -138,7 +155,7 @@ where
     let hub_dispatcher = act.hub().dispatcher.clone();
     let log = act.hub().log.clone();
     let recipient = act.recipient(ctx);
-    let format = act.format();
+    let format = FrameFormat { transport: act.transport(), profile: request.profile };
     let stats = act.hub().stats.clone();
     let hub = act.hub().clone();
     act.subscriptions().remove(&request.sub, &hub);
@@ -153,7 +170,7 @@ where
         recipient,
     });
     let query = LogQuery::new(request.topics.clone(), request.filter);
-    let subscription = Subscription::new(request.sub.clone(), generation, query, request.since);
+    let subscription = Subscription::new(request.sub.clone(), generation, query, request.since, format);
     subs.by_generation.insert(generation, request.sub.clone());
     subs.by_name.insert(request.sub.clone(), subscription);
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -221,17 +238,25 @@ where
     A: SubscriptionHost,
     A::Context: AsyncContext<A>,
 {
-    let format = act.format();
     let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
+    let format = subscription.format;
     let frame_of = |event: &SharedEvent| build_frame(event, format, name.as_str());
-    let (frames, next) = subscription.on_page(page, frame_of);
-    metrics::counter!("hub_events_replayed_total").increment(frames.len() as u64);
-    for frame in frames {
+    let outcome = subscription.on_page(page, frame_of);
+    if let Some(reset) = outcome.reset {
+        metrics::counter!("hub_resets_total").increment(1);
+        act.reset(ctx, &name, reset);
+    }
+    metrics::counter!("hub_events_replayed_total").increment(outcome.frames.len() as u64);
+    for frame in outcome.frames {
         act.write(ctx, frame);
     }
-    match next {
+    match outcome.next {
         AfterPage::ReadMore => read_replay(act, ctx, name, generation),
-        AfterPage::Live { frames, announce, last_id } => {
+        AfterPage::Live { reset, frames, announce, last_id } => {
+            if let Some(reset) = reset {
+                metrics::counter!("hub_resets_total").increment(1);
+                act.reset(ctx, &name, reset);
+            }
             metrics::counter!("hub_events_delivered_total").increment(frames.len() as u64);
             for frame in frames {
                 act.write(ctx, frame);

@@ -6,12 +6,19 @@
 //! delivered live afterwards; at the switch the buffer is drained, skipping what replay already sent. Nothing at
 //! or below `through` is ever sent again, which removes the overlap. The buffer is bounded: when it overflows it
 //! is dropped and replay simply reads further, since everything it held is in the log.
+//!
+//! Events can also vanish from under a subscription: retention or a length cap can overtake a slow replay, and a
+//! Redis log that restarted empty starts a new epoch above every old id. Ids are dense, so both show the same way:
+//! the retained history starts above `through + 1`. A replay page says so itself (its bounds are read with it);
+//! live subscriptions learn it from the storage actor through dispatch. Either way the subscription sends a
+//! `reset`, moves `through` to just before the retained history, and carries on: never silence, never an id
+//! delivered twice.
 
 use bytestring::ByteString;
 use protocol::{ResetInfo, SubName};
 use storage::{LogBounds, LogQuery, Page, SharedEvent};
 
-use crate::actors::subscriber::Delivery;
+use crate::actors::subscriber::{Delivery, FrameFormat};
 
 /// Live deliveries kept per subscription while it replays; past this, replay reads them from the log instead.
 pub const MAX_BUFFERED: usize = 4096;
@@ -33,6 +40,8 @@ pub struct Subscription {
     pub generation: u64,
     /// Its topic patterns (the rooms it joined) and filter.
     pub query: LogQuery,
+    /// How its events are written (replay builds its frames with it; live ones come built).
+    pub format: FrameFormat,
     /// The client's resume point; `None` for live only.
     pub since: Option<u64>,
     pub phase: Phase,
@@ -40,6 +49,9 @@ pub struct Subscription {
     pub through: u64,
     buffer: Vec<Delivery>,
     overflowed: bool,
+    /// Events were lost under the storage actor while this subscription joined or replayed: checked when it
+    /// goes live, unless a replay page already said so.
+    lost: Option<ResetInfo>,
 }
 
 /// What to tell the client when the log's bounds are known.
@@ -49,27 +61,70 @@ pub struct Start {
     pub reset: Option<ResetInfo>,
 }
 
+/// What a replay page gives: maybe a reset (events before the page are gone), the page's frames, what comes next.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub reset: Option<Reset>,
+    pub frames: Vec<ByteString>,
+    pub next: AfterPage,
+}
+
+/// A reset to send, and the position the subscription stands at after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    pub info: ResetInfo,
+    pub through: u64,
+}
+
 /// What follows a replay page.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AfterPage {
     /// Read again from `through`.
     ReadMore,
-    /// Replay is over: send `frames` (buffered live events), then, if `announce`, the `live` marker with `last_id`.
-    Live { frames: Vec<ByteString>, announce: bool, last_id: u64 },
+    /// Replay is over: send `reset` if any, then `frames` (buffered live events), then, if `announce`, the `live`
+    /// marker with `last_id`.
+    Live { reset: Option<Reset>, frames: Vec<ByteString>, announce: bool, last_id: u64 },
 }
 
 impl Subscription {
-    pub fn new(name: SubName, generation: u64, query: LogQuery, since: Option<u64>) -> Self {
+    pub fn new(name: SubName, generation: u64, query: LogQuery, since: Option<u64>, format: FrameFormat) -> Self {
         Self {
             name,
             generation,
             query,
+            format,
             since,
             phase: Phase::Joining,
             through: 0,
             buffer: Vec::new(),
             overflowed: false,
+            lost: None,
         }
+    }
+
+    /// Events before the retained history (which starts at `info.earliest_id`) are gone: the reset to send now, if
+    /// this subscription had not passed them and is live. A joining or replaying one checks when it goes live.
+    pub fn on_lost(&mut self, info: ResetInfo) -> Option<Reset> {
+        match self.phase {
+            Phase::Live => self.skip_to(info),
+            Phase::Joining | Phase::Replaying => {
+                if self.lost.as_ref().is_none_or(|known| known.earliest_id < info.earliest_id) {
+                    self.lost = Some(info);
+                }
+                None
+            }
+        }
+    }
+
+    /// Moves past what was lost before `info.earliest_id`, with the reset that says so; `None` when nothing this
+    /// subscription still waited for was lost.
+    fn skip_to(&mut self, info: ResetInfo) -> Option<Reset> {
+        let before = info.earliest_id.saturating_sub(1);
+        if self.through >= before {
+            return None;
+        }
+        self.through = before;
+        Some(Reset { info, through: before })
     }
 
     /// A live delivery: the frame to write now, if any.
@@ -113,11 +168,9 @@ impl Subscription {
     }
 
     /// A replay page: the frames to write, and what comes next.
-    pub fn on_page(
-        &mut self,
-        page: Page,
-        frame_of: impl Fn(&SharedEvent) -> ByteString,
-    ) -> (Vec<ByteString>, AfterPage) {
+    pub fn on_page(&mut self, page: Page, frame_of: impl Fn(&SharedEvent) -> ByteString) -> PageOutcome {
+        // `through == 0` is "everything retained", which nothing can be missing from.
+        let reset = if self.through > 0 && page.skips(self.through) { self.skip_to(page.bounds.reset()) } else { None };
         let mut frames = Vec::with_capacity(page.events.len());
         for event in &page.events {
             if event.id() > self.through {
@@ -127,13 +180,14 @@ impl Subscription {
         }
         self.through = self.through.max(page.through);
         if !page.complete {
-            return (frames, AfterPage::ReadMore);
+            return PageOutcome { reset, frames, next: AfterPage::ReadMore };
         }
         if self.overflowed {
             // Live events were dropped from the buffer while this read ran: read on from the log.
             self.overflowed = false;
-            return (frames, AfterPage::ReadMore);
+            return PageOutcome { reset, frames, next: AfterPage::ReadMore };
         }
+        let lost = self.lost.take().and_then(|info| self.skip_to(info));
         let mut live = Vec::new();
         for delivery in std::mem::take(&mut self.buffer) {
             if delivery.id > self.through {
@@ -142,7 +196,8 @@ impl Subscription {
             }
         }
         self.phase = Phase::Live;
-        (frames, AfterPage::Live { frames: live, announce: self.since.is_some(), last_id: self.through })
+        let next = AfterPage::Live { reset: lost, frames: live, announce: self.since.is_some(), last_id: self.through };
+        PageOutcome { reset, frames, next }
     }
 }
 
@@ -155,9 +210,11 @@ mod tests {
     use storage::StoredEvent;
 
     use super::*;
+    use crate::actors::subscriber::Transport;
 
     fn sub(since: Option<u64>) -> Subscription {
-        Subscription::new(SubName::parse("s").unwrap(), 1, LogQuery::all(), since)
+        let format = FrameFormat { transport: Transport::WebSocket, profile: protocol::Profile::Hub };
+        Subscription::new(SubName::parse("s").unwrap(), 1, LogQuery::all(), since, format)
     }
 
     fn event(id: u64) -> SharedEvent {
@@ -179,10 +236,18 @@ mod tests {
         assert_eq!(s.on_live(delivery(5)), None, "buffered while joining");
         assert_eq!(s.start(LogBounds { head: 4, earliest: 1 }), Start { head: 4, reset: None });
         assert_eq!(s.on_live(delivery(6)), None, "buffered while replaying");
-        let page = Page { events: vec![event(3), event(4), event(5)], through: 5, complete: true };
-        let (frames, next) = s.on_page(page, frame);
-        assert_eq!(frames, vec!["3", "4", "5"]);
-        assert_eq!(next, AfterPage::Live { frames: vec![ByteString::from("6")], announce: true, last_id: 6 });
+        let page = Page {
+            events: vec![event(3), event(4), event(5)],
+            through: 5,
+            complete: true,
+            bounds: LogBounds::default(),
+        };
+        let out = s.on_page(page, frame);
+        assert_eq!(out.frames, vec!["3", "4", "5"]);
+        assert_eq!(
+            out.next,
+            AfterPage::Live { reset: None, frames: vec![ByteString::from("6")], announce: true, last_id: 6 }
+        );
         assert_eq!(s.on_live(delivery(6)), None, "no duplicate");
         assert_eq!(s.on_live(delivery(7)), Some(ByteString::from("7")));
     }
@@ -192,9 +257,11 @@ mod tests {
         let mut s = sub(Some(10));
         let start = s.start(LogBounds { head: 9000, earliest: 5000 });
         assert_eq!(start.reset, Some(ResetInfo::history_truncated(5000, 9000)));
-        let (frames, next) = s.on_page(Page { events: vec![], through: 9000, complete: true }, frame);
-        assert!(frames.is_empty());
-        assert_eq!(next, AfterPage::Live { frames: vec![], announce: true, last_id: 9000 });
+        let page =
+            Page { events: vec![], through: 9000, complete: true, bounds: LogBounds { head: 9000, earliest: 5000 } };
+        let out = s.on_page(page, frame);
+        assert!(out.frames.is_empty());
+        assert_eq!(out.next, AfterPage::Live { reset: None, frames: vec![], announce: true, last_id: 9000 });
     }
 
     #[test]
@@ -203,8 +270,11 @@ mod tests {
         s.on_live(delivery(3));
         s.on_live(delivery(5));
         s.start(LogBounds { head: 4, earliest: 1 });
-        let (_, next) = s.on_page(Page { events: vec![], through: 4, complete: true }, frame);
-        assert_eq!(next, AfterPage::Live { frames: vec![ByteString::from("5")], announce: false, last_id: 5 });
+        let out = s.on_page(Page { events: vec![], through: 4, complete: true, bounds: LogBounds::default() }, frame);
+        assert_eq!(
+            out.next,
+            AfterPage::Live { reset: None, frames: vec![ByteString::from("5")], announce: false, last_id: 5 }
+        );
     }
 
     #[test]
@@ -214,11 +284,73 @@ mod tests {
         for id in 1..=(MAX_BUFFERED as u64 + 1) {
             s.on_live(delivery(id));
         }
-        let (_, next) = s.on_page(Page { events: vec![], through: 0, complete: true }, frame);
-        assert_eq!(next, AfterPage::ReadMore);
-        let page = Page { events: vec![event(1), event(2)], through: 2, complete: true };
-        let (frames, next) = s.on_page(page, frame);
-        assert_eq!(frames.len(), 2);
-        assert!(matches!(next, AfterPage::Live { .. }));
+        let out = s.on_page(Page { events: vec![], through: 0, complete: true, bounds: LogBounds::default() }, frame);
+        assert_eq!(out.next, AfterPage::ReadMore);
+        let page = Page { events: vec![event(1), event(2)], through: 2, complete: true, bounds: LogBounds::default() };
+        let out = s.on_page(page, frame);
+        assert_eq!(out.frames.len(), 2);
+        assert!(matches!(out.next, AfterPage::Live { .. }));
+    }
+
+    #[test]
+    fn a_replay_page_that_starts_past_the_position_says_reset_and_delivers_what_is_there() {
+        let mut s = sub(Some(10));
+        s.start(LogBounds { head: 20, earliest: 1 });
+        // Retention (or a new epoch) removed 11..=14 between the bounds read and the page read.
+        let page = Page {
+            events: vec![event(15), event(16)],
+            through: 20,
+            complete: true,
+            bounds: LogBounds { head: 20, earliest: 15 },
+        };
+        let out = s.on_page(page, frame);
+        assert_eq!(out.reset, Some(Reset { info: ResetInfo::history_truncated(15, 20), through: 14 }));
+        assert_eq!(out.frames, vec!["15", "16"]);
+    }
+
+    #[test]
+    fn a_loss_seen_while_replaying_is_said_when_going_live_unless_the_replay_already_passed_it() {
+        let mut s = sub(Some(10));
+        s.start(LogBounds { head: 12, earliest: 1 });
+        assert_eq!(s.on_lost(ResetInfo::history_truncated(100, 120)), None, "not yet: still replaying");
+        s.on_live(delivery(100));
+        let page = Page {
+            events: vec![event(11), event(12)],
+            through: 12,
+            complete: true,
+            bounds: LogBounds { head: 12, earliest: 1 },
+        };
+        let out = s.on_page(page, frame);
+        let AfterPage::Live { reset, frames, .. } = out.next else { panic!("not live") };
+        assert_eq!(reset, Some(Reset { info: ResetInfo::history_truncated(100, 120), through: 99 }));
+        assert_eq!(frames, vec!["100"]);
+
+        let mut passed = sub(Some(10));
+        passed.start(LogBounds { head: 120, earliest: 1 });
+        passed.on_lost(ResetInfo::history_truncated(100, 120));
+        let page = Page {
+            events: vec![event(100)],
+            through: 120,
+            complete: true,
+            bounds: LogBounds { head: 120, earliest: 100 },
+        };
+        let out = passed.on_page(page, frame);
+        assert!(out.reset.is_some(), "the page itself shows the loss");
+        let AfterPage::Live { reset, .. } = out.next else { panic!("not live") };
+        assert_eq!(reset, None, "said once");
+    }
+
+    #[test]
+    fn live_subscriptions_are_reset_only_when_they_had_not_passed_the_loss() {
+        let mut s = sub(None);
+        s.start(LogBounds { head: 5, earliest: 1 });
+        s.on_page(
+            Page { events: vec![], through: 5, complete: true, bounds: LogBounds { head: 5, earliest: 1 } },
+            frame,
+        );
+        assert_eq!(s.on_lost(ResetInfo::history_truncated(6, 9)), None, "nothing after 5 was lost");
+        let reset = s.on_lost(ResetInfo::history_truncated(9, 12)).expect("6..=8 were lost");
+        assert_eq!(reset.through, 8);
+        assert_eq!(s.on_live(delivery(9)), Some(ByteString::from("9")));
     }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::id::parse_position;
-use crate::{ErrorCode, Filter, TopicPattern, ValidationError};
+use crate::{ErrorCode, Filter, Profile, TopicPattern, ValidationError};
 
 /// The most topic patterns one subscription may list.
 pub const MAX_TOPICS_PER_SUBSCRIPTION: usize = 64;
@@ -62,6 +62,8 @@ pub struct Subscribe {
     pub filter: Filter,
     /// `None`: live only. `Some(n)`: every retained matching event with id > n, then live.
     pub since: Option<u64>,
+    /// The shape its events are written in.
+    pub profile: Profile,
 }
 
 impl Subscribe {
@@ -81,7 +83,12 @@ impl Subscribe {
                 topics.len()
             )));
         }
-        Ok(Self { sub, topics: TopicPattern::minimize(&topics), filter, since })
+        Ok(Self { sub, topics: TopicPattern::minimize(&topics), filter, since, profile: Profile::Hub })
+    }
+
+    /// The same subscription with its events written in `profile`.
+    pub fn with_profile(self, profile: Profile) -> Self {
+        Self { profile, ..self }
     }
 }
 
@@ -118,6 +125,8 @@ struct RawSubscribe {
     filter: Option<Filter>,
     #[serde(default)]
     since: Option<Value>,
+    #[serde(default)]
+    profile: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -165,8 +174,9 @@ impl ClientFrame {
                     None | Some(Value::Null) => None,
                     Some(v) => Some(parse_position(&v, "since").map_err(rule)?),
                 };
+                let profile = raw.profile.as_deref().map(Profile::parse).transpose().map_err(rule)?.unwrap_or_default();
                 let subscribe = Subscribe::new(name, topics, raw.filter.unwrap_or_default(), since).map_err(rule)?;
-                Ok(Self::Subscribe(subscribe))
+                Ok(Self::Subscribe(subscribe.with_profile(profile)))
             }
             "unsubscribe" => {
                 let raw: RawUnsubscribe = serde_json::from_value(value).map_err(shape)?;
@@ -209,6 +219,15 @@ mod tests {
         assert_eq!(s.topics, vec![TopicPattern::parse("run.*").unwrap()]);
         assert_eq!(s.filter.get("project_id"), Some("p1"));
         assert_eq!(s.since, Some(1000));
+    }
+
+    #[test]
+    fn a_subscribe_frame_may_name_an_output_profile() {
+        let frame = ClientFrame::parse(r#"{"op":"subscribe","sub":"s","topics":["a"],"profile":"evt-v1"}"#).unwrap();
+        let ClientFrame::Subscribe(s) = frame else { panic!("not a subscribe") };
+        assert_eq!(s.profile, Profile::EvtV1);
+        let e = err(r#"{"op":"subscribe","sub":"s","topics":["a"],"profile":"xml"}"#);
+        assert!(e.message.contains("profile must be one of"), "{}", e.message);
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //! - [`server_frame`]: frames the hub sends, and the shared `reset` object.
 //! - [`error_code`]: the stable error codes of frames and HTTP answers.
 //! - [`id`]: [`EventId`], the log-assigned event id.
+//! - [`profile`]: output [`Profile`]s, the shapes a subscription may receive its events in.
 
 pub mod client_frame;
 pub mod envelope;
 pub mod error_code;
 pub mod id;
+pub mod profile;
 pub mod scope;
 pub mod server_frame;
 pub mod topic;
@@ -25,6 +27,7 @@ pub use client_frame::{ClientFrame, FrameError, SubName, Subscribe};
 pub use envelope::{Envelope, EventLimits, NewEvent, PublishBody};
 pub use error_code::{ErrorCode, HttpError, HttpErrorBody};
 pub use id::EventId;
+pub use profile::Profile;
 pub use scope::{Filter, Scope};
 pub use server_frame::{ResetInfo, ServerFrame};
 pub use topic::{Topic, TopicPattern};

@@ -95,6 +95,18 @@ pub struct Page {
     pub through: u64,
     /// The read reached the head of the log as it was when it ran.
     pub complete: bool,
+    /// The log's bounds as the read saw them (same snapshot): a reader whose position is below
+    /// `bounds.earliest - 1` has lost events to retention or to a log that was replaced (see [`Page::skips`]).
+    pub bounds: LogBounds,
+}
+
+impl Page {
+    /// Whether events right after `after` are gone: ids are dense, so a retained history that starts above
+    /// `after + 1` means some were removed (retention, a length cap) or the log itself was replaced (a Redis that
+    /// restarted empty starts a new epoch above every old id).
+    pub fn skips(&self, after: u64) -> bool {
+        self.bounds.earliest > after + 1
+    }
 }
 
 /// Where the log stands: `head` is the newest id (0 when nothing was ever appended), `earliest` the oldest
@@ -105,7 +117,19 @@ pub struct LogBounds {
     pub earliest: u64,
 }
 
+impl Default for LogBounds {
+    /// An empty log.
+    fn default() -> Self {
+        Self { head: 0, earliest: 1 }
+    }
+}
+
 impl LogBounds {
+    /// What a reader at `after` is told when events after it are gone.
+    pub fn reset(&self) -> protocol::ResetInfo {
+        protocol::ResetInfo::history_truncated(self.earliest, self.head)
+    }
+
     /// Whether resuming after `since` would miss events that are no longer retained (or come from another log).
     /// `since = 0` asks for "whatever is retained" and is never truncated.
     pub fn truncates(&self, since: u64) -> bool {
@@ -137,9 +161,10 @@ pub trait EventLog: Send + Sync + 'static {
 /// Wake-ups from a log: a hint to read, never the data itself.
 #[async_trait]
 pub trait LiveFeed: Send {
-    /// Waits until the log may have grown. An error means the feed is lost: what happened meanwhile is unknown,
-    /// so the caller re-reads the log from its cursor after opening a new feed.
-    async fn changed(&mut self) -> Result<()>;
+    /// Waits until the log may have grown past `cursor` (the newest id the caller has read). It may also return
+    /// early for nothing. An error means the feed is lost: what happened meanwhile is unknown, so the caller
+    /// re-reads the log from its cursor after opening a new feed.
+    async fn changed(&mut self, cursor: u64) -> Result<()>;
 }
 
 #[cfg(test)]

@@ -13,12 +13,17 @@ use crate::event_log::{EventLog, LogQuery, SharedEvent};
 /// Batches handed to dispatch and not yet delivered; past this the storage actor waits before reading on.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
-/// New events, in strictly increasing id order, following the previous batch without a gap. Sent with `do_send`,
-/// which keeps the order; dispatch fires `delivered` once the batch has been handed to every connection.
+/// New events, in strictly increasing id order, following the previous batch without a gap unless `lost` says
+/// otherwise. Sent with `do_send`, which keeps the order; dispatch fires `delivered` once the batch has been handed
+/// to every connection.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct EventsAppended {
     pub events: Arc<[SharedEvent]>,
+    /// Events between the previous batch and this one are gone (retention or a length cap overtook the storage
+    /// actor, or the log was replaced, as by a Redis that restarted empty): every subscription that had not passed
+    /// them must be told, before this batch's events, with this reset.
+    pub lost: Option<protocol::ResetInfo>,
     pub delivered: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -33,6 +38,8 @@ pub struct LogHealth {
     dispatched: AtomicU64,
     /// How many times the feed was lost and opened again.
     reconnects: AtomicU64,
+    /// How many times events were lost under the storage actor (see [`EventsAppended::lost`]).
+    losses: AtomicU64,
 }
 
 impl LogHealth {
@@ -47,6 +54,10 @@ impl LogHealth {
 
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    pub fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Relaxed)
     }
 
     fn set(&self, reachable: bool, attached: bool) {
@@ -168,7 +179,7 @@ impl Follower {
                 }
                 self.health.set(true, true);
                 backoff = self.settings.backoff_min;
-                match tokio::time::timeout(self.settings.safety_interval, feed.changed()).await {
+                match tokio::time::timeout(self.settings.safety_interval, feed.changed(cursor)).await {
                     Ok(Ok(())) | Err(_) => continue,
                     Ok(Err(e)) => {
                         warn!(error = %e, "the live feed was lost; reconnecting");
@@ -193,7 +204,20 @@ impl Follower {
     ) -> crate::Result<()> {
         loop {
             let page = self.log.read_after(*cursor, all, self.settings.batch).await?;
-            if !page.events.is_empty() {
+            let lost = page.skips(*cursor).then(|| page.bounds.reset());
+            if let Some(reset) = &lost {
+                warn!(
+                    cursor = *cursor,
+                    earliest = reset.earliest_id,
+                    head = reset.head,
+                    "events after the cursor are gone from the log; subscriptions get a reset"
+                );
+                self.health.losses.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("hub_log_losses_total").increment(1);
+                // Nothing between the cursor and the retained history can still come.
+                *cursor = page.bounds.earliest - 1;
+            }
+            if !page.events.is_empty() || lost.is_some() {
                 while in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
                     // An error means dispatch dropped the batch unanswered: it had no subscriber, or it stopped.
                     if let Some(oldest) = in_flight.pop_front() {
@@ -202,7 +226,7 @@ impl Follower {
                 }
                 let newest = page.events.last().map_or(*cursor, |e| e.id());
                 let (delivered, is_delivered) = tokio::sync::oneshot::channel();
-                self.dispatch.do_send(EventsAppended { events: page.events.into(), delivered });
+                self.dispatch.do_send(EventsAppended { events: page.events.into(), lost, delivered });
                 in_flight.push_back(is_delivered);
                 self.health.dispatched.store(newest, Ordering::Release);
             }

@@ -106,7 +106,12 @@ impl EventLog for MemoryLog {
         let state = self.state();
         let first = state.earliest();
         let start = usize::try_from((after + 1).saturating_sub(first)).unwrap_or(usize::MAX);
-        let mut page = Page { events: Vec::new(), through: after.max(first.saturating_sub(1)), complete: false };
+        let mut page = Page {
+            events: Vec::new(),
+            through: after.max(first.saturating_sub(1)),
+            complete: false,
+            bounds: state.bounds(),
+        };
         for event in state.events.iter().skip(start).take(MAX_SCAN_PER_READ) {
             if page.events.len() == limit {
                 return Ok(page);
@@ -146,7 +151,7 @@ struct MemoryFeed {
 
 #[async_trait]
 impl LiveFeed for MemoryFeed {
-    async fn changed(&mut self) -> Result<()> {
+    async fn changed(&mut self, _cursor: u64) -> Result<()> {
         // The sender lives as long as the log, and the log outlives every feed it opened.
         self.head_rx.changed().await.map_err(|e| Error::Unavailable(Box::new(e)))
     }
@@ -239,6 +244,6 @@ mod tests {
         let log = log(10);
         let mut feed = log.live_feed().await.unwrap();
         log.append(vec![event("a", "p")]).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(1), feed.changed()).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), feed.changed(0)).await.unwrap().unwrap();
     }
 }

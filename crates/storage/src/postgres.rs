@@ -337,9 +337,9 @@ async fn prune(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64> {
 /// One page of the log after `after` matching `query`, with the head read in the same snapshot.
 async fn read_page(pool: PgPool, after: u64, query: LogQuery, limit: usize) -> Result<Page> {
     let mut sql = QueryBuilder::new(
-        "SELECT s.head, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, e.traceparent, \
-         e.created_at \
-         FROM (SELECT head FROM realtime_log_state WHERE singleton) s \
+        "SELECT s.head, s.earliest, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, \
+         e.traceparent, e.created_at \
+         FROM (SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton) s \
          LEFT JOIN LATERAL (SELECT * FROM realtime_events WHERE id > ",
     );
     sql.push_bind(after as i64);
@@ -354,15 +354,17 @@ async fn read_page(pool: PgPool, after: u64, query: LogQuery, limit: usize) -> R
     }
     sql.push(" ORDER BY id LIMIT ").push_bind(limit as i64).push(") e ON true ORDER BY e.id");
     let rows = sql.build().fetch_all(&pool).await.map_err(unavailable)?;
-    let head = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0);
+    let head = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0) as u64;
+    let earliest = rows.first().map(|r| r.try_get::<Option<i64>, _>("earliest")).transpose().map_err(unavailable)?;
+    let bounds = LogBounds { head, earliest: earliest.flatten().map_or(head + 1, |e| e as u64) };
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         let Some(id) = row.try_get::<Option<i64>, _>("id").map_err(unavailable)? else { continue };
         events.push(Arc::new(decode(id, row)?));
     }
     let full = events.len() == limit;
-    let through = if full { events.last().map_or(after, |e| e.id()) } else { (head as u64).max(after) };
-    Ok(Page { events, through, complete: !full })
+    let through = if full { events.last().map_or(after, |e| e.id()) } else { head.max(after) };
+    Ok(Page { events, through, complete: !full, bounds })
 }
 
 /// Appends the topic condition: nothing when a pattern is `*`; `topic = $1` for one exact topic (so replay walks
@@ -451,7 +453,7 @@ impl Drop for PgFeed {
 
 #[async_trait]
 impl LiveFeed for PgFeed {
-    async fn changed(&mut self) -> Result<()> {
+    async fn changed(&mut self, _cursor: u64) -> Result<()> {
         loop {
             // `try_recv` answers `None` when the connection was lost: notifications sent meanwhile are gone, so
             // the caller must read the log again rather than trust a silently reconnected listener.

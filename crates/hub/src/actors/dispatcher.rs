@@ -13,13 +13,13 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytestring::ByteString;
 use chrono::Utc;
-use protocol::TopicPattern;
 use protocol::server_frame::event_frame;
+use protocol::{Profile, ResetInfo, TopicPattern};
 use storage::{EventsAppended, SharedEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use super::room::{AddSubscriber, Match, RemoveSubscriber, Route, TopicRoom};
-use super::subscriber::{Deliver, Delivery, FrameFormat, SharedSubscriber, SubKey};
+use super::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SharedSubscriber, SubKey, Transport};
 use crate::stats::HubStats;
 
 /// Registers a subscription with the room of each of its patterns; `joined` fires when every room has it.
@@ -49,6 +49,8 @@ struct RoomSlot {
 /// A batch whose routing answers are awaited, in batch order.
 struct PendingBatch {
     events: Arc<[SharedEvent]>,
+    /// Events before this batch were lost: the reset, and every connection with a subscription at that moment.
+    lost: Option<(ResetInfo, Vec<Recipient<Deliver>>)>,
     answers: Vec<oneshot::Receiver<Vec<Match>>>,
     /// Fired once the batch has been handed to every connection; the storage actor waits for it.
     delivered: oneshot::Sender<()>,
@@ -59,6 +61,8 @@ pub struct Dispatcher {
     exact: HashMap<String, RoomSlot>,
     /// Rooms of prefix patterns, by prefix (`""` for `*`).
     prefixes: HashMap<String, RoomSlot>,
+    /// Every connection with a subscription, and how many it has: the ones told when the log lost events.
+    sessions: HashMap<SessionId, (Recipient<Deliver>, usize)>,
     pipeline: mpsc::UnboundedSender<PendingBatch>,
     /// Taken by `started`, which spawns the delivery loop over it.
     pipeline_rx: Option<mpsc::UnboundedReceiver<PendingBatch>>,
@@ -72,6 +76,7 @@ impl Dispatcher {
         Self {
             exact: HashMap::new(),
             prefixes: HashMap::new(),
+            sessions: HashMap::new(),
             pipeline,
             pipeline_rx: Some(pipeline_rx),
             next_room_id: 0,
@@ -116,6 +121,12 @@ impl Actor for Dispatcher {
                             matches.extend(found);
                         }
                     }
+                    if let Some((reset, sessions)) = batch.lost {
+                        // Before the batch's events, through the same mailboxes: order is kept.
+                        for session in sessions {
+                            session.do_send(Deliver { lost: Some(reset.clone()), items: Vec::new() });
+                        }
+                    }
                     deliver(&batch.events, matches);
                     // The storage actor may have stopped waiting (it is shutting down).
                     let _ = batch.delivered.send(());
@@ -129,6 +140,8 @@ impl Handler<Join> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: Join, _: &mut Self::Context) {
+        let session = &msg.subscriber;
+        self.sessions.entry(session.key.session).or_insert_with(|| (session.recipient.clone(), 0)).1 += 1;
         let mut acks = Vec::with_capacity(msg.patterns.len());
         for pattern in &msg.patterns {
             let slot = self.slot(pattern);
@@ -151,6 +164,12 @@ impl Handler<Leave> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+        if let Some((_, count)) = self.sessions.get_mut(&msg.key.session) {
+            *count -= 1;
+            if *count == 0 {
+                self.sessions.remove(&msg.key.session);
+            }
+        }
         for pattern in &msg.patterns {
             let (map, name) = match pattern {
                 TopicPattern::Exact(t) => (&mut self.exact, t.as_str()),
@@ -175,13 +194,14 @@ impl Handler<EventsAppended> for Dispatcher {
     /// storage actor reads the log no faster than batches are delivered (a backlog stays in the log).
     fn handle(&mut self, msg: EventsAppended, _: &mut Self::Context) {
         metrics::counter!("hub_events_dispatched_total").increment(msg.events.len() as u64);
+        let lost = msg.lost.map(|reset| (reset, self.sessions.values().map(|(r, _)| r.clone()).collect::<Vec<_>>()));
         let mut per_room: HashMap<u64, (&Addr<TopicRoom>, Vec<u32>)> = HashMap::new();
         for (index, event) in msg.events.iter().enumerate() {
             for room in self.rooms_for(event.topic()) {
                 per_room.entry(room.id).or_insert_with(|| (&room.addr, Vec::new())).1.push(index as u32);
             }
         }
-        if per_room.is_empty() {
+        if per_room.is_empty() && lost.is_none() {
             let _ = msg.delivered.send(());
             return;
         }
@@ -194,7 +214,7 @@ impl Handler<EventsAppended> for Dispatcher {
             })
             .collect();
         // The delivery loop lives as long as the dispatcher: the channel cannot be closed here.
-        let _ = self.pipeline.send(PendingBatch { events: msg.events, answers, delivered: msg.delivered });
+        let _ = self.pipeline.send(PendingBatch { events: msg.events, lost, answers, delivered: msg.delivered });
     }
 }
 
@@ -215,8 +235,8 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
                 let event = &events[m.index as usize];
                 let format = m.subscriber.format;
                 let name = match format {
-                    FrameFormat::WebSocket => m.subscriber.sub.as_str(),
-                    FrameFormat::ServerSentEvents => "",
+                    FrameFormat { transport: Transport::WebSocket, profile: Profile::Hub } => m.subscriber.sub.as_str(),
+                    _ => "",
                 };
                 let built = &mut frames[m.index as usize];
                 let frame = match built.iter().find(|(f, n, _)| *f == format && *n == name) {
@@ -230,7 +250,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
                 Delivery { generation: m.subscriber.key.generation, id: event.id(), frame }
             })
             .collect();
-        session_matches[0].subscriber.recipient.do_send(Deliver { items });
+        session_matches[0].subscriber.recipient.do_send(Deliver { lost: None, items });
     }
     if let Some(newest) = events.last() {
         let lag = (now - newest.created_at).to_std().unwrap_or_default();
@@ -238,12 +258,20 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
     }
 }
 
-/// The frame of one event in one format.
+/// The frame of one event in one format: on WebSocket, the hub profile's `event` frame for `sub`, or the
+/// profile's object alone; on SSE, a block whose `id:` is always the hub's id, so `Last-Event-ID` resumes.
 pub fn build_frame(event: &SharedEvent, format: FrameFormat, sub: &str) -> ByteString {
-    match format {
-        FrameFormat::WebSocket => ByteString::from(event_frame(sub, event.json())),
-        FrameFormat::ServerSentEvents => {
+    match (format.transport, format.profile) {
+        (Transport::WebSocket, Profile::Hub) => ByteString::from(event_frame(sub, event.json())),
+        (Transport::WebSocket, profile) => ByteString::from(profile.render(&event.envelope, event.json())),
+        (Transport::ServerSentEvents, Profile::Hub) => {
             ByteString::from(format!("id: {}\nevent: {}\ndata: {}\n\n", event.id(), event.topic(), event.json()))
         }
+        (Transport::ServerSentEvents, profile) => ByteString::from(format!(
+            "id: {}\nevent: {}\ndata: {}\n\n",
+            event.id(),
+            event.topic(),
+            profile.render(&event.envelope, event.json())
+        )),
     }
 }

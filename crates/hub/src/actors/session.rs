@@ -10,14 +10,14 @@ use bytestring::ByteString;
 use protocol::{ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame, SubName, Subscribe};
 use tracing::{debug, info, warn};
 
-use super::subscriber::{Deliver, FrameFormat, SessionId};
+use super::subscriber::{Deliver, SessionId, Transport};
 use crate::auth::Grant;
 use crate::engine::{self, SubscriptionHost, Subscriptions};
 use crate::limits::ConnectionPermit;
 use crate::outbound::{Outbound, ws_frame_len};
 use crate::rate::TokenBucket;
 use crate::state::HubState;
-use crate::subscription::Start;
+use crate::subscription::{Reset, Start};
 
 /// Close code when the token expired (or was invalid) on an open connection.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
@@ -217,8 +217,8 @@ impl SubscriptionHost for WsSession {
         &mut self.subs
     }
 
-    fn format(&self) -> FrameFormat {
-        FrameFormat::WebSocket
+    fn transport(&self) -> Transport {
+        Transport::WebSocket
     }
 
     fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver> {
@@ -246,6 +246,10 @@ impl SubscriptionHost for WsSession {
         if let Some(info) = start.reset {
             self.send(ctx, ServerFrame::Reset { sub: name.to_string(), info });
         }
+    }
+
+    fn reset(&mut self, ctx: &mut Self::Context, name: &SubName, reset: Reset) {
+        self.send(ctx, ServerFrame::Reset { sub: name.to_string(), info: reset.info });
     }
 
     fn went_live(&mut self, ctx: &mut Self::Context, name: &SubName, last_id: u64, announce: bool) {

@@ -10,12 +10,12 @@ use protocol::{SubName, Subscribe};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use super::subscriber::{Deliver, FrameFormat, SessionId};
+use super::subscriber::{Deliver, SessionId, Transport};
 use crate::engine::{self, SubscriptionHost, Subscriptions};
 use crate::limits::ConnectionPermit;
 use crate::outbound::Outbound;
 use crate::state::HubState;
-use crate::subscription::Start;
+use crate::subscription::{Reset, Start};
 
 /// What a browser waits before reconnecting, sent once as `retry:`.
 pub const RETRY_MS: u64 = 2000;
@@ -67,6 +67,15 @@ impl SseSession {
     }
 }
 
+impl SseSession {
+    /// `event: reset` whose `id:` is where the subscription stands after it, so a reconnecting EventSource
+    /// resumes from there.
+    fn write_reset(&mut self, ctx: &mut Context<Self>, reset: Reset) {
+        let data = serde_json::to_string(&reset.info).expect("a reset always serializes");
+        self.write_bytes(ctx, Bytes::from(format!("id: {}\nevent: reset\ndata: {data}\n\n", reset.through)));
+    }
+}
+
 impl SubscriptionHost for SseSession {
     fn hub(&self) -> &web::Data<HubState> {
         &self.hub
@@ -80,8 +89,8 @@ impl SubscriptionHost for SseSession {
         &mut self.subs
     }
 
-    fn format(&self) -> FrameFormat {
-        FrameFormat::ServerSentEvents
+    fn transport(&self) -> Transport {
+        Transport::ServerSentEvents
     }
 
     fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver> {
@@ -98,10 +107,14 @@ impl SubscriptionHost for SseSession {
             let _ = established.send(());
         }
         if let Some(info) = start.reset {
-            // The reset carries the head as its id, so the browser's next Last-Event-ID resumes from there.
-            let data = serde_json::to_string(&info).expect("a reset always serializes");
-            self.write_bytes(ctx, Bytes::from(format!("id: {}\nevent: reset\ndata: {data}\n\n", info.head)));
+            // The subscription goes on from the head: the browser's next Last-Event-ID resumes from there.
+            let through = info.head;
+            self.write_reset(ctx, Reset { info, through });
         }
+    }
+
+    fn reset(&mut self, ctx: &mut Self::Context, _: &SubName, reset: Reset) {
+        self.write_reset(ctx, reset);
     }
 
     fn went_live(&mut self, _: &mut Self::Context, _: &SubName, _: u64, _: bool) {}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use protocol::{Filter, SubName};
+use protocol::{Filter, Profile, ResetInfo, SubName};
 use uuid::Uuid;
 
 /// A connection's identity, for routing and logs.
@@ -37,13 +37,20 @@ pub struct SubKey {
     pub generation: u64,
 }
 
-/// How a connection writes events, so dispatch can build each frame once per event and share it.
+/// How a connection writes events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FrameFormat {
-    /// `{"type":"event","sub":…, …envelope…}` text frames.
+pub enum Transport {
+    /// Text frames: `{"type":"event","sub":…, …envelope…}` in the hub profile, the profile's object otherwise.
     WebSocket,
     /// `id:`/`event:`/`data:` blocks.
     ServerSentEvents,
+}
+
+/// How a subscription's events are written, so dispatch can build each frame once per event and share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameFormat {
+    pub transport: Transport,
+    pub profile: Profile,
 }
 
 /// One subscription as rooms index it.
@@ -62,6 +69,9 @@ pub type SharedSubscriber = Arc<Subscriber>;
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Deliver {
+    /// Events before this batch are gone from the log (see `storage::EventsAppended::lost`): subscriptions that
+    /// had not passed them get this reset before `items`.
+    pub lost: Option<ResetInfo>,
     pub items: Vec<Delivery>,
 }
 

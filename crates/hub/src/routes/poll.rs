@@ -6,13 +6,13 @@ use std::time::Duration;
 use actix::Actor;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::id::parse_position_str;
-use protocol::{ErrorCode, ResetInfo};
+use protocol::{ErrorCode, Profile, ResetInfo};
 use storage::{LogQuery, Page};
 use tokio::sync::oneshot;
 
 use crate::actors::dispatcher::{Join, Leave};
 use crate::actors::poll_waiter::PollWaiter;
-use crate::actors::subscriber::{FrameFormat, SessionId, SubKey, Subscriber};
+use crate::actors::subscriber::{FrameFormat, SessionId, SubKey, Subscriber, Transport};
 use crate::error::ApiError;
 use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
@@ -55,16 +55,19 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
         .allows_subscription(&subscription.topics, &subscription.filter)
         .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
 
+    let profile = subscription.profile;
     let bounds = state.log.bounds().await?;
     if bounds.truncates(after) {
-        metrics::counter!("hub_resets_total").increment(1);
-        let reset = ResetInfo::history_truncated(bounds.earliest, bounds.head);
-        return Ok(answer(&Page { through: bounds.head, ..Page::default() }, Some(reset)));
+        return Ok(reset(bounds.reset(), bounds.head));
     }
     let log_query = LogQuery::new(subscription.topics.clone(), subscription.filter.clone());
     let page = state.log.read_after(after, &log_query, limit).await?;
+    if after > 0 && page.skips(after) {
+        // Retention or a new log epoch overtook the position between the two reads.
+        return Ok(reset(page.bounds.reset(), page.bounds.earliest - 1));
+    }
     if !page.events.is_empty() || wait.is_zero() || state.shutting_down() {
-        return Ok(answer(&page, None));
+        return Ok(answer(&page, None, profile));
     }
 
     // Nothing yet: join the rooms like a subscription, read once more (an event may have come before the join
@@ -80,7 +83,7 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
         key,
         sub: subscription.sub.clone(),
         filter: subscription.filter.clone(),
-        format: FrameFormat::ServerSentEvents,
+        format: FrameFormat { transport: Transport::ServerSentEvents, profile },
         recipient: waiter.recipient(),
     });
     let (joined, joined_rx) = oneshot::channel();
@@ -90,23 +93,36 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
         return Err(ApiError::new(ErrorCode::Internal, "the dispatcher stopped"));
     }
     let mut page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
-    if page.events.is_empty() {
+    if page.events.is_empty() && !(after > 0 && page.skips(after)) {
         let _ = tokio::time::timeout(wait, woken).await;
         page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
     }
     leave();
-    Ok(answer(&page, None))
+    if after > 0 && page.skips(after) {
+        return Ok(reset(page.bounds.reset(), page.bounds.earliest - 1));
+    }
+    Ok(answer(&page, None, profile))
 }
 
-/// `{"events":[…],"next_after":N,"reset":…}`, with each envelope's stored JSON written as is.
-fn answer(page: &Page, reset: Option<ResetInfo>) -> HttpResponse {
+/// The answer to a position whose events are gone: no events, the reset, and where to go on from.
+fn reset(info: ResetInfo, next_after: u64) -> HttpResponse {
+    metrics::counter!("hub_resets_total").increment(1);
+    answer(&Page { through: next_after, ..Page::default() }, Some(info), Profile::Hub)
+}
+
+/// `{"events":[…],"next_after":N,"reset":…}`, with each event written in `profile` (the hub profile writes the
+/// envelope's stored JSON as is).
+fn answer(page: &Page, reset: Option<ResetInfo>, profile: Profile) -> HttpResponse {
     let mut body = String::with_capacity(64 + page.events.iter().map(|e| e.json().len() + 1).sum::<usize>());
     body.push_str(r#"{"events":["#);
     for (i, event) in page.events.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(event.json());
+        match profile {
+            Profile::Hub => body.push_str(event.json()),
+            other => body.push_str(&other.render(&event.envelope, event.json())),
+        }
     }
     body.push_str(r#"],"next_after":"#);
     body.push_str(&page.through.to_string());

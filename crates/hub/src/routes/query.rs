@@ -1,10 +1,11 @@
-//! The subscription described by query parameters (`topics`, scope keys, `since`), shared by every transport.
+//! The subscription described by query parameters (`topics`, scope keys, `since`, `profile`), shared by every
+//! transport.
 
 use std::collections::BTreeMap;
 
 use protocol::id::parse_position_str;
 use protocol::scope::is_scope_key;
-use protocol::{Filter, SubName, Subscribe, TopicPattern};
+use protocol::{Filter, Profile, SubName, Subscribe, TopicPattern};
 
 use crate::error::ApiError;
 
@@ -17,7 +18,9 @@ pub struct SubscriptionQuery {
     pub topics: Option<Vec<TopicPattern>>,
     pub filter: BTreeMap<String, String>,
     pub since: Option<u64>,
-    /// Reserved parameters other than `topics` and `since`, by name.
+    /// The output profile its events are written in (`hub` when absent).
+    pub profile: Profile,
+    /// Reserved parameters other than `topics`, `since` and `profile`, by name.
     pub other: BTreeMap<String, String>,
 }
 
@@ -40,6 +43,9 @@ impl SubscriptionQuery {
                 "since" => {
                     query.since = Some(parse_position_str(&value, "since").map_err(|e| ApiError::bad_request(e.0))?);
                 }
+                "profile" => {
+                    query.profile = Profile::parse(&value).map_err(|e| ApiError::bad_request(e.0))?;
+                }
                 _ if RESERVED.contains(&name.as_str()) => {
                     query.other.insert(name, value);
                 }
@@ -50,7 +56,7 @@ impl SubscriptionQuery {
                 }
                 _ => {
                     return Err(ApiError::bad_request(format!(
-                        "unknown query parameter {name:?}: expected topics, since, access_token or a scope key of [a-z_]"
+                        "unknown query parameter {name:?}: expected topics, since, profile, access_token or a scope key of [a-z_]"
                     )));
                 }
             }
@@ -67,7 +73,9 @@ impl SubscriptionQuery {
     pub fn subscription(&self, since: Option<u64>) -> Result<Subscribe, ApiError> {
         let topics = self.topics.clone().unwrap_or_else(|| vec![TopicPattern::Prefix(String::new())]);
         let filter = Filter::new(self.filter.clone()).map_err(|e| ApiError::bad_request(e.0))?;
-        Subscribe::new(SubName::default_name(), topics, filter, since).map_err(|e| ApiError::bad_request(e.0))
+        let subscribe =
+            Subscribe::new(SubName::default_name(), topics, filter, since).map_err(|e| ApiError::bad_request(e.0))?;
+        Ok(subscribe.with_profile(self.profile))
     }
 }
 
@@ -86,6 +94,13 @@ mod tests {
     }
 
     #[test]
+    fn the_output_profile_is_read_from_the_query() {
+        let q = SubscriptionQuery::parse("project_id=abc&profile=evt-v1").unwrap();
+        assert_eq!(q.subscription(None).unwrap().profile, Profile::EvtV1);
+        assert_eq!(SubscriptionQuery::parse("").unwrap().subscription(None).unwrap().profile, Profile::Hub);
+    }
+
+    #[test]
     fn topics_default_to_everything() {
         let q = SubscriptionQuery::parse("project_id=abc").unwrap();
         assert!(q.asks_for_subscription());
@@ -99,5 +114,6 @@ mod tests {
         assert!(SubscriptionQuery::parse("topics=a b").is_err());
         assert!(SubscriptionQuery::parse("Project=1").is_err());
         assert!(SubscriptionQuery::parse("env=a&env=b").is_err());
+        assert!(SubscriptionQuery::parse("profile=xml").is_err());
     }
 }
