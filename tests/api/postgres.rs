@@ -226,7 +226,7 @@ async fn a_write_transaction_held_open_elsewhere_does_not_delay_delivery() {
 async fn a_resume_point_older_than_the_retention_gets_a_reset() {
     let db = test_db!();
     let hub = spawn_pg_hub(&db.url, |s| {
-        s.retention = Duration::from_millis(500);
+        s.retention = Some(Duration::from_millis(500));
         s.retention_interval = Duration::from_millis(100);
     })
     .await;

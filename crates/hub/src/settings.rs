@@ -5,7 +5,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
-pub const DEFAULT_RETENTION: &str = "24h";
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// The redis backend's default replay window, as the older SSE broker had it.
+pub const DEFAULT_REDIS_RETENTION: Duration = Duration::from_secs(600);
+pub const DEFAULT_REDIS_PREFIX: &str = "realtime";
+pub const DEFAULT_REDIS_MAX_EVENTS: usize = 1_000_000;
 pub const DEFAULT_RETENTION_INTERVAL: &str = "60s";
 pub const DEFAULT_HEARTBEAT: &str = "25s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
@@ -52,7 +56,7 @@ pub enum Backend {
     Memory,
     /// PostgreSQL (`DATABASE_URL`): any number of hubs share the log.
     Postgres,
-    /// Redis (`REDIS_URL`).
+    /// Redis (`REDIS_URL`): any number of hubs share the log, a Redis Stream.
     Redis,
 }
 
@@ -72,7 +76,8 @@ pub struct Settings {
     #[arg(long = "hub-bind", env = "HUB_BIND", default_value = DEFAULT_BIND)]
     pub bind: String,
 
-    /// Event-log backend [default: memory]. REALTIME_BACKEND is accepted as an alias of HUB_BACKEND.
+    /// Event-log backend [default: redis when REDIS_URL is set, else memory]. REALTIME_BACKEND is accepted as an
+    /// alias of HUB_BACKEND.
     #[arg(long = "hub-backend", env = "HUB_BACKEND", value_enum)]
     pub backend: Option<Backend>,
 
@@ -89,13 +94,25 @@ pub struct Settings {
     #[arg(long = "hub-inbox-poll", env = "HUB_INBOX_POLL", default_value = DEFAULT_INBOX_POLL, value_parser = humantime::parse_duration)]
     pub inbox_poll: Duration,
 
-    /// Redis connection string, for the redis backend.
+    /// Redis connection string (`redis://[:password@]host:port[/db]`); set alone, it selects the redis backend.
     #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// How long events are retained (`24h`, `90m`, `7d`).
-    #[arg(long = "hub-retention", env = "HUB_RETENTION", default_value = DEFAULT_RETENTION, value_parser = humantime::parse_duration)]
-    pub retention: Duration,
+    /// Prefix of the redis backend's keys: hubs sharing a Redis and a prefix share one log.
+    #[arg(long = "hub-redis-prefix", env = "HUB_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
+
+    /// Most events the redis backend keeps, whatever their age (trimmed approximately, by whole stream nodes).
+    #[arg(long = "hub-redis-max-events", env = "HUB_REDIS_MAX_EVENTS", default_value_t = DEFAULT_REDIS_MAX_EVENTS)]
+    pub redis_max_events: usize,
+
+    /// How long events are retained (`24h`, `90m`, `7d`) [default: 24h; 10m on the redis backend].
+    #[arg(long = "hub-retention", env = "HUB_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+
+    /// The older broker's name for the retention, in seconds; HUB_RETENTION wins when both are set.
+    #[arg(long = "realtime-replay-window-seconds", env = "REALTIME_REPLAY_WINDOW_SECONDS")]
+    pub replay_window_seconds: Option<u64>,
 
     /// How often events past the retention are removed.
     #[arg(long = "hub-retention-interval", env = "HUB_RETENTION_INTERVAL", default_value = DEFAULT_RETENTION_INTERVAL, value_parser = humantime::parse_duration)]
@@ -208,7 +225,10 @@ impl Default for Settings {
             db_pool_size: DEFAULT_DB_POOL_SIZE,
             inbox_poll: duration(DEFAULT_INBOX_POLL),
             redis_url: None,
-            retention: duration(DEFAULT_RETENTION),
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            redis_max_events: DEFAULT_REDIS_MAX_EVENTS,
+            retention: None,
+            replay_window_seconds: None,
             retention_interval: duration(DEFAULT_RETENTION_INTERVAL),
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
             jwt_secret: None,
@@ -238,7 +258,8 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The backend: `HUB_BACKEND`, else its alias `REALTIME_BACKEND`, else memory.
+    /// The backend: `HUB_BACKEND`, else its alias `REALTIME_BACKEND`, else redis when `REDIS_URL` is set (as the
+    /// PubSub layer the hub replaces did), else memory.
     pub fn resolve_backend(&self) -> Result<Backend, String> {
         if let Some(backend) = self.backend {
             return Ok(backend);
@@ -246,8 +267,18 @@ impl Settings {
         match std::env::var("REALTIME_BACKEND") {
             Ok(name) => Backend::from_str(&name, true)
                 .map_err(|_| format!("REALTIME_BACKEND must be memory, postgres or redis, got {name:?}")),
+            Err(_) if self.redis_url.is_some() => Ok(Backend::Redis),
             Err(_) => Ok(Backend::Memory),
         }
+    }
+
+    /// How long events are kept: `HUB_RETENTION`, else `REALTIME_REPLAY_WINDOW_SECONDS`, else the backend's
+    /// default (24 hours; 10 minutes on redis, whose log lives in memory).
+    pub fn retention_for(&self, backend: Backend) -> Duration {
+        self.retention.or(self.replay_window_seconds.map(Duration::from_secs)).unwrap_or(match backend {
+            Backend::Redis => DEFAULT_REDIS_RETENTION,
+            Backend::Memory | Backend::Postgres => DEFAULT_RETENTION,
+        })
     }
 
     pub fn node_id(&self) -> String {
@@ -277,7 +308,7 @@ mod tests {
         .unwrap();
         assert_eq!(cli.settings.bind, "0.0.0.0:9000");
         assert_eq!(cli.settings.backend, Some(Backend::Postgres));
-        assert_eq!(cli.settings.retention, Duration::from_secs(90 * 60));
+        assert_eq!(cli.settings.retention, Some(Duration::from_secs(90 * 60)));
         assert_eq!(cli.settings.memory_capacity, 5);
     }
 
@@ -285,8 +316,29 @@ mod tests {
     fn default_settings_match_the_documented_defaults() {
         let s = Settings::default();
         assert_eq!(s.bind, "127.0.0.1:8080");
-        assert_eq!(s.retention, Duration::from_secs(24 * 3600));
+        assert_eq!(s.retention_for(Backend::Postgres), Duration::from_secs(24 * 3600));
+        assert_eq!(s.retention_for(Backend::Redis), Duration::from_secs(600));
         assert_eq!(s.memory_capacity, 100_000);
         assert_eq!(s.heartbeat, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn the_older_replay_window_name_sets_the_retention_unless_hub_retention_does() {
+        let window = Settings { replay_window_seconds: Some(120), ..Settings::default() };
+        assert_eq!(window.retention_for(Backend::Redis), Duration::from_secs(120));
+        let both = Settings { retention: Some(Duration::from_secs(60)), ..window };
+        assert_eq!(both.retention_for(Backend::Memory), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_redis_url_alone_selects_the_redis_backend() {
+        if std::env::var("REALTIME_BACKEND").is_ok() {
+            return; // the alias would win; the environment of this test run names a backend
+        }
+        let s = Settings { redis_url: Some("redis://127.0.0.1:6379".into()), ..Settings::default() };
+        assert_eq!(s.resolve_backend(), Ok(Backend::Redis));
+        let named = Settings { backend: Some(Backend::Memory), ..s };
+        assert_eq!(named.resolve_backend(), Ok(Backend::Memory));
+        assert_eq!(Settings::default().resolve_backend(), Ok(Backend::Memory));
     }
 }

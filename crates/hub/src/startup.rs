@@ -9,7 +9,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use storage::log_actor::TailSettings;
-use storage::{EventLog, EventLogActor, LogHealth, MemoryLog, PgLog, PgSettings, Retention};
+use storage::{EventLog, EventLogActor, LogHealth, MemoryLog, PgLog, PgSettings, RedisLog, RedisSettings, Retention};
 use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
@@ -145,7 +145,7 @@ impl Application {
 }
 
 async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<dyn EventLog>> {
-    let retention = Retention { max_age: settings.retention, max_events: settings.memory_capacity };
+    let retention = Retention { max_age: settings.retention_for(backend), max_events: settings.memory_capacity };
     match backend {
         Backend::Memory => Ok(Arc::new(MemoryLog::new(retention))),
         Backend::Postgres => {
@@ -154,7 +154,16 @@ async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<d
             let log = PgLog::connect(pg).await.context("cannot open the PostgreSQL event log")?;
             Ok(Arc::new(log))
         }
-        Backend::Redis => anyhow::bail!("the redis backend is not available in this build; use memory or postgres"),
+        Backend::Redis => {
+            let url = settings.redis_url.clone().context("the redis backend needs REDIS_URL")?;
+            if settings.backend.is_none() && std::env::var_os("REALTIME_BACKEND").is_none() {
+                info!("REDIS_URL is set and no backend is named: using the redis backend");
+            }
+            let retention = Retention { max_events: settings.redis_max_events, ..retention };
+            let redis = RedisSettings { url, prefix: settings.redis_prefix.clone(), retention };
+            let log = RedisLog::connect(redis).await.context("cannot open the Redis event log")?;
+            Ok(Arc::new(log))
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`memory`]: the embedded in-memory log (one process), bounded by capacity and age.
 //! - [`postgres`]: the PostgreSQL log shared by any number of hubs, its inbox for transactional publishers, and
 //!   its `LISTEN` feed.
+//! - [`redis`]: the Redis Streams log shared by any number of hubs, with epochs for a Redis that lost its data.
 //! - [`log_actor`]: [`EventLogActor`], which follows the log from a cursor and sends [`EventsAppended`] batches,
 //!   in id order, to the dispatcher; it also runs retention and reports health.
 //! - [`retention`]: the [`Retention`] policy.
@@ -20,6 +21,7 @@ pub mod event_log;
 pub mod log_actor;
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 pub mod retention;
 
 pub use error::{Error, Result};
@@ -28,4 +30,5 @@ pub use event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent, 
 pub use log_actor::{EventLogActor, EventsAppended, LogHealth};
 pub use memory::MemoryLog;
 pub use postgres::{PgLog, PgSettings};
+pub use redis::{RedisLog, RedisSettings};
 pub use retention::Retention;

@@ -1,0 +1,453 @@
+//! The Redis event log: a Redis Stream shared by any number of hubs.
+//!
+//! Ids are the hub's integers, never Redis' `ms-seq` strings: each append runs one Lua script that takes the next
+//! ids from a counter and writes every event of the batch as the stream entry `<id>-0`, atomically. Scripts run
+//! one at a time, so ids are dense and become visible in id order, and a reader that has seen id N never sees a
+//! smaller one appear. Reads are scripts too, so the log's bounds come from the same instant as the page.
+//!
+//! Redis may keep nothing on disk: a Redis that restarted empty must not hand out ids again that clients already
+//! hold. The first script to find the log's metadata missing starts a new *epoch* whose first id is above every
+//! id that can have been handed out before: the larger of Redis' clock in microseconds, the newest id this hub has
+//! seen, and the stream's last entry. Clients holding an old id then stand below the new epoch's history, which
+//! every reader reports as lost events (`reset`), never as silence or as reused ids. The clock bound holds while
+//! the log averaged under a million events a second over its life; the seen-id bound holds for whatever this
+//! hub saw. See `docs/REDIS.md`.
+//!
+//! Live delivery: each hub's storage actor blocks in `XREAD` on a connection of its own, from its cursor, so an
+//! append wakes it at once and a dropped connection or a restarted Redis only delays it: the actor then reads the
+//! log from its cursor again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use protocol::{EventId, NewEvent};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+
+use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, StoredEvent};
+use crate::{Error, Result, Retention};
+
+/// How long the storage actor's blocking read waits before returning for nothing (below its safety interval).
+const FEED_BLOCK: Duration = Duration::from_millis(800);
+/// Most entries one read takes from Redis; a filtered read returns fewer events and says how far it looked.
+const SCAN_PER_READ: usize = 1000;
+/// Calls that take longer fail, and the caller retries or reports the log unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The oldest Redis with exclusive ranges in `XRANGE` and `XTRIM MINID`.
+const MIN_VERSION: (u32, u32) = (6, 2);
+
+/// Creates the epoch when the log's metadata is missing (a new or restarted-empty Redis) and returns the head.
+/// `floor` is the newest id the calling hub has seen. Lua numbers are doubles: ids stay below 2^53, exact.
+const EPOCH_LUA: &str = r#"
+local function ensure_epoch(meta, stream, floor)
+  local head = redis.call('HGET', meta, 'head')
+  if head then return tonumber(head) end
+  local now = redis.call('TIME')
+  local start = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  if floor + 1 > start then start = floor + 1 end
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if last[1] then
+    local id = tonumber(string.match(last[1][1], '^(%d+)'))
+    if id + 1 > start then start = id + 1 end
+  end
+  redis.call('HSET', meta, 'head', string.format('%.0f', start - 1), 'epoch', string.format('%.0f', start))
+  return start - 1
+end
+local function earliest_of(stream, head)
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if first[1] then return tonumber(string.match(first[1][1], '^(%d+)')) end
+  return head + 1
+end
+"#;
+
+/// KEYS: meta, stream, idempotency hash, idempotency ids. ARGV: floor, length cap (0: none), then for each event
+/// its idempotency key (or '') and its JSON. Returns the ids in order.
+const APPEND_LUA: &str = r#"
+local meta, stream, idem, idem_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local head = ensure_epoch(meta, stream, tonumber(ARGV[1]))
+local now = redis.call('TIME')
+local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+local ids = {}
+for i = 3, #ARGV, 2 do
+  local key = ARGV[i]
+  local known = false
+  if key ~= '' then known = redis.call('HGET', idem, key) end
+  if known then
+    ids[#ids + 1] = tonumber(known)
+  else
+    head = head + 1
+    local id = string.format('%.0f', head)
+    redis.call('XADD', stream, id .. '-0', 't', ms, 'e', ARGV[i + 1])
+    if key ~= '' then
+      redis.call('HSET', idem, key, id)
+      redis.call('ZADD', idem_ids, id, key)
+    end
+    ids[#ids + 1] = head
+  end
+end
+redis.call('HSET', meta, 'head', string.format('%.0f', head))
+if ARGV[2] ~= '0' then redis.call('XTRIM', stream, 'MAXLEN', '~', ARGV[2]) end
+return ids
+"#;
+
+/// KEYS: meta, stream. ARGV: floor, after, count (0: bounds only). Returns {head, earliest, entries}.
+const READ_LUA: &str = r#"
+local meta, stream = KEYS[1], KEYS[2]
+local head = ensure_epoch(meta, stream, tonumber(ARGV[1]))
+local earliest = earliest_of(stream, head)
+local entries = {}
+if ARGV[3] ~= '0' then
+  entries = redis.call('XRANGE', stream, '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+end
+return {head, earliest, entries}
+"#;
+
+/// KEYS: meta, stream, idempotency hash, idempotency ids. ARGV: cutoff in milliseconds. Removes the entries
+/// older than the cutoff (a binary search over the dense ids, then one `XTRIM MINID`) and the idempotency keys of
+/// every removed id (also those a length cap removed). Returns how many entries went.
+const PRUNE_LUA: &str = r#"
+local meta, stream, idem, idem_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local cutoff = tonumber(ARGV[1])
+local function entry_at(id)
+  local e = redis.call('XRANGE', stream, string.format('%.0f', id) .. '-0', '+', 'COUNT', 1)[1]
+  if not e then return nil, nil end
+  local t = 0
+  for i = 1, #e[2], 2 do if e[2][i] == 't' then t = tonumber(e[2][i + 1]) end end
+  return tonumber(string.match(e[1], '^(%d+)')), t
+end
+local removed = 0
+local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+if first then
+  local lo = tonumber(string.match(first[1], '^(%d+)'))
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  local hi = tonumber(string.match(last[1], '^(%d+)')) + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local id, t = entry_at(mid)
+    if id == nil then hi = mid
+    elseif t < cutoff then lo = id + 1
+    else hi = mid end
+  end
+  removed = redis.call('XTRIM', stream, 'MINID', string.format('%.0f', lo) .. '-0')
+end
+local earliest = earliest_of(stream, tonumber(redis.call('HGET', meta, 'head') or '0'))
+while true do
+  local keys = redis.call('ZRANGEBYSCORE', idem_ids, '-inf', '(' .. string.format('%.0f', earliest), 'LIMIT', 0, 500)
+  if #keys == 0 then break end
+  redis.call('HDEL', idem, unpack(keys))
+  redis.call('ZREM', idem_ids, unpack(keys))
+end
+return removed
+"#;
+
+/// How the Redis log connects and behaves.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Prefix of the log's keys; hubs with the same Redis and prefix share one log. The keys carry it as a hash
+    /// tag (`{prefix}:log`), so on a Redis Cluster they live in one slot, as the scripts need.
+    pub prefix: String,
+    /// `max_age` is the replay window; `max_events` caps the stream's length (approximately, by whole nodes).
+    pub retention: Retention,
+}
+
+/// The names of the log's keys.
+#[derive(Debug, Clone)]
+struct Keys {
+    meta: String,
+    stream: String,
+    idempotency: String,
+    idempotency_ids: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Self {
+            meta: format!("{{{prefix}}}:meta"),
+            stream: format!("{{{prefix}}}:log"),
+            idempotency: format!("{{{prefix}}}:idem"),
+            idempotency_ids: format!("{{{prefix}}}:idem_ids"),
+        }
+    }
+}
+
+pub struct RedisLog {
+    client: Client,
+    /// Shared by appends and reads; reconnects by itself.
+    connection: ConnectionManager,
+    keys: Keys,
+    retention: Retention,
+    append: Script,
+    read: Script,
+    prune: Script,
+    /// The newest id this process has seen: a floor for the next epoch's first id.
+    seen: Arc<AtomicU64>,
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    Error::Unavailable(Box::new(e))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("redis log: {what}"))
+}
+
+impl RedisLog {
+    /// Connects, checks that the server is a Redis that can hold the log, and loads the scripts.
+    pub async fn connect(settings: RedisSettings) -> Result<Self> {
+        let client = Client::open(settings.url.as_str()).map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let mut connection = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut connection).await.map_err(unavailable)?;
+        check_version(&info)?;
+        let log = Self {
+            client,
+            connection,
+            keys: Keys::new(&settings.prefix),
+            retention: settings.retention,
+            append: Script::new(&format!("{EPOCH_LUA}{APPEND_LUA}")),
+            read: Script::new(&format!("{EPOCH_LUA}{READ_LUA}")),
+            prune: Script::new(&format!("{EPOCH_LUA}{PRUNE_LUA}")),
+            seen: Arc::new(AtomicU64::new(0)),
+        };
+        // The first read creates the epoch if there is none, and fails here rather than later if the keys hold
+        // something else.
+        log.bounds().await?;
+        Ok(log)
+    }
+
+    fn saw(&self, id: u64) {
+        self.seen.fetch_max(id, Ordering::Relaxed);
+    }
+
+    async fn read_raw(&self, after: u64, count: usize) -> Result<(LogBounds, Vec<Value>)> {
+        let mut connection = self.connection.clone();
+        let answer: Value = self
+            .read
+            .key(&self.keys.meta)
+            .key(&self.keys.stream)
+            .arg(self.seen.load(Ordering::Relaxed))
+            .arg(after)
+            .arg(count)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let Value::Array(mut parts) = answer else { return Err(corrupt("a read answered no array")) };
+        if parts.len() != 3 {
+            return Err(corrupt("a read answered the wrong number of parts"));
+        }
+        let entries = match parts.pop() {
+            Some(Value::Array(entries)) => entries,
+            _ => return Err(corrupt("a read answered no entries")),
+        };
+        let earliest = integer(&parts[1])?;
+        let head = integer(&parts[0])?;
+        self.saw(head);
+        Ok((LogBounds { head, earliest }, entries))
+    }
+}
+
+fn check_version(info: &str) -> Result<()> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .ok_or_else(|| Error::Config("the server at REDIS_URL did not say its Redis version".into()))?
+        .trim();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_VERSION {
+        return Err(Error::Config(format!(
+            "Redis {version} is too old for the event log: {}.{} or newer is needed",
+            MIN_VERSION.0, MIN_VERSION.1
+        )));
+    }
+    Ok(())
+}
+
+fn integer(value: &Value) -> Result<u64> {
+    match value {
+        Value::Int(n) if *n >= 0 => Ok(*n as u64),
+        other => Err(corrupt(format!("expected an id, got {other:?}"))),
+    }
+}
+
+/// `"<id>-0"` → id.
+fn entry_id(value: &Value) -> Result<u64> {
+    let text = match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).map_err(|_| corrupt("an entry id is not text"))?,
+        Value::SimpleString(text) => text.as_str(),
+        other => return Err(corrupt(format!("expected an entry id, got {other:?}"))),
+    };
+    text.split_once('-')
+        .and_then(|(id, _)| id.parse().ok())
+        .ok_or_else(|| corrupt(format!("entry id {text:?} is not <id>-0")))
+}
+
+/// A stream entry `[id, [field, value, …]]` → the stored event.
+fn decode(entry: &Value) -> Result<StoredEvent> {
+    let Value::Array(parts) = entry else { return Err(corrupt("an entry is not an array")) };
+    let [id, Value::Array(fields)] = parts.as_slice() else { return Err(corrupt("an entry has no fields")) };
+    let id = entry_id(id)?;
+    let (mut millis, mut json) = (None, None);
+    for pair in fields.chunks(2) {
+        let [Value::BulkString(name), Value::BulkString(value)] = pair else { continue };
+        match name.as_slice() {
+            b"t" => millis = std::str::from_utf8(value).ok().and_then(|t| t.parse::<i64>().ok()),
+            b"e" => json = Some(value.as_slice()),
+            _ => {}
+        }
+    }
+    let created_at = millis
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .ok_or_else(|| corrupt(format!("event {id} has no time")))?;
+    let event: NewEvent = serde_json::from_slice(json.ok_or_else(|| corrupt(format!("event {id} has no body")))?)
+        .map_err(|e| corrupt(format!("event {id}: {e}")))?;
+    let id = EventId::new(id).map_err(|e| corrupt(format!("event {id}: {e}")))?;
+    Ok(StoredEvent::from_new(id, created_at, event))
+}
+
+/// What a stream entry holds of an event: everything but the id, the time and the idempotency key.
+fn encode(event: &NewEvent) -> String {
+    let stored = NewEvent { key: event.effective_key(), idempotency_key: None, ..event.clone() };
+    // A new event is strings, integers and JSON values: serializing cannot fail.
+    serde_json::to_string(&stored).expect("an event always serializes")
+}
+
+#[async_trait]
+impl EventLog for RedisLog {
+    fn provider(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(&self.keys.meta)
+            .key(&self.keys.stream)
+            .key(&self.keys.idempotency)
+            .key(&self.keys.idempotency_ids)
+            .arg(self.seen.load(Ordering::Relaxed))
+            .arg(self.retention.max_events);
+        for event in &events {
+            invocation.arg(event.idempotency_key.as_deref().unwrap_or("")).arg(encode(event));
+        }
+        let mut connection = self.connection.clone();
+        let ids: Vec<u64> = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        if ids.len() != events.len() {
+            return Err(corrupt(format!("{} ids for {} events", ids.len(), events.len())));
+        }
+        if let Some(newest) = ids.iter().max() {
+            self.saw(*newest);
+        }
+        ids.into_iter().map(|id| EventId::new(id).map_err(corrupt)).collect()
+    }
+
+    async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
+        let (bounds, entries) = self.read_raw(after, SCAN_PER_READ.max(limit)).await?;
+        let mut page = Page { events: Vec::new(), through: after, complete: false, bounds };
+        for entry in &entries {
+            if page.events.len() == limit {
+                return Ok(page);
+            }
+            let event = decode(entry)?;
+            page.through = event.id();
+            if query.matches(&event) {
+                page.events.push(Arc::new(event));
+            }
+        }
+        if entries.len() < SCAN_PER_READ.max(limit) {
+            // Everything up to the head was looked at (the head the read saw, in the same script).
+            page.through = page.through.max(bounds.head);
+        }
+        page.complete = page.through >= bounds.head;
+        Ok(page)
+    }
+
+    async fn bounds(&self) -> Result<LogBounds> {
+        Ok(self.read_raw(0, 0).await?.0)
+    }
+
+    async fn prune(&self) -> Result<u64> {
+        let cutoff = Utc::now() - self.retention.max_age;
+        let mut connection = self.connection.clone();
+        self.prune
+            .key(&self.keys.meta)
+            .key(&self.keys.stream)
+            .key(&self.keys.idempotency)
+            .key(&self.keys.idempotency_ids)
+            .arg(cutoff.timestamp_millis())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
+        // A connection of its own: a blocking read holds the connection it runs on.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(FEED_BLOCK + RESPONSE_TIMEOUT));
+        let connection =
+            self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("realtime-hub-reader")
+            .exec_async(&mut connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(Box::new(RedisFeed { connection, stream: self.keys.stream.clone() }))
+    }
+}
+
+struct RedisFeed {
+    connection: MultiplexedConnection,
+    stream: String,
+}
+
+#[async_trait]
+impl LiveFeed for RedisFeed {
+    async fn changed(&mut self, cursor: u64) -> Result<()> {
+        // Answers at once when an entry after the cursor exists, else when one is appended or the block ends.
+        let _: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(FEED_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(format!("{cursor}-0"))
+            .query_async(&mut self.connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_redis_versions_with_exclusive_ranges_are_accepted() {
+        assert!(check_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
+        assert!(check_version("redis_version:6.2.0\r\n").is_ok());
+        assert!(matches!(check_version("redis_version:6.0.9\r\n"), Err(Error::Config(_))));
+        assert!(matches!(check_version("nothing"), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn entry_ids_are_the_hubs_integers() {
+        assert_eq!(entry_id(&Value::BulkString(b"1795000000000042-0".to_vec())).unwrap(), 1_795_000_000_000_042);
+        assert!(entry_id(&Value::BulkString(b"nope".to_vec())).is_err());
+    }
+}
