@@ -14,10 +14,15 @@ KUBE_VERSION = "1.30"
 CASES = {
     "defaults (postgres, 2 replicas)": {},
     "memory backend, 1 replica, HS256": {"backend": "memory", "replicaCount": 1, "auth": {"existingSecret": "jwt"}},
+    "redis backend, 3 replicas": {"backend": "redis", "replicaCount": 3, "redis": {"prefix": "prod"}},
     "public key, settings": {"auth": {"publicKey": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----"},
                              "settings": {"HUB_MAX_CONNECTIONS": 50000, "HUB_CORS_ORIGINS": "https://staff.example"}},
 }
 MUST_FAIL = {"memory backend with 2 replicas": {"backend": "memory", "replicaCount": 2}}
+
+
+def documents(rendered):
+    return [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
 
 
 def main() -> int:
@@ -36,6 +41,13 @@ def main() -> int:
                 if document:
                     kubernetes_validate.validate(document, KUBE_VERSION, strict=True)
                     count += 1
+        backend = values.get("backend", "postgres")
+        env = {e["name"]: e for d in documents(rendered) if d["kind"] == "Deployment"
+               for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        url = {"postgres": "DATABASE_URL", "redis": "REDIS_URL"}.get(backend)
+        if env["HUB_BACKEND"]["value"] != backend or (url and "secretKeyRef" not in env[url].get("valueFrom", {})):
+            print(f"{name}: the Deployment does not run the {backend} backend with its URL from a Secret")
+            return 1
         print(f"ok: {name}: {count} manifests valid for Kubernetes {KUBE_VERSION}")
     for name, values in MUST_FAIL.items():
         try:

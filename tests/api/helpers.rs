@@ -41,6 +41,18 @@ pub async fn spawn_hub(configure: impl FnOnce(&mut Settings)) -> TestHub {
     TestHub { port, http: reqwest::Client::new(), shutdown }
 }
 
+/// Starts a hub on the Redis log at `url` under the key prefix `prefix`.
+pub async fn spawn_redis_hub(url: &str, prefix: &str, configure: impl FnOnce(&mut Settings)) -> TestHub {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    spawn_hub(move |s| {
+        s.backend = Some(Backend::Redis);
+        s.redis_url = Some(url);
+        s.redis_prefix = prefix;
+        configure(s);
+    })
+    .await
+}
+
 /// Starts a hub on the PostgreSQL log at `database_url`, with a small pool.
 pub async fn spawn_pg_hub(database_url: &str, configure: impl FnOnce(&mut Settings)) -> TestHub {
     let database_url = database_url.to_owned();
@@ -79,10 +91,7 @@ impl TestHub {
 
     /// Opens a WebSocket to `path` (with its query) and reads the welcome frame.
     pub async fn ws(&self, path: &str) -> WsClient {
-        let mut client = self.ws_raw(path).await.expect("the WebSocket upgrade succeeds");
-        let welcome = client.next_json().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        client
+        ws_at(self.port, path).await
     }
 
     /// Opens a WebSocket without reading anything; the error carries the HTTP answer of a refused upgrade.
@@ -169,6 +178,16 @@ impl TestHub {
         let shutdown = self.shutdown.clone();
         actix_web::rt::spawn(async move { shutdown.begin().await });
     }
+}
+
+/// Opens a WebSocket to `path` on a hub at `port` (in this process or not) and reads the welcome frame.
+pub async fn ws_at(port: u16, path: &str) -> WsClient {
+    let url = format!("ws://127.0.0.1:{port}{path}");
+    let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("the WebSocket upgrade succeeds");
+    let mut client = WsClient { stream };
+    let welcome = client.next_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    client
 }
 
 /// One block of an SSE stream.

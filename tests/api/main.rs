@@ -2,6 +2,8 @@
 
 #[macro_use]
 mod db;
+#[macro_use]
+mod kv;
 mod auth;
 mod browser;
 mod helpers;
@@ -12,8 +14,10 @@ mod ordering;
 mod poll;
 mod postgres;
 mod process;
+mod profiles;
 mod publish;
 mod publishing;
+mod redis;
 mod slow_consumer;
 mod sse;
 mod tokens;

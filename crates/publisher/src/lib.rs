@@ -2,14 +2,14 @@
 //!
 //! Typed events for the well-known topics ([`events`]), a redaction policy that runs before anything is
 //! serialized, logged or sent ([`redact`]), and three sinks: PostgreSQL (the service's own pool, optionally inside
-//! its own transaction), a hub over HTTP, and memory (for tests). Each publish carries the current OpenTelemetry
+//! its own transaction), Redis (the hubs' log on the redis backend), a hub over HTTP, and memory (for tests). Each publish carries the current OpenTelemetry
 //! trace context. Errors are one enum, [`Error`]: nothing is dropped silently.
 //!
 //! # Layout
 //! - [`events`]: `RunEvent`, `RunLogChunk`, `DeployEvent`, `DeployLogChunk`, `SystemError`, `CustomEvent`.
 //! - [`redact`]: the [`Redactor`] policy (secret keys by whole words, secret-shaped values anywhere).
 //! - [`publisher`]: [`Publisher`] and the [`Sink`] trait.
-//! - [`sink`]: [`PgSink`], [`HttpSink`], [`MemorySink`].
+//! - [`sink`]: [`PgSink`], [`RedisSink`], [`HttpSink`], [`MemorySink`].
 //! - [`log_stream`]: [`LogStreamWriter`] (bytes → numbered chunks → `eos`) and [`ChunkChecker`] for readers.
 //! - [`trace`]: the W3C `traceparent` of the current span.
 //!
@@ -51,6 +51,21 @@
 //! # }
 //! ```
 //!
+//! # Straight into the hubs' Redis log
+//!
+//! ```no_run
+//! use publisher::events::{ProjectId, RunEvent, RunId, RunScope, RunStatus};
+//! use publisher::{Publisher, RedisSink};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let publisher = Publisher::new(RedisSink::connect("redis://redis:6379", "realtime").await?);
+//! let scope = RunScope::new(ProjectId::new("p1")?, RunId::new("r9")?);
+//! let published = publisher.publish(RunEvent::new(scope, RunStatus::Succeeded)).await?;
+//! println!("stored as {:?}", published.ids);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Over HTTP, to a hub
 //!
 //! ```no_run
@@ -80,3 +95,4 @@ pub use redact::Redactor;
 pub use sink::http::{HttpSink, RetryPolicy};
 pub use sink::memory::MemorySink;
 pub use sink::postgres::PgSink;
+pub use sink::redis::RedisSink;

@@ -151,13 +151,15 @@ pub struct RedisSettings {
     /// Prefix of the log's keys; hubs with the same Redis and prefix share one log. The keys carry it as a hash
     /// tag (`{prefix}:log`), so on a Redis Cluster they live in one slot, as the scripts need.
     pub prefix: String,
-    /// `max_age` is the replay window; `max_events` caps the stream's length (approximately, by whole nodes).
+    /// `max_age` is the replay window; `max_events` caps the stream's length (approximately, by whole nodes; 0:
+    /// no cap).
     pub retention: Retention,
 }
 
 /// The names of the log's keys.
 #[derive(Debug, Clone)]
 struct Keys {
+    prefix: String,
     meta: String,
     stream: String,
     idempotency: String,
@@ -167,6 +169,7 @@ struct Keys {
 impl Keys {
     fn new(prefix: &str) -> Self {
         Self {
+            prefix: prefix.to_owned(),
             meta: format!("{{{prefix}}}:meta"),
             stream: format!("{{{prefix}}}:log"),
             idempotency: format!("{{{prefix}}}:idem"),
@@ -399,9 +402,10 @@ impl EventLog for RedisLog {
             .set_response_timeout(Some(FEED_BLOCK + RESPONSE_TIMEOUT));
         let connection =
             self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)?;
+        // Named so operators (and tests) can tell the readers of each log apart in `CLIENT LIST`.
         redis::cmd("CLIENT")
             .arg("SETNAME")
-            .arg("realtime-hub-reader")
+            .arg(format!("realtime-hub-reader:{}", self.keys.prefix))
             .exec_async(&mut connection.clone())
             .await
             .map_err(unavailable)?;
