@@ -289,6 +289,11 @@ pub enum Incoming {
 }
 
 impl WsClient {
+    /// Wraps a WebSocket opened by the test itself (with headers of its own).
+    pub fn from_stream(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { stream }
+    }
+
     pub async fn send_json(&mut self, frame: Value) {
         self.send_text(&frame.to_string()).await;
     }

@@ -19,6 +19,7 @@ mod publish;
 mod publishing;
 mod redis;
 mod slow_consumer;
+mod sources;
 mod sse;
 mod tokens;
 mod websocket;

@@ -11,7 +11,7 @@ use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use protocol::{Filter, Topic, TopicPattern};
+use protocol::{Filter, Profile, Topic, TopicPattern};
 use serde::Deserialize;
 
 use crate::settings::Settings;
@@ -44,6 +44,10 @@ struct Claims {
     scope: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     publish: Vec<String>,
+    /// The output profile of subscriptions that name none (for consumers of older systems that cannot add
+    /// `profile=` to their URLs).
+    #[serde(default)]
+    profile: Option<String>,
 }
 
 /// What a connection or request may do.
@@ -61,6 +65,7 @@ struct Restrictions {
     topics: Vec<TopicPattern>,
     scope: BTreeMap<String, BTreeSet<String>>,
     publish: Vec<TopicPattern>,
+    profile: Option<Profile>,
 }
 
 impl Authenticator {
@@ -116,6 +121,8 @@ impl Authenticator {
         let patterns = |list: Vec<String>| -> Result<Vec<TopicPattern>, Unauthorized> {
             list.into_iter().map(TopicPattern::parse).collect::<Result<_, _>>().map_err(|e| refuse("bad pattern", &e))
         };
+        let profile =
+            claims.profile.as_deref().map(Profile::parse).transpose().map_err(|e| refuse("bad profile", &e))?;
         Ok(Grant {
             restrictions: Some(Restrictions {
                 subject: claims.sub,
@@ -123,6 +130,7 @@ impl Authenticator {
                 topics: patterns(claims.topics)?,
                 scope: claims.scope.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect(),
                 publish: patterns(claims.publish)?,
+                profile,
             }),
         })
     }
@@ -172,6 +180,20 @@ impl Grant {
         Ok(())
     }
 
+    /// The topics of a query subscription that names none: every topic the token grants (`*` when it grants
+    /// everything, or in development mode), so a restricted token gets what it may read rather than a refusal.
+    pub fn default_topics(&self) -> Vec<TopicPattern> {
+        match &self.restrictions {
+            Some(r) if !r.topics.is_empty() => TopicPattern::minimize(&r.topics),
+            _ => vec![TopicPattern::Prefix(String::new())],
+        }
+    }
+
+    /// The output profile of subscriptions that name none (the token's `profile` claim).
+    pub fn default_profile(&self) -> Profile {
+        self.restrictions.as_ref().and_then(|r| r.profile).unwrap_or_default()
+    }
+
     /// Whether publishing to `topic` is allowed.
     pub fn allows_publish(&self, topic: &Topic) -> bool {
         self.restrictions.as_ref().is_none_or(|r| r.publish.iter().any(|p| p.matches(topic.as_str())))
@@ -200,6 +222,7 @@ mod tests {
                 topics: topics.iter().map(|t| TopicPattern::parse(*t).unwrap()).collect(),
                 scope: scope.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
                 publish: vec![TopicPattern::parse("run.*").unwrap()],
+                profile: None,
             }),
         }
     }
@@ -227,6 +250,14 @@ mod tests {
         assert!(g.allows_subscription(&pats(&["*"]), &other_project).is_err());
         let unpinned = Filter::try_from([("env", "prod")]).unwrap();
         assert!(g.allows_subscription(&pats(&["*"]), &unpinned).is_err());
+    }
+
+    #[test]
+    fn query_subscriptions_default_to_the_granted_topics() {
+        assert_eq!(grant(&["flags.*", "run.logs"], &[]).default_topics(), pats(&["flags.*", "run.logs"]));
+        assert_eq!(grant(&["*", "run.logs"], &[]).default_topics(), pats(&["*"]));
+        assert_eq!(Grant::unrestricted().default_topics(), pats(&["*"]));
+        assert_eq!(Grant::unrestricted().default_profile(), Profile::Hub);
     }
 
     #[test]

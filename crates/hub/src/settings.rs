@@ -106,6 +106,10 @@ pub struct Settings {
     #[arg(long = "hub-redis-max-events", env = "HUB_REDIS_MAX_EVENTS", default_value_t = DEFAULT_REDIS_MAX_EVENTS)]
     pub redis_max_events: usize,
 
+    /// A TOML file of database sources: queries whose rows become events (docs/SOURCES.md).
+    #[arg(long = "hub-sources", env = "HUB_SOURCES")]
+    pub sources: Option<String>,
+
     /// How long events are retained (`24h`, `90m`, `7d`) [default: 24h; 10m on the redis backend].
     #[arg(long = "hub-retention", env = "HUB_RETENTION", value_parser = humantime::parse_duration)]
     pub retention: Option<Duration>,
@@ -227,6 +231,7 @@ impl Default for Settings {
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             redis_max_events: DEFAULT_REDIS_MAX_EVENTS,
+            sources: None,
             retention: None,
             replay_window_seconds: None,
             retention_interval: duration(DEFAULT_RETENTION_INTERVAL),

@@ -69,6 +69,14 @@ impl Application {
             Arc::new(ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_subject));
         let poll_waiters = Arc::new(CountLimiter::new(settings.max_poll_waiters));
         let redact_keys = settings.redact_keys.clone();
+        let sources = match &settings.sources {
+            Some(path) => crate::sources::config::load(path, |name| match name {
+                // The hub's own DATABASE_URL (flag or variable) serves the sources that name it.
+                "DATABASE_URL" => settings.database_url.clone(),
+                other => std::env::var(other).ok(),
+            })?,
+            None => Vec::new(),
+        };
         let log = open_log(&settings, backend).await?;
         if auth.is_development() {
             warn!(
@@ -103,6 +111,15 @@ impl Application {
             publish_rate,
             shutdown: shutdown_rx,
         });
+        if !sources.is_empty() {
+            info!(count = sources.len(), "database sources configured");
+            let publishing = crate::sources::Publishing {
+                log: state.log.clone(),
+                redactor: state.redactor.clone(),
+                limits: state.event_limits(),
+            };
+            crate::sources::start(sources, publishing, state.shutdown.clone());
+        }
         let app_state = state.clone();
         let cors_origins = app_state.settings.cors_origins.clone();
         let server = HttpServer::new(move || {

@@ -50,7 +50,7 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
     };
     let limit = number(&query, "limit", DEFAULT_LIMIT as u64, 1..=MAX_LIMIT as u64)? as usize;
     let wait = Duration::from_secs(number(&query, "wait", DEFAULT_WAIT_S, 0..=MAX_WAIT_S)?);
-    let subscription = query.subscription(Some(after))?;
+    let subscription = query.subscription(Some(after), &grant)?;
     grant
         .allows_subscription(&subscription.topics, &subscription.filter)
         .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;

@@ -7,6 +7,7 @@ use protocol::id::parse_position_str;
 use protocol::scope::is_scope_key;
 use protocol::{Filter, Profile, SubName, Subscribe, TopicPattern};
 
+use crate::auth::Grant;
 use crate::error::ApiError;
 
 /// Query parameters that are not scope keys.
@@ -18,8 +19,8 @@ pub struct SubscriptionQuery {
     pub topics: Option<Vec<TopicPattern>>,
     pub filter: BTreeMap<String, String>,
     pub since: Option<u64>,
-    /// The output profile its events are written in (`hub` when absent).
-    pub profile: Profile,
+    /// The output profile its events are written in; absent: the token's, else `hub`.
+    pub profile: Option<Profile>,
     /// Reserved parameters other than `topics`, `since` and `profile`, by name.
     pub other: BTreeMap<String, String>,
 }
@@ -44,7 +45,7 @@ impl SubscriptionQuery {
                     query.since = Some(parse_position_str(&value, "since").map_err(|e| ApiError::bad_request(e.0))?);
                 }
                 "profile" => {
-                    query.profile = Profile::parse(&value).map_err(|e| ApiError::bad_request(e.0))?;
+                    query.profile = Some(Profile::parse(&value).map_err(|e| ApiError::bad_request(e.0))?);
                 }
                 _ if RESERVED.contains(&name.as_str()) => {
                     query.other.insert(name, value);
@@ -69,13 +70,14 @@ impl SubscriptionQuery {
         self.topics.is_some() || self.since.is_some() || !self.filter.is_empty()
     }
 
-    /// The subscription `default` this query describes: `topics` defaulting to `*`.
-    pub fn subscription(&self, since: Option<u64>) -> Result<Subscribe, ApiError> {
-        let topics = self.topics.clone().unwrap_or_else(|| vec![TopicPattern::Prefix(String::new())]);
+    /// The subscription `default` this query describes for a connection with `grant`: `topics` defaulting to
+    /// what the token grants (`*` for an unrestricted one), the profile to the token's.
+    pub fn subscription(&self, since: Option<u64>, grant: &Grant) -> Result<Subscribe, ApiError> {
+        let topics = self.topics.clone().unwrap_or_else(|| grant.default_topics());
         let filter = Filter::new(self.filter.clone()).map_err(|e| ApiError::bad_request(e.0))?;
         let subscribe =
             Subscribe::new(SubName::default_name(), topics, filter, since).map_err(|e| ApiError::bad_request(e.0))?;
-        Ok(subscribe.with_profile(self.profile))
+        Ok(subscribe.with_profile(self.profile.unwrap_or_else(|| grant.default_profile())))
     }
 }
 
@@ -86,7 +88,7 @@ mod tests {
     #[test]
     fn scope_keys_topics_and_since_are_read_from_the_query() {
         let q = SubscriptionQuery::parse("topics=run.*,deploy.logs&project_id=abc&env=prod&since=7").unwrap();
-        let s = q.subscription(q.since).unwrap();
+        let s = q.subscription(q.since, &Grant::unrestricted()).unwrap();
         assert_eq!(s.topics.len(), 2);
         assert_eq!(s.filter.get("project_id"), Some("abc"));
         assert_eq!(s.filter.get("env"), Some("prod"));
@@ -96,15 +98,21 @@ mod tests {
     #[test]
     fn the_output_profile_is_read_from_the_query() {
         let q = SubscriptionQuery::parse("project_id=abc&profile=evt-v1").unwrap();
-        assert_eq!(q.subscription(None).unwrap().profile, Profile::EvtV1);
-        assert_eq!(SubscriptionQuery::parse("").unwrap().subscription(None).unwrap().profile, Profile::Hub);
+        assert_eq!(q.subscription(None, &Grant::unrestricted()).unwrap().profile, Profile::EvtV1);
+        assert_eq!(
+            SubscriptionQuery::parse("").unwrap().subscription(None, &Grant::unrestricted()).unwrap().profile,
+            Profile::Hub
+        );
     }
 
     #[test]
     fn topics_default_to_everything() {
         let q = SubscriptionQuery::parse("project_id=abc").unwrap();
         assert!(q.asks_for_subscription());
-        assert_eq!(q.subscription(None).unwrap().topics, vec![TopicPattern::Prefix(String::new())]);
+        assert_eq!(
+            q.subscription(None, &Grant::unrestricted()).unwrap().topics,
+            vec![TopicPattern::Prefix(String::new())]
+        );
         assert!(!SubscriptionQuery::parse("").unwrap().asks_for_subscription());
     }
 

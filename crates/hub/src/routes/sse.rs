@@ -28,7 +28,7 @@ pub async fn sse(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpRes
         }
         None => query.since,
     };
-    let subscription = query.subscription(since)?;
+    let subscription = query.subscription(since, &grant)?;
     grant
         .allows_subscription(&subscription.topics, &subscription.filter)
         .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;

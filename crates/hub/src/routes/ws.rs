@@ -27,7 +27,7 @@ pub async fn websocket(
     let grant = access::grant(&req, &state)?;
     let query = SubscriptionQuery::parse(req.query_string())?;
     let auto_subscribe = if query.asks_for_subscription() {
-        let subscribe = query.subscription(query.since)?;
+        let subscribe = query.subscription(query.since, &grant)?;
         grant
             .allows_subscription(&subscribe.topics, &subscribe.filter)
             .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;

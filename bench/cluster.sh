@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Two release hubs (ports 18091, 18092) sharing one log; the loadgen runs against the first.
+#   BACKEND=postgres (default): the database hub_perf (psql -h 127.0.0.1 -U postgres -c 'create database hub_perf')
+#   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under the prefix hub_perf
+#   bench/cluster.sh cluster --other-hub http://127.0.0.1:18092 --events 5000 --rate 1000 --batch 10
+#   BACKEND=redis bench/cluster.sh publish --via http --batch 1000
+set -u
+cd "$(dirname "$0")/.."
+BACKEND=${BACKEND:-postgres}
+DB=${DB:-postgres://postgres@127.0.0.1:5432/hub_perf}
+REDIS=${REDIS:-redis://127.0.0.1:6379}
+case "$BACKEND" in
+  postgres) backend_env=(HUB_BACKEND=postgres DATABASE_URL=$DB HUB_DB_POOL_SIZE=8) ;;
+  redis) backend_env=(HUB_BACKEND=redis REDIS_URL=$REDIS HUB_REDIS_PREFIX=hub_perf) ;;
+  *) echo "BACKEND must be postgres or redis" >&2; exit 2 ;;
+esac
+pids=()
+for port in 18091 18092; do
+  env HUB_BIND=127.0.0.1:$port "${backend_env[@]}" HUB_PUBLISH_RATE=0 HUB_MAX_OUTBOUND_BYTES=67108864 RUST_LOG=warn \
+      target/release/hub > /tmp/bench-hub-$port.log 2>&1 &
+  pids+=($!)
+done
+sleep 2
+target/release/loadgen --hub http://127.0.0.1:18091 --hub-pid "${pids[0]}" "$@" 2>&1
+kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
