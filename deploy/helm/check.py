@@ -15,10 +15,15 @@ CASES = {
     "defaults (postgres, 2 replicas)": {},
     "memory backend, 1 replica, HS256": {"backend": "memory", "replicaCount": 1, "auth": {"existingSecret": "jwt"}},
     "redis backend, 3 replicas": {"backend": "redis", "replicaCount": 3, "redis": {"prefix": "prod"}},
-    "public key, settings": {"auth": {"publicKey": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----"},
+    "JWKS with audience and issuer": {"auth": {"existingSecret": "", "jwksUrl": "https://id.example/jwks.json",
+                                               "audience": "realtime-hub", "issuer": "https://id.example"}},
+    "public key, settings": {"auth": {"existingSecret": "", "publicKey": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----"},
                              "settings": {"HUB_MAX_CONNECTIONS": 50000, "HUB_CORS_ORIGINS": "https://staff.example"}},
 }
-MUST_FAIL = {"memory backend with 2 replicas": {"backend": "memory", "replicaCount": 2}}
+MUST_FAIL = {
+    "memory backend with 2 replicas": {"backend": "memory", "replicaCount": 2},
+    "no token key and not insecure": {"auth": {"existingSecret": ""}},
+}
 
 
 def documents(rendered):

@@ -18,6 +18,7 @@ mod profiles;
 mod publish;
 mod publishing;
 mod redis;
+mod security;
 mod slow_consumer;
 mod sources;
 mod sse;

@@ -247,7 +247,7 @@ async fn a_resume_point_older_than_the_retention_gets_a_reset() {
 #[actix_web::test]
 async fn replay_reads_the_log_with_the_subscription_filter() {
     let db = test_db!();
-    let hub = spawn_pg_hub(&db.url, |_| {}).await;
+    let hub = spawn_pg_hub(&db.url, |s| s.scope_keys = vec!["color".into()]).await;
     let mut wanted = Vec::new();
     for n in 0..30u64 {
         let project = if n % 3 == 0 { "p1" } else { "p2" };

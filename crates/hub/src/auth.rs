@@ -5,6 +5,7 @@
 //! or wrongly-algorithmed tokens all get the same 401, and the reason goes to the log only.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::HttpRequest;
@@ -18,11 +19,17 @@ use crate::settings::Settings;
 
 /// Verifies tokens and turns them into grants.
 pub struct Authenticator {
-    /// Empty in development mode.
+    /// Keys from the configuration (`HUB_JWT_SECRET`, `HUB_JWT_PUBLIC_KEY`).
     keys: Vec<VerifyingKey>,
+    /// Keys from the identity provider (`HUB_JWT_JWKS_URL`), by `kid`.
+    jwks: Option<Jwks>,
     leeway_s: u64,
+    /// When set, tokens must name this audience (`aud`) / issuer (`iss`).
+    audience: Option<String>,
+    issuer: Option<String>,
 }
 
+#[derive(Clone)]
 struct VerifyingKey {
     key: DecodingKey,
     algorithm: Algorithm,
@@ -69,7 +76,8 @@ struct Restrictions {
 }
 
 impl Authenticator {
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+    /// The configured keys; with a JWKS URL, its keys are fetched once here (a start-up error if that fails).
+    pub async fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let mut keys = Vec::new();
         if let Some(secret) = &settings.jwt_secret {
             anyhow::ensure!(!secret.is_empty(), "HUB_JWT_SECRET is empty");
@@ -92,30 +100,65 @@ impl Authenticator {
             };
             keys.push(key);
         }
-        Ok(Self { keys, leeway_s: settings.jwt_leeway.as_secs() })
+        let jwks = match &settings.jwt_jwks_url {
+            Some(url) => {
+                let jwks = Jwks::new(url.clone(), settings.jwt_jwks_min_interval);
+                jwks.refresh().await.with_context(|| format!("HUB_JWT_JWKS_URL: cannot fetch the keys at {url}"))?;
+                Some(jwks)
+            }
+            None => None,
+        };
+        Ok(Self {
+            keys,
+            jwks,
+            leeway_s: settings.jwt_leeway.as_secs(),
+            audience: settings.jwt_audience.clone(),
+            issuer: settings.jwt_issuer.clone(),
+        })
     }
 
     /// Development mode: no key configured, every request accepted.
     pub fn is_development(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.jwks.is_none()
+    }
+
+    /// The identity provider's key set, for the periodic refresh.
+    pub fn jwks(&self) -> Option<&Jwks> {
+        self.jwks.as_ref()
     }
 
     /// Verifies `token` (required unless in development mode) and returns its grant.
-    pub fn authenticate(&self, token: Option<&str>) -> Result<Grant, Unauthorized> {
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Grant, Unauthorized> {
         if self.is_development() {
             return Ok(Grant { restrictions: None });
         }
         let token = token.ok_or(Unauthorized)?;
         let header = jsonwebtoken::decode_header(token).map_err(|e| refuse("unreadable header", &e))?;
-        let key = self.keys.iter().find(|k| k.algorithm == header.alg).ok_or_else(|| {
-            tracing::info!(algorithm = ?header.alg, "token refused: algorithm not configured");
-            Unauthorized
-        })?;
+        let from_jwks = match (&self.jwks, &header.kid) {
+            (Some(jwks), Some(kid)) => jwks.key(kid, header.alg).await,
+            _ => None,
+        };
+        let key = match &from_jwks {
+            Some(key) => key,
+            None => self.keys.iter().find(|k| k.algorithm == header.alg).ok_or_else(|| {
+                tracing::info!(algorithm = ?header.alg, kid = ?header.kid, "token refused: no key for it");
+                Unauthorized
+            })?,
+        };
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = self.leeway_s;
         validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp"]);
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        let mut required = vec!["exp"];
+        required.extend(self.audience.as_ref().map(|_| "aud"));
+        required.extend(self.issuer.as_ref().map(|_| "iss"));
+        validation.set_required_spec_claims(&required);
         let claims =
             jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| refuse("invalid", &e))?.claims;
         let patterns = |list: Vec<String>| -> Result<Vec<TopicPattern>, Unauthorized> {
@@ -137,8 +180,91 @@ impl Authenticator {
 
     /// Authenticates a request by its `Authorization: Bearer` header (where the `token_in_query` middleware
     /// also puts an `access_token` query parameter).
-    pub fn authenticate_request(&self, req: &HttpRequest) -> Result<Grant, Unauthorized> {
-        self.authenticate(token_of(req).as_deref())
+    pub async fn authenticate_request(&self, req: &HttpRequest) -> Result<Grant, Unauthorized> {
+        self.authenticate(token_of(req).as_deref()).await
+    }
+}
+
+/// The identity provider's signing keys (a JSON Web Key Set), by `kid`, so keys rotate without a restart.
+///
+/// Fetched at start, again on a `kid` the set does not hold (at most once per `min_interval`, so tokens with
+/// made-up `kid`s cannot make the hub hammer the provider), and every [`JWKS_REFRESH`] so that a key the provider
+/// removed stops being accepted. A failed fetch keeps the keys it had.
+pub struct Jwks {
+    url: String,
+    client: reqwest::Client,
+    keys: std::sync::RwLock<std::collections::HashMap<String, VerifyingKey>>,
+    last_fetch: std::sync::Mutex<Option<std::time::Instant>>,
+    min_interval: Duration,
+}
+
+/// How often the key set is fetched without being asked.
+pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
+
+impl Jwks {
+    fn new(url: String, min_interval: Duration) -> Self {
+        Self {
+            url,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
+            keys: Default::default(),
+            last_fetch: Default::default(),
+            min_interval,
+        }
+    }
+
+    /// The key `kid` for a token signed with `algorithm`, refreshing the set once if it does not hold `kid`.
+    async fn key(&self, kid: &str, algorithm: Algorithm) -> Option<VerifyingKey> {
+        let held = |keys: &std::collections::HashMap<String, VerifyingKey>| {
+            keys.get(kid).filter(|k| k.algorithm == algorithm).cloned()
+        };
+        if let Some(key) = self.keys.read().ok().and_then(|keys| held(&keys)) {
+            return Some(key);
+        }
+        if !self.may_fetch() {
+            return None;
+        }
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %format!("{e:#}"), "fetching the JWKS failed; keeping the keys held");
+        }
+        self.keys.read().ok().and_then(|keys| held(&keys))
+    }
+
+    fn may_fetch(&self) -> bool {
+        let Ok(mut last) = self.last_fetch.lock() else { return false };
+        if last.is_some_and(|at| at.elapsed() < self.min_interval) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+
+    /// Fetches the set and replaces the keys held: a key the provider removed is no longer accepted.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let set: jsonwebtoken::jwk::JwkSet =
+            self.client.get(&self.url).send().await?.error_for_status()?.json().await?;
+        let mut keys = std::collections::HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            let algorithm = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+                (Some(alg), _) => Algorithm::from_str(&alg.to_string()).ok(),
+                (None, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) => Some(Algorithm::RS256),
+                (None, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)) => Some(Algorithm::ES256),
+                (None, _) => None,
+            };
+            let (Some(algorithm), Ok(key)) = (algorithm, DecodingKey::from_jwk(jwk)) else {
+                tracing::warn!(kid, "a JWKS key of an unsupported kind is ignored");
+                continue;
+            };
+            keys.insert(kid, VerifyingKey { key, algorithm });
+        }
+        tracing::info!(keys = keys.len(), "JWKS fetched");
+        if let Ok(mut held) = self.keys.write() {
+            *held = keys;
+        }
+        if let Ok(mut last) = self.last_fetch.lock() {
+            *last = Some(std::time::Instant::now());
+        }
+        Ok(())
     }
 }
 

@@ -24,6 +24,7 @@ pub const DEFAULT_PROTOCOL_TOLERANCE: u32 = 10;
 pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_DB_POOL_SIZE: u32 = 10;
 pub const DEFAULT_JWT_LEEWAY: &str = "30s";
+pub const DEFAULT_JWKS_MIN_INTERVAL: &str = "10s";
 pub const DEFAULT_SSE_HEARTBEAT: &str = "15s";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_SUBJECT: usize = 1000;
@@ -134,6 +135,37 @@ pub struct Settings {
     #[arg(long = "hub-jwt-public-key", env = "HUB_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<String>,
 
+    /// When set, tokens must carry this audience (`aud`); others are refused.
+    #[arg(long = "hub-jwt-audience", env = "HUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// When set, tokens must carry this issuer (`iss`); others are refused.
+    #[arg(long = "hub-jwt-issuer", env = "HUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The identity provider's JSON Web Key Set: tokens are verified with the key their `kid` names; the set is
+    /// fetched at start, on an unknown `kid` (at most once per HUB_JWT_JWKS_MIN_INTERVAL) and every 5 minutes.
+    #[arg(long = "hub-jwt-jwks-url", env = "HUB_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Least time between two fetches of the JWKS caused by unknown `kid`s.
+    #[arg(long = "hub-jwt-jwks-min-interval", env = "HUB_JWT_JWKS_MIN_INTERVAL", default_value = DEFAULT_JWKS_MIN_INTERVAL, value_parser = humantime::parse_duration)]
+    pub jwt_jwks_min_interval: Duration,
+
+    /// Allow development mode (no key: every request accepted) on an address other than loopback.
+    #[arg(long = "hub-insecure", env = "HUB_INSECURE", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub insecure: bool,
+
+    /// Origins allowed to open WebSockets, comma-separated [default: the CORS origins and the hub's own origin].
+    /// Requests without an Origin (non-browser clients) are always allowed.
+    #[arg(long = "hub-allowed-origins", env = "HUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Scope keys accepted as query parameters besides the well-known ones (org_id, project_id, env, run_id,
+    /// task_id, deploy_id), comma-separated; any other parameter that is not reserved is refused with 400.
+    #[arg(long = "hub-scope-keys", env = "HUB_SCOPE_KEYS", value_delimiter = ',')]
+    pub scope_keys: Vec<String>,
+
     /// Clock-skew allowance for `exp` and `nbf`; an open connection is closed this long after its token's `exp`.
     #[arg(long = "hub-jwt-leeway", env = "HUB_JWT_LEEWAY", default_value = DEFAULT_JWT_LEEWAY, value_parser = humantime::parse_duration)]
     pub jwt_leeway: Duration,
@@ -239,6 +271,13 @@ impl Default for Settings {
             jwt_secret: None,
             jwt_public_key: None,
             jwt_leeway: duration(DEFAULT_JWT_LEEWAY),
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_jwks_url: None,
+            jwt_jwks_min_interval: duration(DEFAULT_JWKS_MIN_INTERVAL),
+            insecure: false,
+            allowed_origins: Vec::new(),
+            scope_keys: Vec::new(),
             node_id: None,
             heartbeat: duration(DEFAULT_HEARTBEAT),
             shutdown_grace: duration(DEFAULT_SHUTDOWN_GRACE),

@@ -63,7 +63,11 @@ impl Application {
     /// Opens the log, starts the actors and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let backend = settings.resolve_backend().map_err(anyhow::Error::msg)?;
-        let auth = Authenticator::from_settings(&settings)?;
+        install_tls_provider();
+        let auth = Authenticator::from_settings(&settings).await?;
+        if auth.is_development() {
+            refuse_insecure_bind(&settings)?;
+        }
         let publish_rate = (settings.publish_rate > 0).then(|| KeyedRate::new(settings.publish_rate));
         let connections =
             Arc::new(ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_subject));
@@ -80,8 +84,8 @@ impl Application {
         let log = open_log(&settings, backend).await?;
         if auth.is_development() {
             warn!(
-                "DEVELOPMENT MODE: no HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY is configured, so every request is \
-                 accepted without a token. Configure a key before exposing this hub."
+                "DEVELOPMENT MODE: no HUB_JWT_SECRET, HUB_JWT_PUBLIC_KEY or HUB_JWT_JWKS_URL is configured, so \
+                 every request is accepted without a token. Configure a key before exposing this hub."
             );
         }
         telemetry::prometheus();
@@ -97,6 +101,12 @@ impl Application {
         let node = settings.node_id();
         let grace = settings.shutdown_grace;
         let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let settings_scope_keys = settings.scope_keys.clone();
+        let allowed_origins = if settings.allowed_origins.is_empty() {
+            settings.cors_origins.clone()
+        } else {
+            settings.allowed_origins.clone()
+        };
         let state = web::Data::new(HubState {
             log,
             health,
@@ -109,8 +119,13 @@ impl Application {
             poll_waiters,
             redactor: publisher::Redactor::new().with_keys(&redact_keys),
             publish_rate,
+            scope_keys: routes::query::scope_keys(&settings_scope_keys),
+            allowed_origins,
             shutdown: shutdown_rx,
         });
+        if let Some(jwks) = state.auth.jwks().is_some().then(|| state.clone()) {
+            tokio::spawn(refresh_jwks(jwks));
+        }
         if !sources.is_empty() {
             info!(count = sources.len(), "database sources configured");
             let publishing = crate::sources::Publishing {
@@ -158,6 +173,47 @@ impl Application {
             });
         }
         self.server.await
+    }
+}
+
+/// The process's TLS provider (ring) for outgoing HTTPS (JWKS, OTLP). Call before building any HTTP client; a
+/// second call is refused harmlessly.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Development mode accepts every request: only on loopback, unless `HUB_INSECURE=1` says it is meant.
+fn refuse_insecure_bind(settings: &Settings) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let addresses: Vec<_> =
+        settings.bind.to_socket_addrs().with_context(|| format!("HUB_BIND {}", settings.bind))?.collect();
+    if addresses.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        settings.insecure,
+        "refusing to start: no HUB_JWT_SECRET, HUB_JWT_PUBLIC_KEY or HUB_JWT_JWKS_URL is configured (development \
+         mode accepts every request) and HUB_BIND {} is not a loopback address. Configure a key, or set \
+         HUB_INSECURE=1 to run an open hub on purpose.",
+        settings.bind
+    );
+    warn!(bind = settings.bind, "HUB_INSECURE=1: an open hub, without authentication, on a non-loopback address");
+    Ok(())
+}
+
+/// Fetches the identity provider's keys every few minutes, so a removed key stops being accepted.
+async fn refresh_jwks(state: web::Data<HubState>) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(crate::auth::JWKS_REFRESH) => {}
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+        if let Some(jwks) = state.auth.jwks()
+            && let Err(e) = jwks.refresh().await
+        {
+            warn!(error = %format!("{e:#}"), "fetching the JWKS failed; keeping the keys held");
+        }
     }
 }
 

@@ -27,6 +27,10 @@ pub struct HubState {
     pub redactor: publisher::Redactor,
     /// `None` when publish rates are not limited.
     pub publish_rate: Option<KeyedRate>,
+    /// Scope keys accepted as query parameters (well-known and `HUB_SCOPE_KEYS`).
+    pub scope_keys: std::collections::BTreeSet<String>,
+    /// Origins allowed to open WebSockets besides the hub's own (`HUB_ALLOWED_ORIGINS`, else the CORS origins).
+    pub allowed_origins: Vec<String>,
     /// Turns `true` when shutdown begins: readiness fails, sessions close with 1012, new connections are refused.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -145,7 +145,7 @@ impl WsSession {
                 let lag = self.hub.health.dispatched().saturating_sub(id);
                 metrics::histogram!("hub_client_ack_lag_events").record(lag as f64);
             }
-            Ok(ClientFrame::Refresh { token }) => self.refresh(ctx, &token),
+            Ok(ClientFrame::Refresh { token }) => self.refresh(ctx, token),
             Ok(ClientFrame::Ping) => self.send(ctx, ServerFrame::Pong),
             Err(error) => self.violation(ctx, error),
         }
@@ -178,16 +178,28 @@ impl WsSession {
         }
     }
 
-    /// Replaces the connection's token. Subscriptions the new token no longer allows are removed.
-    fn refresh(&mut self, ctx: &mut ws::WebsocketContext<Self>, token: &str) {
-        let grant = match self.hub.auth.authenticate(Some(token)) {
-            Ok(grant) if grant.subject() == self.grant.subject() => grant,
-            Ok(_) => {
-                let message = "the new token names another subject".to_owned();
-                return self.send_error(ctx, ErrorCode::Forbidden, message, None);
-            }
-            Err(_) => return self.send_error(ctx, ErrorCode::Forbidden, "the token was refused".to_owned(), None),
-        };
+    /// Replaces the connection's token once it is verified. Subscriptions the new token no longer allows are
+    /// removed.
+    fn refresh(&mut self, ctx: &mut ws::WebsocketContext<Self>, token: String) {
+        let hub = self.hub.clone();
+        ctx.spawn(async move { hub.auth.authenticate(Some(&token)).await }.into_actor(self).map(
+            |verified, act, ctx| {
+                let grant = match verified {
+                    Ok(grant) if grant.subject() == act.grant.subject() => grant,
+                    Ok(_) => {
+                        let message = "the new token names another subject".to_owned();
+                        return act.send_error(ctx, ErrorCode::Forbidden, message, None);
+                    }
+                    Err(_) => {
+                        return act.send_error(ctx, ErrorCode::Forbidden, "the token was refused".to_owned(), None);
+                    }
+                };
+                act.apply_grant(ctx, grant);
+            },
+        ));
+    }
+
+    fn apply_grant(&mut self, ctx: &mut ws::WebsocketContext<Self>, grant: Grant) {
         self.grant = grant;
         self.schedule_expiry(ctx);
         let revoked: Vec<(SubName, String)> = self

@@ -44,6 +44,7 @@ pub async fn pubsub(state: web::Data<HubState>) -> HttpResponse {
         } else {
             "jwt"
         },
+        "development_mode": state.auth.is_development(),
         "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     if healthy { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }

@@ -42,11 +42,13 @@ fn number(
 
 #[tracing::instrument(name = "long_poll", skip_all)]
 pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
-    let grant = access::grant(&req, &state)?;
-    let query = SubscriptionQuery::parse(req.query_string())?;
-    let after = match query.other.get("after") {
-        Some(raw) => parse_position_str(raw, "after").map_err(|e| ApiError::bad_request(e.0))?,
-        None => return Err(ApiError::bad_request("after is required (0 for all retained events)")),
+    let grant = access::grant(&req, &state).await?;
+    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys)?;
+    // `after`, or the names the other transports use for the same position.
+    let after = match (query.other.get("after"), query.resume_point(&req)?) {
+        (Some(raw), _) => parse_position_str(raw, "after").map_err(|e| ApiError::bad_request(e.0))?,
+        (None, Some(position)) => position,
+        (None, None) => return Err(ApiError::bad_request("after is required (0 for all retained events)")),
     };
     let limit = number(&query, "limit", DEFAULT_LIMIT as u64, 1..=MAX_LIMIT as u64)? as usize;
     let wait = Duration::from_secs(number(&query, "wait", DEFAULT_WAIT_S, 0..=MAX_WAIT_S)?);

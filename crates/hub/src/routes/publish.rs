@@ -17,7 +17,7 @@ pub async fn publish(
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let grant = access::grant(&req, &state)?;
+    let grant = access::grant(&req, &state).await?;
     if let Some(rate) = &state.publish_rate
         && !rate.take(&access::who(&req, &grant))
     {

@@ -1,10 +1,10 @@
 //! The subscription described by query parameters (`topics`, scope keys, `since`, `profile`), shared by every
 //! transport.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use protocol::id::parse_position_str;
-use protocol::scope::is_scope_key;
+use protocol::scope::WELL_KNOWN_KEYS;
 use protocol::{Filter, Profile, SubName, Subscribe, TopicPattern};
 
 use crate::auth::Grant;
@@ -12,6 +12,11 @@ use crate::error::ApiError;
 
 /// Query parameters that are not scope keys.
 const RESERVED: [&str; 7] = ["topics", "since", "access_token", "after", "limit", "wait", "sub"];
+
+/// The scope keys accepted as query parameters: the well-known ones and those configured (`HUB_SCOPE_KEYS`).
+pub fn scope_keys(configured: &[String]) -> BTreeSet<String> {
+    WELL_KNOWN_KEYS.iter().map(|k| (*k).to_owned()).chain(configured.iter().map(|k| k.trim().to_owned())).collect()
+}
 
 /// A subscription given by query parameters, and the other reserved parameters for the route to read.
 #[derive(Debug, Default)]
@@ -26,7 +31,9 @@ pub struct SubscriptionQuery {
 }
 
 impl SubscriptionQuery {
-    pub fn parse(query_string: &str) -> Result<Self, ApiError> {
+    /// Parses a query string; parameters other than the reserved ones must be among `scope_keys`, so a typo or an
+    /// unknown name is refused instead of becoming a filter that silently matches nothing.
+    pub fn parse(query_string: &str, scope_keys: &BTreeSet<String>) -> Result<Self, ApiError> {
         let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query_string)
             .map_err(|e| ApiError::bad_request(format!("the query string is malformed: {e}")))?
             .into_inner();
@@ -41,8 +48,12 @@ impl SubscriptionQuery {
                         .map_err(|e| ApiError::bad_request(format!("topics: {e}")))?;
                     query.topics = Some(topics);
                 }
-                "since" => {
-                    query.since = Some(parse_position_str(&value, "since").map_err(|e| ApiError::bad_request(e.0))?);
+                // `last_event_id` is the older systems' name of `since`.
+                "since" | "last_event_id" => {
+                    if query.since.is_some() {
+                        return Err(ApiError::bad_request("give the resume point once: since or last_event_id"));
+                    }
+                    query.since = Some(parse_position_str(&value, &name).map_err(|e| ApiError::bad_request(e.0))?);
                 }
                 "profile" => {
                     query.profile = Some(Profile::parse(&value).map_err(|e| ApiError::bad_request(e.0))?);
@@ -50,19 +61,34 @@ impl SubscriptionQuery {
                 _ if RESERVED.contains(&name.as_str()) => {
                     query.other.insert(name, value);
                 }
-                _ if is_scope_key(&name) => {
+                _ if scope_keys.contains(&name) => {
                     if query.filter.insert(name.clone(), value).is_some() {
                         return Err(ApiError::bad_request(format!("scope key {name:?} is given twice")));
                     }
                 }
                 _ => {
+                    let keys: Vec<&str> = scope_keys.iter().map(String::as_str).collect();
                     return Err(ApiError::bad_request(format!(
-                        "unknown query parameter {name:?}: expected topics, since, profile, access_token or a scope key of [a-z_]"
+                        "unknown query parameter {name:?}: expected topics, since (or last_event_id), profile, \
+                         access_token, or a scope key ({}; more with HUB_SCOPE_KEYS)",
+                        keys.join(", ")
                     )));
                 }
             }
         }
         Ok(query)
+    }
+
+    /// The resume point: the `Last-Event-ID` header (what reconnecting EventSources send, and any client that can
+    /// set headers), else `since` / `last_event_id`.
+    pub fn resume_point(&self, req: &actix_web::HttpRequest) -> Result<Option<u64>, ApiError> {
+        match req.headers().get("last-event-id") {
+            Some(value) => {
+                let text = value.to_str().map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?;
+                Ok(Some(parse_position_str(text, "Last-Event-ID").map_err(|e| ApiError::bad_request(e.0))?))
+            }
+            None => Ok(self.since),
+        }
     }
 
     /// Whether the query asks for a subscription at all (`topics`, `since` or a scope key).
@@ -85,9 +111,17 @@ impl SubscriptionQuery {
 mod tests {
     use super::*;
 
+    fn keys() -> BTreeSet<String> {
+        scope_keys(&["color".to_owned()])
+    }
+
+    fn parse(query: &str) -> Result<SubscriptionQuery, ApiError> {
+        SubscriptionQuery::parse(query, &keys())
+    }
+
     #[test]
     fn scope_keys_topics_and_since_are_read_from_the_query() {
-        let q = SubscriptionQuery::parse("topics=run.*,deploy.logs&project_id=abc&env=prod&since=7").unwrap();
+        let q = parse("topics=run.*,deploy.logs&project_id=abc&env=prod&since=7").unwrap();
         let s = q.subscription(q.since, &Grant::unrestricted()).unwrap();
         assert_eq!(s.topics.len(), 2);
         assert_eq!(s.filter.get("project_id"), Some("abc"));
@@ -97,31 +131,38 @@ mod tests {
 
     #[test]
     fn the_output_profile_is_read_from_the_query() {
-        let q = SubscriptionQuery::parse("project_id=abc&profile=evt-v1").unwrap();
+        let q = parse("project_id=abc&profile=evt-v1").unwrap();
         assert_eq!(q.subscription(None, &Grant::unrestricted()).unwrap().profile, Profile::EvtV1);
-        assert_eq!(
-            SubscriptionQuery::parse("").unwrap().subscription(None, &Grant::unrestricted()).unwrap().profile,
-            Profile::Hub
-        );
+        assert_eq!(parse("").unwrap().subscription(None, &Grant::unrestricted()).unwrap().profile, Profile::Hub);
     }
 
     #[test]
     fn topics_default_to_everything() {
-        let q = SubscriptionQuery::parse("project_id=abc").unwrap();
+        let q = parse("project_id=abc").unwrap();
         assert!(q.asks_for_subscription());
         assert_eq!(
             q.subscription(None, &Grant::unrestricted()).unwrap().topics,
             vec![TopicPattern::Prefix(String::new())]
         );
-        assert!(!SubscriptionQuery::parse("").unwrap().asks_for_subscription());
+        assert!(!parse("").unwrap().asks_for_subscription());
     }
 
     #[test]
     fn bad_parameters_are_refused_with_a_reason() {
-        assert!(SubscriptionQuery::parse("since=-1").is_err());
-        assert!(SubscriptionQuery::parse("topics=a b").is_err());
-        assert!(SubscriptionQuery::parse("Project=1").is_err());
-        assert!(SubscriptionQuery::parse("env=a&env=b").is_err());
-        assert!(SubscriptionQuery::parse("profile=xml").is_err());
+        assert!(parse("since=-1").is_err());
+        assert!(parse("topics=a b").is_err());
+        assert!(parse("Project=1").is_err());
+        assert!(parse("env=a&env=b").is_err());
+        assert!(parse("profile=xml").is_err());
+        assert!(parse("last_event_id=4&since=4").is_err(), "one resume point");
+    }
+
+    #[test]
+    fn only_known_scope_keys_are_filters_and_last_event_id_is_since() {
+        assert_eq!(parse("last_event_id=42").unwrap().since, Some(42));
+        assert_eq!(parse("color=blue").unwrap().filter.get("color").map(String::as_str), Some("blue"));
+        let error = parse("colour=blue").unwrap_err().to_string();
+        assert!(error.contains("unknown query parameter \"colour\""), "{error}");
+        assert!(error.contains("project_id"), "the known keys are listed: {error}");
     }
 }

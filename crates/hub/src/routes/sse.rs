@@ -5,7 +5,6 @@ use std::sync::Arc;
 use actix::Actor;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::ErrorCode;
-use protocol::id::parse_position_str;
 use tokio::sync::oneshot;
 
 use crate::actors::sse::SseSession;
@@ -18,16 +17,10 @@ use crate::state::HubState;
 #[tracing::instrument(name = "sse", skip_all)]
 pub async fn sse(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     access::not_shutting_down(&state)?;
-    let grant = access::grant(&req, &state)?;
-    let query = SubscriptionQuery::parse(req.query_string())?;
+    let grant = access::grant(&req, &state).await?;
+    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys)?;
     // Every browser EventSource sends Last-Event-ID when it reconnects: it wins over `since`.
-    let since = match req.headers().get("last-event-id") {
-        Some(value) => {
-            let text = value.to_str().map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?;
-            Some(parse_position_str(text, "Last-Event-ID").map_err(|e| ApiError::bad_request(e.0))?)
-        }
-        None => query.since,
-    };
+    let since = query.resume_point(&req)?;
     let subscription = query.subscription(since, &grant)?;
     grant
         .allows_subscription(&subscription.topics, &subscription.filter)

@@ -24,10 +24,12 @@ pub async fn websocket(
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     access::not_shutting_down(&state)?;
-    let grant = access::grant(&req, &state)?;
-    let query = SubscriptionQuery::parse(req.query_string())?;
-    let auto_subscribe = if query.asks_for_subscription() {
-        let subscribe = query.subscription(query.since, &grant)?;
+    access::origin_allowed(&req, &state)?;
+    let grant = access::grant(&req, &state).await?;
+    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys)?;
+    let since = query.resume_point(&req)?;
+    let auto_subscribe = if query.asks_for_subscription() || since.is_some() {
+        let subscribe = query.subscription(since, &grant)?;
         grant
             .allows_subscription(&subscribe.topics, &subscribe.filter)
             .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
