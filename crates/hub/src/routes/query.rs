@@ -165,4 +165,25 @@ mod tests {
         assert!(error.contains("unknown query parameter \"colour\""), "{error}");
         assert!(error.contains("project_id"), "the known keys are listed: {error}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
+
+        /// Fuzzing: any query string is parsed or refused as a `bad_request`, never a panic.
+        #[test]
+        fn any_query_string_is_parsed_or_refused_as_a_bad_request(
+            query in "([a-z_A-Z%=&,.*:0-9-]|%[0-9A-F]{2}){0,200}"
+        ) {
+            match parse(&query) {
+                Ok(q) => {
+                    let _ = q.subscription(q.since, &Grant::unrestricted());
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    proptest::prop_assert!(!text.is_empty());
+                    proptest::prop_assert_eq!(actix_web::ResponseError::status_code(&error).as_u16(), 400);
+                }
+            }
+        }
+    }
 }
