@@ -20,6 +20,7 @@ mod publishing;
 mod redis;
 mod security;
 mod slow_consumer;
+mod smoke;
 mod sources;
 mod sse;
 mod tokens;

@@ -12,6 +12,7 @@
 //! - [`subscription`]: one subscription's replay-then-live state; [`engine`] drives it for any connection actor.
 //! - [`auth`]: tokens and grants; [`limits`]: connection, waiter and rate limits.
 //! - [`routes`]: the HTTP endpoints.
+//! - [`smoke`]: `hub smoke`, the post-deploy check of a running hub.
 //! - [`sources`]: database sources, rows another service writes polled into the log.
 //! - [`outbound`]: per-connection byte accounting for slow consumers.
 //! - [`rate`]: token buckets for per-connection rates.
@@ -27,6 +28,7 @@ pub mod outbound;
 pub mod rate;
 pub mod routes;
 pub mod settings;
+pub mod smoke;
 pub mod sources;
 pub mod startup;
 pub mod state;

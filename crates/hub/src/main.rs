@@ -23,6 +23,18 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(true).await?;
         }
         Command::Migrate => hub::startup::migrate(&cli.settings).await?,
+        Command::Smoke(args) => match hub::smoke::run(&args).await {
+            Ok(steps) => {
+                for step in steps {
+                    println!("ok   {:<20} {:>8.1} ms", step.name, step.took.as_secs_f64() * 1000.0);
+                }
+                println!("smoke check passed: {}", args.url);
+            }
+            Err(e) => {
+                eprintln!("smoke check FAILED at {}: {e:#}", args.url);
+                std::process::exit(1);
+            }
+        },
     }
     if let Some(provider) = tracing {
         // The exporter's blocking client must not run on this runtime's thread.

@@ -48,6 +48,8 @@ pub enum Command {
     Serve,
     /// Apply the PostgreSQL migrations to DATABASE_URL and exit (for a Kubernetes Job before a rollout).
     Migrate,
+    /// Check a running hub after a deploy: readiness, health, and a probe event over WebSocket, SSE and long-poll.
+    Smoke(crate::smoke::SmokeArgs),
 }
 
 /// Which event log the hub uses.
