@@ -9,6 +9,7 @@ mod browser;
 mod helpers;
 mod limits;
 mod loadgen_smoke;
+mod observability;
 mod operations;
 mod ordering;
 mod poll;

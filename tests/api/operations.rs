@@ -19,11 +19,11 @@ async fn health_endpoints_report_a_ready_memory_hub() {
     assert_eq!(healthz, 200);
     assert_eq!(readyz, 200);
     assert_eq!(status, 200);
-    assert_eq!(pubsub["status"], "healthy");
+    assert_eq!(pubsub["status"], "ok", "the PubSub layer's value");
     assert_eq!(pubsub["provider"], "memory");
     assert_eq!(pubsub["healthy"], true);
     assert_eq!(pubsub["node"], "test-node");
-    assert_eq!(pubsub["stats"], json!({"connections":1,"subscriptions":1,"topics":1}));
+    assert_eq!(pubsub["stats"], json!({"connections":1,"subscriptions":1,"topics":1,"channels":1,"patterns":0}));
     assert_eq!(pubsub["log"], json!({"head":1,"earliest":1}));
     assert!(pubsub["auth"].as_str().unwrap().starts_with("development"));
     assert!(pubsub["timestamp"].as_str().unwrap().ends_with('Z'));
@@ -116,7 +116,7 @@ async fn hub_migrate_applies_the_migrations_and_exits() {
 }
 
 /// A minimal OTLP/HTTP collector: answers 200 to every request and hands over each body.
-async fn collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+pub async fn collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -28,6 +28,8 @@ const REPLAY_PAUSE: Duration = Duration::from_millis(5);
 #[derive(Debug)]
 pub struct Subscriptions {
     session: SessionId,
+    /// For the per-transport subscription gauge.
+    transport: Transport,
     by_name: HashMap<SubName, Subscription>,
     /// Names by generation, to route deliveries.
     by_generation: HashMap<u64, SubName>,
@@ -36,8 +38,8 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    pub fn new(session: SessionId) -> Self {
-        Self { session, by_name: HashMap::new(), by_generation: HashMap::new(), next_generation: 1 }
+    pub fn new(session: SessionId, transport: Transport) -> Self {
+        Self { session, transport, by_name: HashMap::new(), by_generation: HashMap::new(), next_generation: 1 }
     }
 
     pub fn session(&self) -> SessionId {
@@ -89,6 +91,7 @@ impl Subscriptions {
         let Some(subscription) = self.by_name.remove(name) else { return false };
         self.by_generation.remove(&subscription.generation);
         hub.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        crate::instruments::subscription_removed(self.transport);
         hub.dispatcher.do_send(Leave {
             key: SubKey { session: self.session, generation: subscription.generation },
             patterns: subscription.query.topics,
@@ -134,13 +137,13 @@ where
 {
     if let Some(info) = &msg.lost {
         let resets = act.subscriptions().lost(info);
-        metrics::counter!("hub_resets_total").increment(resets.len() as u64);
+        crate::instruments::resets(resets.len() as u64);
         for (name, reset) in resets {
             act.reset(ctx, &name, reset);
         }
     }
     let frames = act.subscriptions().deliver(msg.items);
-    metrics::counter!("hub_events_delivered_total").increment(frames.len() as u64);
+    crate::instruments::delivered(act.transport(), frames.len() as u64);
     for frame in frames {
         act.write(ctx, frame);
     }
@@ -174,6 +177,7 @@ where
     subs.by_generation.insert(generation, request.sub.clone());
     subs.by_name.insert(request.sub.clone(), subscription);
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+    crate::instruments::subscription_added(format.transport, request.since.is_some());
     let (joined, joined_rx) = oneshot::channel();
     hub_dispatcher.do_send(Join { subscriber, patterns: request.topics, joined });
     let name = request.sub;
@@ -189,7 +193,7 @@ where
                 Ok(bounds) => {
                     let start = subscription.start(bounds);
                     if start.reset.is_some() {
-                        metrics::counter!("hub_resets_total").increment(1);
+                        crate::instruments::resets(1);
                     }
                     act.subscription_started(ctx, &name, start);
                     read_replay(act, ctx, name, generation);
@@ -243,10 +247,10 @@ where
     let frame_of = |event: &SharedEvent| build_frame(event, format, name.as_str());
     let outcome = subscription.on_page(page, frame_of);
     if let Some(reset) = outcome.reset {
-        metrics::counter!("hub_resets_total").increment(1);
+        crate::instruments::resets(1);
         act.reset(ctx, &name, reset);
     }
-    metrics::counter!("hub_events_replayed_total").increment(outcome.frames.len() as u64);
+    crate::instruments::replayed(act.transport(), outcome.frames.len() as u64);
     for frame in outcome.frames {
         act.write(ctx, frame);
     }
@@ -254,10 +258,10 @@ where
         AfterPage::ReadMore => read_replay(act, ctx, name, generation),
         AfterPage::Live { reset, frames, announce, last_id } => {
             if let Some(reset) = reset {
-                metrics::counter!("hub_resets_total").increment(1);
+                crate::instruments::resets(1);
                 act.reset(ctx, &name, reset);
             }
-            metrics::counter!("hub_events_delivered_total").increment(frames.len() as u64);
+            crate::instruments::delivered(act.transport(), frames.len() as u64);
             for frame in frames {
                 act.write(ctx, frame);
             }

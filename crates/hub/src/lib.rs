@@ -17,12 +17,13 @@
 //! - [`outbound`]: per-connection byte accounting for slow consumers.
 //! - [`rate`]: token buckets for per-connection rates.
 //! - [`error`]: HTTP errors in the documented shape.
-//! - [`stats`], [`telemetry`]: counts, logs and metrics.
+//! - [`stats`], [`telemetry`], [`instruments`]: counts, logs, traces, and the metrics catalog.
 
 pub mod actors;
 pub mod auth;
 pub mod engine;
 pub mod error;
+pub mod instruments;
 pub mod limits;
 pub mod outbound;
 pub mod rate;

@@ -10,7 +10,6 @@ use hub::{Application, telemetry};
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    hub::startup::install_tls_provider();
     let tracing = telemetry::init_subscriber(std::env::var("HUB_LOG_JSON").is_ok_and(|v| v == "1"));
     // Every connection is a file descriptor: use all the hard limit allows.
     match rlimit::increase_nofile_limit(u64::MAX) {

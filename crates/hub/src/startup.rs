@@ -63,7 +63,6 @@ impl Application {
     /// Opens the log, starts the actors and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let backend = settings.resolve_backend().map_err(anyhow::Error::msg)?;
-        install_tls_provider();
         let auth = Authenticator::from_settings(&settings).await?;
         if auth.is_development() {
             refuse_insecure_bind(&settings)?;
@@ -89,6 +88,7 @@ impl Application {
             );
         }
         telemetry::prometheus();
+        crate::instruments::register(backend.name(), &sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
         let stats = Arc::new(HubStats::default());
         let health = Arc::new(LogHealth::default());
         let dispatcher = Dispatcher::new(stats.clone()).start();
@@ -174,12 +174,6 @@ impl Application {
         }
         self.server.await
     }
-}
-
-/// The process's TLS provider (ring) for outgoing HTTPS (JWKS, OTLP). Call before building any HTTP client; a
-/// second call is refused harmlessly.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Development mode accepts every request: only on loopback, unless `HUB_INSECURE=1` says it is meant.

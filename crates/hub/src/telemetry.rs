@@ -1,6 +1,8 @@
 //! Logs, traces and metrics.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
@@ -8,15 +10,20 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), JSON lines when `json`, and
-/// OpenTelemetry traces over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the other standard `OTEL_*`
-/// variables apply). An incoming W3C `traceparent` continues its trace. Returns the tracer provider, to shut
-/// down (and flush) on exit.
+/// Whether spans are exported (so the delivery path builds its per-event spans only then).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Installs the global tracing subscriber: logs filtered by `RUST_LOG` (default `info`), as JSON lines when `json`;
+/// and OpenTelemetry traces over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the other standard `OTEL_*`
+/// variables apply, `OTEL_TRACES_SAMPLER` among them). Each has its own filter: the spans exported do not depend
+/// on the log level (`HUB_TRACE_FILTER`, default `info`). An incoming W3C `traceparent` continues its trace.
+/// Returns the tracer provider, to shut down (and flush) on exit.
 pub fn init_subscriber(json: bool) -> Option<SdkTracerProvider> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").and_then(|_| match tracer_provider() {
         Ok(provider) => Some(provider),
         Err(e) => {
@@ -24,16 +31,28 @@ pub fn init_subscriber(json: bool) -> Option<SdkTracerProvider> {
             None
         }
     });
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("realtime-hub")));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let trace_filter = EnvFilter::try_from_env("HUB_TRACE_FILTER").unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("realtime-hub")).with_filter(trace_filter));
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
+    let registry = tracing_subscriber::registry().with(otel);
     if json {
-        registry.with(tracing_subscriber::fmt::layer().json()).init();
+        registry.with(tracing_subscriber::fmt::layer().json().with_filter(log_filter())).init();
     } else {
         // Colours only for a terminal: log collectors store escape codes verbatim.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init();
+        registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_filter(log_filter())).init();
     }
     provider
+}
+
+/// The trace context a publisher stored with an event, to parent the hub's spans for it: only when spans are
+/// exported and the publisher's span was sampled, so an unsampled flood costs nothing.
+pub fn event_parent(traceparent: Option<&str>) -> Option<opentelemetry::Context> {
+    let traceparent = traceparent.filter(|t| EXPORTING.load(Ordering::Relaxed) && t.ends_with("-01"))?;
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    Some(opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier)))
 }
 
 /// An OTLP/HTTP exporter (protobuf, blocking client on its own thread) behind a batch processor.
@@ -49,7 +68,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-        let handle = PrometheusBuilder::new()
+        PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
             .and_then(|b| {
                 b.set_buckets_for_metric(
@@ -59,25 +78,6 @@ pub fn prometheus() -> &'static PrometheusHandle {
             })
             .expect("the bucket lists are not empty")
             .install_recorder()
-            .expect("the Prometheus recorder is installed once per process");
-        describe();
-        handle
+            .expect("the Prometheus recorder is installed once per process")
     })
-}
-
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!("hub_connections", "Open WebSocket and SSE connections.");
-    describe_counter!("hub_events_published_total", "Events appended through POST /api/publish.");
-    describe_counter!("hub_events_dispatched_total", "Events handed from the log to dispatch.");
-    describe_counter!("hub_events_delivered_total", "Live events written to connections.");
-    describe_counter!("hub_events_replayed_total", "Events written to connections by replay.");
-    describe_counter!("hub_resets_total", "Resumes answered with reset (history truncated).");
-    describe_counter!("hub_slow_consumer_closes_total", "Connections closed as slow consumers.");
-    describe_counter!("hub_listener_reconnects_total", "Times the live feed of the log was lost and reopened.");
-    describe_counter!("hub_protocol_violations_total", "Malformed or binary client frames.");
-    describe_counter!("hub_rate_limited_total", "Requests refused by a rate limit.");
-    describe_histogram!("hub_dispatch_lag_seconds", "Time from append to dispatch of a batch's newest event.");
-    describe_histogram!("hub_publish_latency_seconds", "Time to answer POST /api/publish.");
-    describe_histogram!("hub_client_ack_lag_events", "Events dispatched but not yet acknowledged by a client.");
 }

@@ -189,7 +189,7 @@ impl Follower {
             }
             self.health.set(false, false);
             self.health.reconnects.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("hub_listener_reconnects_total").increment(1);
+            metrics::counter!("hub_listener_reconnects_total", "backend" => self.log.provider()).increment(1);
             backoff = self.pause(backoff).await;
         }
     }

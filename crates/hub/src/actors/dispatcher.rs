@@ -92,6 +92,9 @@ impl Dispatcher {
         if !map.contains_key(name) {
             self.next_room_id += 1;
             self.stats.topics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if matches!(pattern, TopicPattern::Prefix(_)) {
+                self.stats.patterns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let slot = RoomSlot { id: self.next_room_id, addr: TopicRoom::new(pattern.clone()).start(), members: 0 };
             map.insert(name.to_owned(), slot);
         }
@@ -182,6 +185,9 @@ impl Handler<Leave> for Dispatcher {
                 // Dropping the last address stops the room once its mailbox is drained.
                 map.remove(name);
                 self.stats.topics.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                if matches!(pattern, TopicPattern::Prefix(_)) {
+                    self.stats.patterns.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
     }
@@ -252,9 +258,36 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
             .collect();
         session_matches[0].subscriber.recipient.do_send(Deliver { lost: None, items });
     }
+    trace_fan_out(events, &matches);
     if let Some(newest) = events.last() {
         let lag = (now - newest.created_at).to_std().unwrap_or_default();
         metrics::histogram!("hub_dispatch_lag_seconds").record(lag.as_secs_f64());
+    }
+}
+
+/// One `hub.deliver` span per event whose publisher's span was sampled, as a child of that span: a trace backend
+/// then shows the publish, the append and the fan-out to N connections as one story. Never a span per delivery.
+fn trace_fan_out(events: &[SharedEvent], matches: &[Match]) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let mut connections: Option<Vec<u32>> = None;
+    for (index, event) in events.iter().enumerate() {
+        let Some(parent) = crate::telemetry::event_parent(event.traceparent.as_deref()) else { continue };
+        let counts = connections.get_or_insert_with(|| {
+            let mut counts = vec![0u32; events.len()];
+            for m in matches {
+                counts[m.index as usize] += 1;
+            }
+            counts
+        });
+        let span = tracing::info_span!(
+            "hub.deliver",
+            event_id = event.id(),
+            topic = event.topic(),
+            subscriptions = counts[index]
+        );
+        // A span that is not recorded (filtered out) has no parent to set.
+        let _ = span.set_parent(parent);
+        drop(span.entered());
     }
 }
 

@@ -57,7 +57,7 @@ impl WsSession {
     ) -> Self {
         let rate = f64::from(hub.settings.subscribe_rate);
         Self {
-            subs: Subscriptions::new(SessionId::new()),
+            subs: Subscriptions::new(SessionId::new(), Transport::WebSocket),
             outbound,
             grant,
             permit,
@@ -246,7 +246,7 @@ impl SubscriptionHost for WsSession {
         ctx.text(frame);
         if self.outbound.pending() > self.hub.settings.max_outbound_bytes as u64 {
             warn!(session = %self.id(), pending = self.outbound.pending(), "slow consumer; closing with 4008");
-            metrics::counter!("hub_slow_consumer_closes_total").increment(1);
+            crate::instruments::slow_consumer_closed(Transport::WebSocket);
             // What the reader did not take is dropped: it resumes with `since` after the close.
             self.outbound.discard();
             self.close(ctx, CloseCode::Other(CLOSE_SLOW_CONSUMER), "slow consumer");
@@ -284,7 +284,7 @@ impl Actor for WsSession {
             metrics::counter!("hub_connections_refused_total").increment(1);
             return self.close(ctx, CloseCode::Other(CLOSE_TOO_MANY_CONNECTIONS), "too many connections");
         }
-        metrics::gauge!("hub_connections").increment(1.0);
+        crate::instruments::connection_opened(Transport::WebSocket);
         debug!(session = %self.id(), "session started");
         let welcome = ServerFrame::Welcome {
             session: self.id().to_string(),
@@ -313,7 +313,7 @@ impl Actor for WsSession {
             return;
         }
         self.subs.remove_all(&self.hub);
-        metrics::gauge!("hub_connections").decrement(1.0);
+        crate::instruments::connection_closed(Transport::WebSocket);
         debug!(session = %self.id(), "session stopped");
     }
 }

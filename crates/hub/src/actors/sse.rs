@@ -43,7 +43,7 @@ impl SseSession {
         permit: ConnectionPermit,
     ) -> Self {
         Self {
-            subs: Subscriptions::new(SessionId::new()),
+            subs: Subscriptions::new(SessionId::new(), Transport::ServerSentEvents),
             hub,
             outbound,
             subscription: Some(subscription),
@@ -60,7 +60,7 @@ impl SseSession {
         }
         if self.outbound.pending() > self.hub.settings.max_outbound_bytes as u64 {
             warn!(session = %self.subs.session(), "slow consumer; ending the SSE stream");
-            metrics::counter!("hub_slow_consumer_closes_total").increment(1);
+            crate::instruments::slow_consumer_closed(Transport::ServerSentEvents);
             self.outbound.discard();
             ctx.stop();
         }
@@ -129,7 +129,7 @@ impl Actor for SseSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::gauge!("hub_connections").increment(1.0);
+        crate::instruments::connection_opened(Transport::ServerSentEvents);
         self.write_bytes(ctx, Bytes::from(format!("retry: {RETRY_MS}\n\n")));
         ctx.run_interval(self.hub.settings.sse_heartbeat, |act, ctx| {
             act.write_bytes(ctx, Bytes::from_static(b": hb\n\n"));
@@ -151,7 +151,7 @@ impl Actor for SseSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.outbound.finish();
         self.subs.remove_all(&self.hub);
-        metrics::gauge!("hub_connections").decrement(1.0);
+        crate::instruments::connection_closed(Transport::ServerSentEvents);
         debug!(session = %self.subs.session(), "SSE stream ended");
     }
 }

@@ -32,12 +32,17 @@ pub async fn pubsub(state: web::Data<HubState>) -> HttpResponse {
         Ok(bounds) => json!({"head": bounds.head, "earliest": bounds.earliest}),
         Err(_) => json!({"head": null, "earliest": null}),
     };
+    let patterns = state.stats.patterns();
+    // The fields of the contract, plus those of the PubSub layer the hub replaces (`status` "ok", `instanceId`,
+    // `stats.channels` and `stats.patterns`: exact-topic and pattern rooms), so its health checks keep working.
     let body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
+        "status": if healthy { "ok" } else { "unhealthy" },
         "provider": state.log.provider(),
         "healthy": healthy,
         "node": state.node,
-        "stats": {"connections": connections, "subscriptions": subscriptions, "topics": topics},
+        "instanceId": state.node,
+        "stats": {"connections": connections, "subscriptions": subscriptions, "topics": topics,
+                  "channels": topics - patterns, "patterns": patterns},
         "log": log,
         "auth": if state.auth.is_development() {
             "development: no key configured, every request is accepted"

@@ -108,7 +108,7 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
 
 /// The answer to a position whose events are gone: no events, the reset, and where to go on from.
 fn reset(info: ResetInfo, next_after: u64) -> HttpResponse {
-    metrics::counter!("hub_resets_total").increment(1);
+    crate::instruments::resets(1);
     answer(&Page { through: next_after, ..Page::default() }, Some(info), Profile::Hub)
 }
 

@@ -53,8 +53,11 @@ pub async fn publish(
     }
     tracing::Span::current().record("events", events.len());
     let count = events.len() as u64;
-    let ids = state.log.append(events).await?;
-    metrics::counter!("hub_events_published_total").increment(count);
+    let ids = {
+        use tracing::Instrument as _;
+        state.log.append(events).instrument(tracing::info_span!("hub.append", events = count)).await?
+    };
+    crate::instruments::published(count);
     metrics::histogram!("hub_publish_latency_seconds").record(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().json(PublishBody { ids }))
 }

@@ -46,7 +46,6 @@ pub struct Publishing {
 /// Starts one poller per source; each stops when `shutdown` turns true, closing its connections.
 pub fn start(sources: Vec<Source>, publishing: Publishing, shutdown: watch::Receiver<bool>) {
     for source in sources {
-        metrics::histogram!("hub_source_lag_seconds", "source" => source.name.clone()).record(0.0);
         let (publishing, mut shutdown) = (publishing.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
@@ -229,7 +228,9 @@ async fn poll_once(
     }
     let oldest = rows.first().map(|r| r.get::<DateTime<Utc>, _>("at"));
     if !events.is_empty() {
+        let count = events.len() as u64;
         publishing.log.append(events).await?;
+        crate::instruments::published(count);
     }
     save_cursor(connection, &source.name, &next).await?;
     if let Some(oldest) = oldest {

@@ -79,13 +79,17 @@ impl HttpSink {
         self
     }
 
-    async fn attempt(&self, body: &[u8]) -> Attempt {
+    async fn attempt(&self, body: &[u8], traceparent: Option<&str>) -> Attempt {
         let mut request = self
             .client
             .post(&self.url)
             .header("content-type", "application/json")
             .timeout(self.retry.request_timeout)
             .body(body.to_vec());
+        if let Some(traceparent) = traceparent {
+            // The hub's request span joins the publisher's trace.
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -131,12 +135,13 @@ impl Sink for HttpSink {
         }
         // Serializing validated events cannot fail.
         let body = serde_json::to_vec(&events).expect("events serialize");
+        let traceparent = events.first().and_then(|e| e.traceparent.clone());
         let deadline = Instant::now() + self.retry.max_elapsed;
         let mut backoff = self.retry.initial_backoff;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let last = match self.attempt(&body).await {
+            let last = match self.attempt(&body, traceparent.as_deref()).await {
                 Attempt::Done(answer) => return Ok(Published { ids: Some(answer.ids) }),
                 Attempt::Refused(error) => return Err(error),
                 Attempt::Retry(why) => why,
