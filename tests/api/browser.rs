@@ -38,3 +38,32 @@ async fn a_browser_eventsource_resumes_by_itself_after_its_connection_is_cut_and
     assert_eq!(result["ok"], true, "{result}\n{stderr}");
     assert!(result["opens"].as_u64().unwrap() >= 2, "the EventSource reconnected by itself");
 }
+
+/// The staff dashboard end to end in Chromium: events appear, two tabs agree, a reset reloads the page's state, a
+/// hub killed and restarted on PostgreSQL shows reconnecting and loses nothing, and a refused WebSocket falls back.
+/// `HUB_DASHBOARD_SHOTS=<dir>` also writes the screenshots kept in docs/.
+#[actix_web::test]
+async fn the_dashboard_shows_live_state_recovers_after_a_restart_and_falls_back_when_websocket_is_refused() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if !browser_available(&browser_dir) {
+        return eprintln!("skipped: no browser set-up (run `npm ci` in tests/browser and install chromium)");
+    }
+    let db = test_db!();
+    let shots = std::env::var("HUB_DASHBOARD_SHOTS").unwrap_or_default();
+
+    let output = tokio::process::Command::new("node")
+        .arg(browser_dir.join("dashboard.mjs"))
+        .arg(crate::process::hub_binary())
+        .arg(&db.url)
+        .arg(&shots)
+        .output()
+        .await
+        .expect("node runs");
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("null"))
+        .unwrap_or_else(|_| panic!("no result from the browser script:\n{stdout}\n{stderr}"));
+    assert_eq!(result["ok"], true, "{result}\n{stderr}");
+    assert_eq!(result["checks"].as_array().unwrap().len(), 4, "{result}");
+}

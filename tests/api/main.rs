@@ -7,6 +7,7 @@ mod kv;
 mod auth;
 mod browser;
 mod helpers;
+mod js_client;
 mod limits;
 mod loadgen_smoke;
 mod observability;

@@ -1,4 +1,5 @@
-//! A worker that runs a fake build and streams its status and logs through the publisher crate.
+//! A worker that runs a fake build and streams its status and logs through the publisher crate, then deploys it,
+//! raises a system alert, and changes a feature flag (what the staff dashboard at /dashboard shows).
 //!
 //! ```sh
 //! cargo run -p hub &                                         # a hub on the in-memory log
@@ -10,8 +11,13 @@
 
 use std::time::Duration;
 
-use publisher::events::{ProjectId, RunEvent, RunId, RunScope, RunStatus};
+use chrono::{SecondsFormat, Utc};
+use publisher::events::{
+    CustomEvent, DeployEvent, DeployId, DeployScope, DeployStatus, ProjectId, RunEvent, RunId, RunScope, RunStatus,
+    SystemError,
+};
 use publisher::{HttpSink, LogStreamWriter, LogTarget, PgSink, Publisher, Sink};
+use serde_json::json;
 
 async fn run<S: Sink>(publisher: Publisher<S>) -> Result<(), Box<dyn std::error::Error>> {
     let run_id = format!("run-{}", std::process::id());
@@ -33,7 +39,18 @@ async fn run<S: Sink>(publisher: Publisher<S>) -> Result<(), Box<dyn std::error:
     }
     let chunks = log.finish().await?;
     publisher.publish(RunEvent::new(scope, RunStatus::Succeeded)).await?;
-    println!("published run {run_id}: 7 status events and {chunks} log chunks");
+
+    let deploy = DeployScope::new(ProjectId::new("demo")?, DeployId::new(format!("deploy-{}", std::process::id()))?);
+    publisher.publish(DeployEvent::new(deploy.clone(), DeployStatus::InProgress)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher.publish(DeployEvent::new(deploy, DeployStatus::Succeeded)).await?;
+    publisher.publish(SystemError::new("scheduler", "queue latency above 5 s for pool build-large")).await?;
+    // What the feature-flag service's database source publishes (docs/SOURCES.md), in its message shape.
+    let flag = json!({"source": "audit", "type": "feature_updated", "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                      "project_id": "demo", "environment": "prod", "entity": "feature", "entity_id": "new-checkout",
+                      "action": "updated"});
+    publisher.publish(CustomEvent::new("flags.audit", [("project_id", "demo"), ("env", "prod")], &flag)?).await?;
+    println!("published run {run_id}: 7 status events and {chunks} log chunks, a deploy, an alert and a flag change");
     Ok(())
 }
 

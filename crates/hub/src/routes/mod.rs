@@ -1,6 +1,7 @@
 //! HTTP routes.
 
 pub mod access;
+pub mod dashboard;
 pub mod health;
 pub mod poll;
 pub mod publish;
@@ -21,5 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/api/health/pubsub", web::get().to(health::pubsub))
-        .route("/metrics", web::get().to(health::metrics));
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/dashboard", web::get().to(dashboard::asset))
+        .route("/dashboard/", web::get().to(dashboard::asset))
+        .route("/dashboard/{path:.*}", web::get().to(dashboard::asset));
 }

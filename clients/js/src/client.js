@@ -1,0 +1,450 @@
+// The hub's client: one transport manager for every subscription (WebSocket first, then SSE, then long-poll),
+// reconnects with exponential backoff and full jitter, resumes each subscription from its last id, drops what it
+// has already applied, and tells the application about resets and connection states. Browsers and Node 20+
+// (global fetch; global WebSocket from Node 22, or `node --experimental-websocket`, or the `WebSocket` option).
+
+import { backoffDelay } from './backoff.js';
+import { Cursor } from './cursor.js';
+
+/** @typedef {'connecting' | 'open' | 'reconnecting' | 'degraded' | 'closed'} ConnectionState */
+/** @typedef {'websocket' | 'sse' | 'poll'} TransportName */
+
+/**
+ * @typedef {object} Envelope an event as the hub delivers it
+ * @property {number} id
+ * @property {string} topic
+ * @property {Record<string, string>} scope
+ * @property {string} [key]
+ * @property {number} [seq]
+ * @property {string} ts
+ * @property {number} v
+ * @property {string} [correlation_id]
+ * @property {Record<string, unknown>} payload
+ */
+
+/**
+ * @typedef {object} ResetInfo the hub's word that events this subscription waited for are gone: reload state
+ * @property {string} reason
+ * @property {number} earliest_id
+ * @property {number} head
+ */
+
+/**
+ * @typedef {object} SubscribeOptions
+ * @property {Record<string, string>} [filter] scope key → value
+ * @property {number} [since] resume point: every retained event after it, then live (default: live from now)
+ * @property {(info: ResetInfo) => void} [onReset] events were lost or are no longer retained: reload the state
+ * @property {() => void} [onLive] replay is over
+ */
+
+/**
+ * @typedef {object} HubClientOptions
+ * @property {string} url the hub's base URL (`https://realtime.example.com`)
+ * @property {() => (string | undefined | Promise<string | undefined>)} [getToken] a fresh token for each connection
+ * @property {TransportName[]} [transports] in order of preference (default: websocket, sse, poll)
+ * @property {number} [fallbackAfter] failed connections in a row before the next transport (default 2)
+ * @property {import('./backoff.js').BackoffOptions} [backoff]
+ * @property {number} [pollWaitSeconds] long-poll wait (default 25)
+ * @property {typeof globalThis.WebSocket} [WebSocket] a WebSocket implementation (default: the global one)
+ * @property {typeof globalThis.fetch} [fetch] a fetch implementation (default: the global one)
+ */
+
+/**
+ * @typedef {object} Subscription
+ * @property {string} name
+ * @property {string[]} topics
+ * @property {Record<string, string>} filter
+ * @property {Cursor} cursor
+ * @property {(data: Record<string, unknown>, event: Envelope) => void} handler
+ * @property {SubscribeOptions} options
+ * @property {AbortController | undefined} stream the SSE or long-poll loop serving it, when one does
+ */
+
+export class HubClient {
+  /** @param {HubClientOptions} options */
+  constructor(options) {
+    this.url = options.url.replace(/\/+$/, '');
+    this.options = options;
+    this.transports = options.transports ?? ['websocket', 'sse', 'poll'];
+    /** @type {ConnectionState} */
+    this.state = 'connecting';
+    /** @private @type {Map<string, Subscription>} */
+    this.subscriptions = new Map();
+    /** @private @type {Map<string, Set<Function>>} */
+    this.listeners = new Map();
+    /** @private */
+    this.transportIndex = 0;
+    /** @private */
+    this.failures = 0;
+    /** @private */
+    this.attempt = 0;
+    /** @private @type {WebSocket | undefined} */
+    this.socket = undefined;
+    /** @private */
+    this.nextName = 1;
+    /** @private */
+    this.closed = false;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
+    this.timer = undefined;
+    this.connect();
+  }
+
+  /** The transport in use. @returns {TransportName} */
+  get transport() {
+    return this.transports[this.transportIndex];
+  }
+
+  /**
+   * Listens for `state` (ConnectionState), `reset` ({sub, info}) and `error` (an Error or the hub's error frame).
+   * @param {'state' | 'reset' | 'error'} event
+   * @param {Function} listener
+   * @returns {() => void} stops listening
+   */
+  on(event, listener) {
+    const set = this.listeners.get(event) ?? new Set();
+    set.add(listener);
+    this.listeners.set(event, set);
+    return () => set.delete(listener);
+  }
+
+  /**
+   * Subscribes to a topic pattern (`chat:*`, `run.*`, `*`, or an exact topic); `handler(data, event)` gets each
+   * event's payload and envelope once, in id order.
+   * @param {string | string[]} patterns
+   * @param {(data: Record<string, unknown>, event: Envelope) => void} handler
+   * @param {SubscribeOptions} [options]
+   * @returns {() => void} unsubscribes
+   */
+  subscribe(patterns, handler, options = {}) {
+    const name = `s${this.nextName++}`;
+    /** @type {Subscription} */
+    const subscription = {
+      name,
+      topics: Array.isArray(patterns) ? patterns : [patterns],
+      filter: options.filter ?? {},
+      cursor: new Cursor(options.since),
+      handler,
+      options,
+      stream: undefined,
+    };
+    this.subscriptions.set(name, subscription);
+    this.start(subscription);
+    return () => this.unsubscribe(name);
+  }
+
+  /**
+   * Subscribes to exactly one topic (a `*` in it is not a wildcard here: such topics cannot exist).
+   * @param {string} topic
+   * @param {(data: Record<string, unknown>, event: Envelope) => void} handler
+   * @param {SubscribeOptions} [options]
+   */
+  subscribeExact(topic, handler, options = {}) {
+    if (topic.endsWith('*')) throw new TypeError(`not an exact topic: ${topic}`);
+    return this.subscribe(topic, handler, options);
+  }
+
+  /**
+   * Publishes one event (the token needs a `publish` claim for the topic); resolves to its id once durable.
+   * @param {string} topic
+   * @param {Record<string, unknown>} data the payload: a JSON object
+   * @param {{scope?: Record<string, string>, key?: string, seq?: number, correlationId?: string}} [extra]
+   * @returns {Promise<number>}
+   */
+  async publish(topic, data, extra = {}) {
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+      throw new TypeError('the payload must be a JSON object');
+    }
+    const body = { topic, payload: data, scope: extra.scope ?? {} };
+    if (extra.key !== undefined) Object.assign(body, { key: extra.key });
+    if (extra.seq !== undefined) Object.assign(body, { seq: extra.seq });
+    if (extra.correlationId !== undefined) Object.assign(body, { correlation_id: extra.correlationId });
+    const response = await this.fetchHub('/api/publish', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json();
+    if (!response.ok) throw new HubError(response.status, answer?.error?.code, answer?.error?.message);
+    return answer.ids[0];
+  }
+
+  /** Closes every connection; no reconnect follows. */
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    for (const subscription of this.subscriptions.values()) subscription.stream?.abort();
+    this.socket?.close(1000);
+    this.setState('closed');
+  }
+
+  /** @private @param {string} name */
+  unsubscribe(name) {
+    const subscription = this.subscriptions.get(name);
+    if (!subscription) return;
+    this.subscriptions.delete(name);
+    subscription.stream?.abort();
+    if (this.socket?.readyState === 1) this.socket.send(JSON.stringify({ op: 'unsubscribe', sub: name }));
+  }
+
+  /** @private @param {ConnectionState} state */
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit('state', state);
+  }
+
+  /** @private @param {string} event @param {unknown} value */
+  emit(event, value) {
+    for (const listener of this.listeners.get(event) ?? []) listener(value);
+  }
+
+  /** @private @returns {Promise<Record<string, string>>} */
+  async authHeaders() {
+    const token = await this.options.getToken?.();
+    return token ? { authorization: `Bearer ${token}` } : {};
+  }
+
+  /** @private @param {string} path @param {RequestInit} [init] */
+  async fetchHub(path, init = {}) {
+    const fetchImpl = this.options.fetch ?? globalThis.fetch;
+    const headers = { ...(init.headers ?? {}), ...(await this.authHeaders()) };
+    return fetchImpl(`${this.url}${path}`, { ...init, headers });
+  }
+
+  /** @private Opens the current transport (WebSocket: one connection; SSE and long-poll: one loop a subscription). */
+  connect() {
+    if (this.closed) return;
+    if (this.transport === 'websocket') {
+      this.connectSocket();
+    } else {
+      for (const subscription of this.subscriptions.values()) this.start(subscription);
+      this.setState('degraded');
+    }
+  }
+
+  /** @private @param {Subscription} subscription */
+  start(subscription) {
+    if (this.closed) return;
+    if (this.transport === 'websocket') {
+      if (this.socket?.readyState === 1) this.sendSubscribe(subscription);
+      return;
+    }
+    subscription.stream?.abort();
+    subscription.stream = new AbortController();
+    const loop = this.transport === 'sse' ? this.runSse(subscription) : this.runPoll(subscription);
+    loop.catch((error) => this.emit('error', error));
+  }
+
+  /**
+   * @private A failed or lost connection: back off, and after `fallbackAfter` failures try the next transport.
+   * @param {boolean} connected whether the connection had opened
+   */
+  scheduleReconnect(connected) {
+    if (this.closed) return;
+    this.failures = connected ? 0 : this.failures + 1;
+    if (!connected && this.failures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
+      this.transportIndex += 1;
+      this.failures = 0;
+      this.attempt = 0;
+    }
+    this.setState('reconnecting');
+    const delay = backoffDelay(this.attempt++, this.options.backoff);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** @private */
+  async connectSocket() {
+    const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
+    if (!WebSocketImpl) {
+      // No WebSocket in this runtime: go straight to the next transport.
+      this.transportIndex += 1;
+      return this.connect();
+    }
+    const token = await this.options.getToken?.();
+    const base = this.url.replace(/^http/, 'ws');
+    const socket = new WebSocketImpl(`${base}/ws${token ? `?access_token=${encodeURIComponent(token)}` : ''}`);
+    this.socket = socket;
+    let opened = false;
+    socket.onopen = () => {
+      opened = true;
+      this.attempt = 0;
+      this.setState('open');
+      for (const subscription of this.subscriptions.values()) this.sendSubscribe(subscription);
+    };
+    socket.onmessage = (message) => this.onFrame(JSON.parse(String(message.data)));
+    socket.onclose = () => {
+      if (this.socket === socket) this.scheduleReconnect(opened);
+    };
+    socket.onerror = () => {};
+  }
+
+  /** @private @param {Subscription} subscription */
+  sendSubscribe(subscription) {
+    /** @type {Record<string, unknown>} */
+    const frame = { op: 'subscribe', sub: subscription.name, topics: subscription.topics, filter: subscription.filter };
+    if (subscription.cursor.lastId !== undefined) frame.since = subscription.cursor.lastId;
+    this.socket?.send(JSON.stringify(frame));
+  }
+
+  /** @private @param {any} frame */
+  onFrame(frame) {
+    const subscription = frame.sub ? this.subscriptions.get(frame.sub) : undefined;
+    switch (frame.type) {
+      case 'event':
+        if (subscription) this.apply(subscription, frame);
+        break;
+      case 'subscribed':
+        // Live from now: the head at subscribe time is the position to resume from after a drop.
+        if (subscription && subscription.cursor.lastId === undefined) subscription.cursor.advanceTo(frame.head);
+        break;
+      case 'reset':
+        if (subscription) this.reset(subscription, frame, frame.earliest_id - 1);
+        break;
+      case 'live':
+        subscription?.options.onLive?.();
+        break;
+      case 'error':
+        this.emit('error', frame);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** @private @param {Subscription} subscription @param {Envelope & Record<string, unknown>} event */
+  apply(subscription, event) {
+    if (!subscription.cursor.accept(event.id)) return;
+    const { type: _type, sub: _sub, ...envelope } = event;
+    subscription.handler(/** @type {Envelope} */ (envelope).payload, /** @type {Envelope} */ (envelope));
+  }
+
+  /** @private @param {Subscription} subscription @param {ResetInfo} info @param {number} position */
+  reset(subscription, info, position) {
+    const { reason, earliest_id, head } = info;
+    subscription.cursor.advanceTo(position);
+    subscription.options.onReset?.({ reason, earliest_id, head });
+    this.emit('reset', { sub: subscription.name, info: { reason, earliest_id, head } });
+  }
+
+  /**
+   * @private The position a live-only subscription starts from on SSE and long-poll: the log's head now.
+   * @param {Subscription} subscription
+   */
+  async ensurePosition(subscription) {
+    if (subscription.cursor.lastId !== undefined) return;
+    const response = await this.fetchHub('/api/health/pubsub');
+    const health = await response.json();
+    subscription.cursor.advanceTo(health?.log?.head ?? 0);
+  }
+
+  /** @private @param {Subscription} subscription @param {Record<string, string | number>} extra */
+  query(subscription, extra) {
+    const params = new URLSearchParams({ topics: subscription.topics.join(','), ...subscription.filter });
+    for (const [key, value] of Object.entries(extra)) params.set(key, String(value));
+    return params.toString();
+  }
+
+  /**
+   * @private Server-Sent Events over fetch (so the token travels in a header), one stream per subscription.
+   * @param {Subscription} subscription
+   */
+  async runSse(subscription) {
+    const signal = /** @type {AbortController} */ (subscription.stream).signal;
+    try {
+      await this.ensurePosition(subscription);
+      const response = await this.fetchHub(
+        `/sse?${this.query(subscription, { since: subscription.cursor.lastId ?? 0 })}`,
+        { signal, headers: { accept: 'text/event-stream' } },
+      );
+      if (!response.ok || !response.body) throw new HubError(response.status, 'sse', 'the SSE stream was refused');
+      this.failures = 0;
+      this.attempt = 0;
+      this.setState('degraded');
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = '';
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          this.onSseBlock(subscription, buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+      if (!signal.aborted) this.scheduleLoopRestart(subscription, true);
+    } catch (error) {
+      if (!signal.aborted) this.scheduleLoopRestart(subscription, false);
+    }
+  }
+
+  /** @private @param {Subscription} subscription @param {string} block */
+  onSseBlock(subscription, block) {
+    /** @type {Record<string, string>} */
+    const fields = {};
+    for (const line of block.split('\n')) {
+      const colon = line.indexOf(': ');
+      if (colon > 0) fields[line.slice(0, colon)] = line.slice(colon + 2);
+    }
+    if (fields.data === undefined) return;
+    const data = JSON.parse(fields.data);
+    if (fields.event === 'reset') this.reset(subscription, data, Number(fields.id));
+    else this.apply(subscription, data);
+  }
+
+  /**
+   * @private Long-poll, one loop per subscription.
+   * @param {Subscription} subscription
+   */
+  async runPoll(subscription) {
+    const signal = /** @type {AbortController} */ (subscription.stream).signal;
+    try {
+      await this.ensurePosition(subscription);
+      this.setState('degraded');
+      while (!signal.aborted) {
+        const wait = this.options.pollWaitSeconds ?? 25;
+        const response = await this.fetchHub(
+          `/api/events?${this.query(subscription, { after: subscription.cursor.lastId ?? 0, wait })}`,
+          { signal },
+        );
+        const answer = await response.json();
+        if (!response.ok) throw new HubError(response.status, answer?.error?.code, answer?.error?.message);
+        this.failures = 0;
+        this.attempt = 0;
+        if (answer.reset) this.reset(subscription, answer.reset, answer.next_after);
+        for (const event of answer.events) this.apply(subscription, event);
+        subscription.cursor.advanceTo(answer.next_after);
+      }
+    } catch (error) {
+      if (!signal.aborted) this.scheduleLoopRestart(subscription, false);
+    }
+  }
+
+  /**
+   * @private A subscription's SSE or long-poll loop ended: start it again after a backoff (or fall back).
+   * @param {Subscription} subscription
+   * @param {boolean} connected whether the stream had opened
+   */
+  scheduleLoopRestart(subscription, connected) {
+    if (this.closed || !this.subscriptions.has(subscription.name)) return;
+    this.failures = connected ? 0 : this.failures + 1;
+    if (!connected && this.failures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
+      this.transportIndex += 1;
+      this.failures = 0;
+    }
+    this.setState('reconnecting');
+    setTimeout(() => this.start(subscription), backoffDelay(this.attempt++, this.options.backoff));
+  }
+}
+
+/** An error answer of the hub (`{"error":{"code","message"}}`). */
+export class HubError extends Error {
+  /** @param {number} status @param {string | undefined} code @param {string | undefined} message */
+  constructor(status, code, message) {
+    super(`${status} ${code ?? ''}: ${message ?? ''}`);
+    this.status = status;
+    this.code = code;
+  }
+}

@@ -1,0 +1,269 @@
+/** @typedef {'connecting' | 'open' | 'reconnecting' | 'degraded' | 'closed'} ConnectionState */
+/** @typedef {'websocket' | 'sse' | 'poll'} TransportName */
+/**
+ * @typedef {object} Envelope an event as the hub delivers it
+ * @property {number} id
+ * @property {string} topic
+ * @property {Record<string, string>} scope
+ * @property {string} [key]
+ * @property {number} [seq]
+ * @property {string} ts
+ * @property {number} v
+ * @property {string} [correlation_id]
+ * @property {Record<string, unknown>} payload
+ */
+/**
+ * @typedef {object} ResetInfo the hub's word that events this subscription waited for are gone: reload state
+ * @property {string} reason
+ * @property {number} earliest_id
+ * @property {number} head
+ */
+/**
+ * @typedef {object} SubscribeOptions
+ * @property {Record<string, string>} [filter] scope key → value
+ * @property {number} [since] resume point: every retained event after it, then live (default: live from now)
+ * @property {(info: ResetInfo) => void} [onReset] events were lost or are no longer retained: reload the state
+ * @property {() => void} [onLive] replay is over
+ */
+/**
+ * @typedef {object} HubClientOptions
+ * @property {string} url the hub's base URL (`https://realtime.example.com`)
+ * @property {() => (string | undefined | Promise<string | undefined>)} [getToken] a fresh token for each connection
+ * @property {TransportName[]} [transports] in order of preference (default: websocket, sse, poll)
+ * @property {number} [fallbackAfter] failed connections in a row before the next transport (default 2)
+ * @property {import('./backoff.js').BackoffOptions} [backoff]
+ * @property {number} [pollWaitSeconds] long-poll wait (default 25)
+ * @property {typeof globalThis.WebSocket} [WebSocket] a WebSocket implementation (default: the global one)
+ * @property {typeof globalThis.fetch} [fetch] a fetch implementation (default: the global one)
+ */
+/**
+ * @typedef {object} Subscription
+ * @property {string} name
+ * @property {string[]} topics
+ * @property {Record<string, string>} filter
+ * @property {Cursor} cursor
+ * @property {(data: Record<string, unknown>, event: Envelope) => void} handler
+ * @property {SubscribeOptions} options
+ * @property {AbortController | undefined} stream the SSE or long-poll loop serving it, when one does
+ */
+export class HubClient {
+    /** @param {HubClientOptions} options */
+    constructor(options: HubClientOptions);
+    url: string;
+    options: HubClientOptions;
+    transports: TransportName[];
+    /** @type {ConnectionState} */
+    state: ConnectionState;
+    /** @private @type {Map<string, Subscription>} */
+    private subscriptions;
+    /** @private @type {Map<string, Set<Function>>} */
+    private listeners;
+    /** @private */
+    private transportIndex;
+    /** @private */
+    private failures;
+    /** @private */
+    private attempt;
+    /** @private @type {WebSocket | undefined} */
+    private socket;
+    /** @private */
+    private nextName;
+    /** @private */
+    private closed;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
+    private timer;
+    /** The transport in use. @returns {TransportName} */
+    get transport(): TransportName;
+    /**
+     * Listens for `state` (ConnectionState), `reset` ({sub, info}) and `error` (an Error or the hub's error frame).
+     * @param {'state' | 'reset' | 'error'} event
+     * @param {Function} listener
+     * @returns {() => void} stops listening
+     */
+    on(event: "state" | "reset" | "error", listener: Function): () => void;
+    /**
+     * Subscribes to a topic pattern (`chat:*`, `run.*`, `*`, or an exact topic); `handler(data, event)` gets each
+     * event's payload and envelope once, in id order.
+     * @param {string | string[]} patterns
+     * @param {(data: Record<string, unknown>, event: Envelope) => void} handler
+     * @param {SubscribeOptions} [options]
+     * @returns {() => void} unsubscribes
+     */
+    subscribe(patterns: string | string[], handler: (data: Record<string, unknown>, event: Envelope) => void, options?: SubscribeOptions): () => void;
+    /**
+     * Subscribes to exactly one topic (a `*` in it is not a wildcard here: such topics cannot exist).
+     * @param {string} topic
+     * @param {(data: Record<string, unknown>, event: Envelope) => void} handler
+     * @param {SubscribeOptions} [options]
+     */
+    subscribeExact(topic: string, handler: (data: Record<string, unknown>, event: Envelope) => void, options?: SubscribeOptions): () => void;
+    /**
+     * Publishes one event (the token needs a `publish` claim for the topic); resolves to its id once durable.
+     * @param {string} topic
+     * @param {Record<string, unknown>} data the payload: a JSON object
+     * @param {{scope?: Record<string, string>, key?: string, seq?: number, correlationId?: string}} [extra]
+     * @returns {Promise<number>}
+     */
+    publish(topic: string, data: Record<string, unknown>, extra?: {
+        scope?: Record<string, string>;
+        key?: string;
+        seq?: number;
+        correlationId?: string;
+    }): Promise<number>;
+    /** Closes every connection; no reconnect follows. */
+    close(): void;
+    /** @private @param {string} name */
+    private unsubscribe;
+    /** @private @param {ConnectionState} state */
+    private setState;
+    /** @private @param {string} event @param {unknown} value */
+    private emit;
+    /** @private @returns {Promise<Record<string, string>>} */
+    private authHeaders;
+    /** @private @param {string} path @param {RequestInit} [init] */
+    private fetchHub;
+    /** @private Opens the current transport (WebSocket: one connection; SSE and long-poll: one loop a subscription). */
+    private connect;
+    /** @private @param {Subscription} subscription */
+    private start;
+    /**
+     * @private A failed or lost connection: back off, and after `fallbackAfter` failures try the next transport.
+     * @param {boolean} connected whether the connection had opened
+     */
+    private scheduleReconnect;
+    /** @private */
+    private connectSocket;
+    /** @private @param {Subscription} subscription */
+    private sendSubscribe;
+    /** @private @param {any} frame */
+    private onFrame;
+    /** @private @param {Subscription} subscription @param {Envelope & Record<string, unknown>} event */
+    private apply;
+    /** @private @param {Subscription} subscription @param {ResetInfo} info @param {number} position */
+    private reset;
+    /**
+     * @private The position a live-only subscription starts from on SSE and long-poll: the log's head now.
+     * @param {Subscription} subscription
+     */
+    private ensurePosition;
+    /** @private @param {Subscription} subscription @param {Record<string, string | number>} extra */
+    private query;
+    /**
+     * @private Server-Sent Events over fetch (so the token travels in a header), one stream per subscription.
+     * @param {Subscription} subscription
+     */
+    private runSse;
+    /** @private @param {Subscription} subscription @param {string} block */
+    private onSseBlock;
+    /**
+     * @private Long-poll, one loop per subscription.
+     * @param {Subscription} subscription
+     */
+    private runPoll;
+    /**
+     * @private A subscription's SSE or long-poll loop ended: start it again after a backoff (or fall back).
+     * @param {Subscription} subscription
+     * @param {boolean} connected whether the stream had opened
+     */
+    private scheduleLoopRestart;
+}
+/** An error answer of the hub (`{"error":{"code","message"}}`). */
+export class HubError extends Error {
+    /** @param {number} status @param {string | undefined} code @param {string | undefined} message */
+    constructor(status: number, code: string | undefined, message: string | undefined);
+    status: number;
+    code: string | undefined;
+}
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "degraded" | "closed";
+export type TransportName = "websocket" | "sse" | "poll";
+/**
+ * an event as the hub delivers it
+ */
+export type Envelope = {
+    id: number;
+    topic: string;
+    scope: Record<string, string>;
+    key?: string | undefined;
+    seq?: number | undefined;
+    ts: string;
+    v: number;
+    correlation_id?: string | undefined;
+    payload: Record<string, unknown>;
+};
+/**
+ * the hub's word that events this subscription waited for are gone: reload state
+ */
+export type ResetInfo = {
+    reason: string;
+    earliest_id: number;
+    head: number;
+};
+export type SubscribeOptions = {
+    /**
+     * scope key → value
+     */
+    filter?: Record<string, string> | undefined;
+    /**
+     * resume point: every retained event after it, then live (default: live from now)
+     */
+    since?: number | undefined;
+    /**
+     * events were lost or are no longer retained: reload the state
+     */
+    onReset?: ((info: ResetInfo) => void) | undefined;
+    /**
+     * replay is over
+     */
+    onLive?: (() => void) | undefined;
+};
+export type HubClientOptions = {
+    /**
+     * the hub's base URL (`https://realtime.example.com`)
+     */
+    url: string;
+    /**
+     * a fresh token for each connection
+     */
+    getToken?: (() => (string | undefined | Promise<string | undefined>)) | undefined;
+    /**
+     * in order of preference (default: websocket, sse, poll)
+     */
+    transports?: TransportName[] | undefined;
+    /**
+     * failed connections in a row before the next transport (default 2)
+     */
+    fallbackAfter?: number | undefined;
+    backoff?: import("./backoff.js").BackoffOptions | undefined;
+    /**
+     * long-poll wait (default 25)
+     */
+    pollWaitSeconds?: number | undefined;
+    /**
+     * a WebSocket implementation (default: the global one)
+     */
+    WebSocket?: {
+        new (url: string | URL, protocols?: string | string[]): WebSocket;
+        prototype: WebSocket;
+        readonly CONNECTING: 0;
+        readonly OPEN: 1;
+        readonly CLOSING: 2;
+        readonly CLOSED: 3;
+    } | undefined;
+    /**
+     * a fetch implementation (default: the global one)
+     */
+    fetch?: typeof fetch | undefined;
+};
+export type Subscription = {
+    name: string;
+    topics: string[];
+    filter: Record<string, string>;
+    cursor: Cursor;
+    handler: (data: Record<string, unknown>, event: Envelope) => void;
+    options: SubscribeOptions;
+    /**
+     * the SSE or long-poll loop serving it, when one does
+     */
+    stream: AbortController | undefined;
+};
+import { Cursor } from './cursor.js';

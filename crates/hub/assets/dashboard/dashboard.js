@@ -1,0 +1,140 @@
+// The staff dashboard: one subscription to everything the hub retains, built on the hub's JavaScript client (served
+// from /dashboard/client/). The client resumes after drops, falls back to SSE and long-poll, and applies each event
+// once; on a reset the page rebuilds its state from the retained history.
+import { HubClient } from './client/index.js';
+
+const params = new URLSearchParams(location.search);
+const token = params.get('token') ?? localStorage.getItem('hubToken') ?? undefined;
+const transports = params.get('transports')?.split(',');
+const hub = new HubClient({ url: location.origin, getToken: () => token, transports, backoff: { initialMs: 200, maxMs: 5000 } });
+
+const $ = (id) => document.getElementById(id);
+const escape = (text) => String(text ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const time = (ts) => (ts ? new Date(ts).toLocaleTimeString() : '');
+
+let state;
+let selectedRun;
+let unsubscribe;
+let scheduled = false;
+
+function emptyState() {
+  return { runs: new Map(), logs: new Map(), deploys: new Map(), alerts: [], flags: new Map(), applied: 0, lastId: undefined };
+}
+
+/** Applies one event to the page's state. */
+function apply(data, event) {
+  state.applied += 1;
+  state.lastId = event.id;
+  const scope = event.scope ?? {};
+  switch (event.topic) {
+    case 'run.events': {
+      const run = state.runs.get(scope.run_id) ?? { id: scope.run_id, project: scope.project_id };
+      Object.assign(run, { status: data.status, step: data.step ?? run.step, updated: event.ts });
+      state.runs.set(run.id, run);
+      selectedRun ??= run.id;
+      break;
+    }
+    case 'run.logs': {
+      const log = state.logs.get(scope.run_id) ?? { chunks: new Map(), eos: false };
+      log.chunks.set(event.seq ?? log.chunks.size + 1, String(data.chunk ?? ''));
+      log.eos ||= Boolean(data.eos);
+      state.logs.set(scope.run_id, log);
+      break;
+    }
+    case 'deploy.events':
+      state.deploys.set(scope.deploy_id, { id: scope.deploy_id, project: scope.project_id, status: data.status, updated: event.ts });
+      break;
+    case 'system.errors':
+      state.alerts.unshift({ source: data.source, message: data.message, code: data.code, ts: event.ts });
+      state.alerts.length = Math.min(state.alerts.length, 50);
+      break;
+    default:
+      if (event.topic.startsWith('flags.')) applyFlag(data, event);
+  }
+  render();
+}
+
+/** The feature-flag service's changes (database source): feature_updated, feature_deleted, pending_change_created. */
+function applyFlag(data, event) {
+  const key = `${data.project_id}/${data.environment}/${data.entity_id}`;
+  const flag = state.flags.get(key) ?? { id: data.entity_id, project: data.project_id, env: data.environment, pending: 0 };
+  if (data.type === 'pending_change_created') flag.pending += 1;
+  else if (data.type === 'feature_deleted') Object.assign(flag, { action: 'deleted', updated: data.timestamp ?? event.ts });
+  else if (data.type?.startsWith('feature_')) Object.assign(flag, { action: data.action, updated: data.timestamp ?? event.ts });
+  state.flags.set(key, flag);
+}
+
+function render() {
+  if (scheduled) return;
+  scheduled = true;
+  requestAnimationFrame(() => {
+    scheduled = false;
+    draw();
+  });
+}
+
+function draw() {
+  const runs = [...state.runs.values()].sort((a, b) => String(b.updated).localeCompare(String(a.updated)));
+  $('runs').innerHTML = runs.length
+    ? runs.map((r) => `<tr data-run="${escape(r.id)}" class="${r.id === selectedRun ? 'selected' : ''}"><td>${escape(r.id)}</td>` +
+        `<td>${escape(r.project)}</td><td><span class="badge ${escape(r.status)}">${escape(r.status)}</span></td>` +
+        `<td>${escape(r.step)}</td><td>${time(r.updated)}</td></tr>`).join('')
+    : '<tr class="empty"><td colspan="5">no runs yet</td></tr>';
+  const log = state.logs.get(selectedRun);
+  $('log-run').textContent = selectedRun ?? 'select a run';
+  const chunks = log ? [...log.chunks.entries()].sort(([a], [b]) => a - b).map(([, c]) => c).join('') : '';
+  const pre = $('log');
+  const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.textContent = chunks || (selectedRun ? 'no log lines yet' : '');
+  if (atBottom) pre.scrollTop = pre.scrollHeight;
+  $('log-eos').hidden = !log?.eos;
+  const deploys = [...state.deploys.values()].sort((a, b) => String(b.updated).localeCompare(String(a.updated)));
+  $('deploys').innerHTML = deploys.length
+    ? deploys.map((d) => `<li><span>${escape(d.id)}</span><span class="badge ${escape(d.status)}">${escape(d.status)}</span>` +
+        `<span class="muted">${escape(d.project)}</span><span class="when">${time(d.updated)}</span></li>`).join('')
+    : '<li class="empty">no deploys yet</li>';
+  $('alerts').innerHTML = state.alerts.length
+    ? state.alerts.map((a) => `<li><span class="source">${escape(a.source)}</span><span>${escape(a.message)}</span>` +
+        `<span class="when">${time(a.ts)}</span></li>`).join('')
+    : '<li class="empty">no alerts</li>';
+  const flags = [...state.flags.values()];
+  $('flags').innerHTML = flags.length
+    ? flags.map((f) => `<tr data-flag="${escape(f.id)}"><td>${escape(f.id)}</td><td>${escape(f.project)}</td><td>${escape(f.env)}</td>` +
+        `<td><span class="badge ${escape(f.action)}">${escape(f.action ?? '–')}</span> ${time(f.updated)}</td>` +
+        `<td>${f.pending ? `<span class="badge pending">${f.pending} pending</span>` : ''}</td></tr>`).join('')
+    : '<tr class="empty"><td colspan="5">no flag changes yet</td></tr>';
+  $('applied').textContent = String(state.applied);
+  $('last-id').textContent = state.lastId === undefined ? '–' : String(state.lastId);
+  $('transport').textContent = hub.transport;
+}
+
+/** (Re)builds the state from everything the hub retains, then follows live. */
+function load() {
+  unsubscribe?.();
+  state = emptyState();
+  render();
+  unsubscribe = hub.subscribe('*', apply, {
+    since: 0,
+    onReset: () => {
+      $('reset').hidden = false;
+      load();
+    },
+  });
+}
+
+hub.on('state', (connection) => {
+  $('connection').dataset.state = connection;
+  $('connection-text').textContent = connection === 'degraded' ? 'live (fallback)' : connection;
+  $('degraded').hidden = connection !== 'degraded';
+  document.body.dataset.connection = connection;
+  render();
+});
+$('runs').addEventListener('click', (event) => {
+  const row = event.target.closest('tr[data-run]');
+  if (row) {
+    selectedRun = row.dataset.run;
+    render();
+  }
+});
+window.hubDashboard = { hub, get state() { return state; } };
+load();

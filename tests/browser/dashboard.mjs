@@ -1,0 +1,188 @@
+// The staff dashboard in headless Chromium (Debian's, driven by playwright-core), against real hub processes.
+//   node dashboard.mjs <hub binary> <database url> <screenshot dir>
+// Prints one JSON line: {"ok": true, "checks": [...]} or {"ok": false, "failed": "...", ...}.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+
+import { chromium } from 'playwright-core';
+
+const [binary, databaseUrl, shots] = process.argv.slice(2);
+const checks = [];
+const children = new Set();
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function until(what, condition, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Starts the hub binary on `port` with `env` and waits for /readyz. */
+async function startHub(port, env = {}) {
+  const child = spawn(binary, [], {
+    env: { PATH: process.env.PATH, HUB_BIND: `127.0.0.1:${port}`, HUB_PUBLISH_RATE: '0', RUST_LOG: 'warn', ...env },
+    stdio: 'ignore',
+  });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  await until('the hub is ready', async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.ok);
+  return child;
+}
+
+function kill(child) {
+  return new Promise((resolve) => {
+    child.once('exit', resolve);
+    child.kill('SIGKILL');
+  });
+}
+
+async function publish(port, events) {
+  const response = await fetch(`http://127.0.0.1:${port}/api/publish`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(events),
+  });
+  if (!response.ok) throw new Error(`publish: ${response.status} ${await response.text()}`);
+  return (await response.json()).ids;
+}
+
+const run = (id, status, step) => ({ topic: 'run.events', scope: { project_id: 'demo', run_id: id }, payload: { status, step } });
+const chunk = (id, seq, text, eos = false) => ({ topic: 'run.logs', scope: { project_id: 'demo', run_id: id }, seq, payload: { chunk: text, eos } });
+const alert = (message) => ({ topic: 'system.errors', scope: {}, payload: { source: 'scheduler', message } });
+const deploy = (id, status) => ({ topic: 'deploy.events', scope: { project_id: 'demo', deploy_id: id }, payload: { status } });
+const flag = (entity_id, type, action) => ({
+  topic: 'flags.audit',
+  scope: { project_id: 'demo', env: 'prod' },
+  payload: { source: 'audit', type, timestamp: '2026-11-23T10:00:00Z', project_id: 'demo', environment: 'prod', entity: 'feature', entity_id, action },
+});
+
+/** What the page shows, read from its DOM and state. */
+async function view(page) {
+  return page.evaluate(() => ({
+    connection: document.body.dataset.connection,
+    transport: document.getElementById('transport').textContent,
+    applied: window.hubDashboard.state.applied,
+    alerts: [...document.querySelectorAll('#alerts li:not(.empty) span:nth-child(2)')].map((e) => e.textContent),
+    runs: [...document.querySelectorAll('#runs tr[data-run]')].map((r) => [r.dataset.run, r.querySelector('.badge').textContent]),
+    log: document.getElementById('log').textContent,
+    eos: !document.getElementById('log-eos').hidden,
+    deploys: document.querySelectorAll('#deploys li:not(.empty)').length,
+    flags: [...document.querySelectorAll('#flags tr[data-flag]')].map((r) => r.textContent),
+    degradedBanner: !document.getElementById('degraded').hidden,
+    resetBanner: !document.getElementById('reset').hidden,
+  }));
+}
+
+const alertsOf = async (page) => (await view(page)).alerts;
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+});
+try {
+  // 1. Events published over HTTP appear on the page; two tabs show the same state.
+  {
+    const port = await freePort();
+    const hub = await startHub(port);
+    const tabs = [await browser.newPage({ viewport: { width: 1280, height: 900 } }), await browser.newPage({ viewport: { width: 1280, height: 900 } })];
+    for (const tab of tabs) await tab.goto(`http://127.0.0.1:${port}/dashboard`);
+    await until('both tabs open', async () => (await Promise.all(tabs.map(view))).every((v) => v.connection === 'open'));
+    await publish(port, [run('r-1001', 'running', 'step 1/3'), chunk('r-1001', 1, 'cargo build --release\n')]);
+    await publish(port, [chunk('r-1001', 3, 'done\n', true), chunk('r-1001', 2, 'compiling hub v0.1.0\n')]);
+    await publish(port, [run('r-1001', 'succeeded', 'step 3/3'), deploy('d-77', 'in_progress'), deploy('d-77', 'succeeded')]);
+    await publish(port, [alert('queue latency above 5 s'), flag('new-checkout', 'feature_updated', 'updated'),
+      flag('dark-mode', 'pending_change_created', 'created'), flag('old-banner', 'feature_deleted', 'deleted')]);
+    await until('the events are on the page', async () => (await view(tabs[0])).applied === 11 && (await view(tabs[1])).applied === 11);
+    const [first, second] = await Promise.all(tabs.map(view));
+    if (first.log !== 'cargo build --release\ncompiling hub v0.1.0\ndone\n' || !first.eos) throw new Error(`log tail: ${JSON.stringify(first.log)}`);
+    if (JSON.stringify(first.runs) !== JSON.stringify([['r-1001', 'succeeded']])) throw new Error(`runs: ${JSON.stringify(first.runs)}`);
+    if (first.deploys !== 1 || first.flags.length !== 3 || first.alerts.length !== 1) throw new Error(`panels: ${JSON.stringify(first)}`);
+    if (JSON.stringify(first) !== JSON.stringify(second)) throw new Error(`the tabs differ: ${JSON.stringify([first, second])}`);
+    checks.push('events appear on the page, log chunks in seq order with the end of stream, two tabs agree');
+    if (shots) await tabs[0].screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
+
+    // 2. A reset makes the page reload its state: the hub restarts on a new, empty memory log, so the page's
+    // position lies beyond the new log's head.
+    await kill(hub);
+    await until('reconnecting shows', async () => (await view(tabs[0])).connection === 'reconnecting');
+    const replaced = await startHub(port);
+    await until('reconnected', async () => (await view(tabs[0])).connection === 'open');
+    await publish(port, [alert('after the restart')]);
+    await until('the page reloaded its state', async () => JSON.stringify(await alertsOf(tabs[0])) === '["after the restart"]');
+    const reloaded = await view(tabs[0]);
+    if (!reloaded.resetBanner || reloaded.runs.length !== 0) throw new Error(`after reset: ${JSON.stringify(reloaded)}`);
+    checks.push('a reset makes the page reload its state');
+    for (const tab of tabs) await tab.close();
+    await kill(replaced);
+  }
+
+  // 3. On PostgreSQL, the hub killed and restarted: the indicator shows reconnecting, and every event published
+  // meanwhile (into the log, by another hub) appears once.
+  {
+    const port = await freePort();
+    const otherPort = await freePort();
+    const env = { HUB_BACKEND: 'postgres', DATABASE_URL: databaseUrl, HUB_DB_POOL_SIZE: '3' };
+    let hub = await startHub(port, env);
+    const other = await startHub(otherPort, env);
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${port}/dashboard`);
+    await until('open', async () => (await view(page)).connection === 'open');
+    await publish(otherPort, [alert('before 1'), alert('before 2')]);
+    await until('before', async () => (await alertsOf(page)).length === 2);
+    await kill(hub);
+    await until('reconnecting shows', async () => (await view(page)).connection === 'reconnecting');
+    for (let n = 1; n <= 5; n++) await publish(otherPort, [alert(`while down ${n}`)]);
+    hub = await startHub(port, env);
+    await until('reconnected', async () => (await view(page)).connection === 'open');
+    await publish(otherPort, [alert('after')]);
+    await until('every event', async () => (await alertsOf(page)).length === 8);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const alerts = await alertsOf(page);
+    const expected = ['after', 'while down 5', 'while down 4', 'while down 3', 'while down 2', 'while down 1', 'before 2', 'before 1'];
+    if (JSON.stringify(alerts) !== JSON.stringify(expected)) throw new Error(`after the restart: ${JSON.stringify(alerts)}`);
+    checks.push('the hub killed and restarted on PostgreSQL: reconnecting shown, every event once');
+    await page.close();
+    await kill(hub);
+    await kill(other);
+  }
+
+  // 4. WebSocket refused (as by a proxy that blocks upgrades: every WebSocket is closed before it opens): the page
+  // falls back and shows every event once, with the degraded banner.
+  {
+    const port = await freePort();
+    const hub = await startHub(port);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 700 } });
+    await page.routeWebSocket(/\/ws/, (socket) => socket.close({ code: 1006 }));
+    await page.goto(`http://127.0.0.1:${port}/dashboard`);
+    await until('degraded', async () => (await view(page)).connection === 'degraded', 20000);
+    for (let n = 1; n <= 5; n++) await publish(port, [alert(`fallback ${n}`), run(`r-${n}`, 'running', 'step 1/1')]);
+    await until('every event through the fallback', async () => (await view(page)).applied === 10);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const shown = await view(page);
+    if (shown.applied !== 10 || shown.alerts.length !== 5 || !shown.degradedBanner || shown.transport === 'websocket') {
+      throw new Error(`fallback: ${JSON.stringify(shown)}`);
+    }
+    checks.push(`WebSocket refused: the page fell back to ${shown.transport} and shows every event once`);
+    if (shots) await page.screenshot({ path: `${shots}/dashboard-degraded.png` });
+    await page.close();
+    await kill(hub);
+  }
+  console.log(JSON.stringify({ ok: true, checks }));
+} catch (error) {
+  console.log(JSON.stringify({ ok: false, failed: String(error?.stack ?? error), checks }));
+} finally {
+  await browser.close();
+  for (const child of children) child.kill('SIGKILL');
+}
