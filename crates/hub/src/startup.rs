@@ -146,6 +146,10 @@ impl Application {
                 .configure(routes::configure)
         })
         .workers(workers)
+        // Events are small writes to connections that rarely send anything back: without TCP_NODELAY, Nagle's
+        // algorithm holds a write until the previous one is acknowledged, and the client delays its ACK by up to
+        // 40 ms (measured: SSE delivery 40 ms after publish with it, 5 ms without).
+        .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(grace.as_secs().max(1))
         .listen(listener)?
