@@ -16,6 +16,17 @@ fn browser_available(browser_dir: &Path) -> bool {
     ready
 }
 
+/// Runs a browser script with `args`; its last stdout line is its JSON result, which must say `"ok": true`.
+async fn run_script(script: &Path, args: &[String]) -> serde_json::Value {
+    let output = tokio::process::Command::new("node").arg(script).args(args).output().await.expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("null"))
+        .unwrap_or_else(|_| panic!("no result from the browser script:\n{stdout}\n{stderr}"));
+    assert_eq!(result["ok"], true, "{result}\n{stderr}");
+    result
+}
+
 #[actix_web::test]
 async fn a_browser_eventsource_resumes_by_itself_after_its_connection_is_cut_and_sees_every_event_once() {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
@@ -24,18 +35,8 @@ async fn a_browser_eventsource_resumes_by_itself_after_its_connection_is_cut_and
     }
     let hub = spawn_hub(|s| s.cors_origins = vec!["*".into()]).await;
 
-    let output = tokio::process::Command::new("node")
-        .arg(browser_dir.join("eventsource.mjs"))
-        .arg(hub.port.to_string())
-        .output()
-        .await
-        .expect("node runs");
+    let result = run_script(&browser_dir.join("eventsource.mjs"), &[hub.port.to_string()]).await;
 
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let result: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("null"))
-        .unwrap_or_else(|_| panic!("no result from the browser script:\n{stdout}\n{stderr}"));
-    assert_eq!(result["ok"], true, "{result}\n{stderr}");
     assert!(result["opens"].as_u64().unwrap() >= 2, "the EventSource reconnected by itself");
 }
 
@@ -51,19 +52,8 @@ async fn the_dashboard_shows_live_state_recovers_after_a_restart_and_falls_back_
     let db = test_db!();
     let shots = std::env::var("HUB_DASHBOARD_SHOTS").unwrap_or_default();
 
-    let output = tokio::process::Command::new("node")
-        .arg(browser_dir.join("dashboard.mjs"))
-        .arg(crate::process::hub_binary())
-        .arg(&db.url)
-        .arg(&shots)
-        .output()
-        .await
-        .expect("node runs");
+    let binary = crate::process::hub_binary().to_string_lossy().into_owned();
+    let result = run_script(&browser_dir.join("dashboard.mjs"), &[binary, db.url.clone(), shots]).await;
 
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let result: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("null"))
-        .unwrap_or_else(|_| panic!("no result from the browser script:\n{stdout}\n{stderr}"));
-    assert_eq!(result["ok"], true, "{result}\n{stderr}");
     assert_eq!(result["checks"].as_array().unwrap().len(), 4, "{result}");
 }

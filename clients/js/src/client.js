@@ -236,21 +236,36 @@ export class HubClient {
   }
 
   /**
-   * @private A failed or lost connection: back off, and after `fallbackAfter` failures try the next transport.
+   * @private A failed or lost connection: back off and reconnect. A WebSocket that cannot open while the hub
+   * answers plain HTTP is blocked on the way (a proxy): after `fallbackAfter` such failures the next transport is
+   * tried. A hub that is down altogether is only waited for.
    * @param {boolean} connected whether the connection had opened
    */
-  scheduleReconnect(connected) {
+  async scheduleReconnect(connected) {
     if (this.closed) return;
-    this.failures = connected ? 0 : this.failures + 1;
-    if (!connected && this.failures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
-      this.transportIndex += 1;
-      this.failures = 0;
-      this.attempt = 0;
-    }
     this.setState('reconnecting');
+    if (connected) {
+      this.failures = 0;
+    } else if (await this.hubAnswers()) {
+      this.failures += 1;
+      if (this.failures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
+        this.transportIndex += 1;
+        this.failures = 0;
+        this.attempt = 0;
+      }
+    }
     const delay = backoffDelay(this.attempt++, this.options.backoff);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** @private Whether the hub answers plain HTTP now. @returns {Promise<boolean>} */
+  async hubAnswers() {
+    try {
+      return (await this.fetchHub('/healthz')).ok;
+    } catch {
+      return false;
+    }
   }
 
   /** @private */

@@ -127,10 +127,14 @@ export class HubClient {
     /** @private @param {Subscription} subscription */
     private start;
     /**
-     * @private A failed or lost connection: back off, and after `fallbackAfter` failures try the next transport.
+     * @private A failed or lost connection: back off and reconnect. A WebSocket that cannot open while the hub
+     * answers plain HTTP is blocked on the way (a proxy): after `fallbackAfter` such failures the next transport is
+     * tried. A hub that is down altogether is only waited for.
      * @param {boolean} connected whether the connection had opened
      */
     private scheduleReconnect;
+    /** @private Whether the hub answers plain HTTP now. @returns {Promise<boolean>} */
+    private hubAnswers;
     /** @private */
     private connectSocket;
     /** @private @param {Subscription} subscription */
