@@ -236,27 +236,36 @@ export class HubClient {
   }
 
   /**
-   * @private A failed or lost connection: back off and reconnect. A WebSocket that cannot open while the hub
-   * answers plain HTTP is blocked on the way (a proxy): after `fallbackAfter` such failures the next transport is
-   * tried. A hub that is down altogether is only waited for.
+   * @private A failed or lost WebSocket: back off and connect again (maybe with the next transport).
    * @param {boolean} connected whether the connection had opened
    */
   async scheduleReconnect(connected) {
     if (this.closed) return;
     this.setState('reconnecting');
-    if (connected) {
-      this.failures = 0;
-    } else if (await this.hubAnswers()) {
-      this.failures += 1;
-      if (this.failures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
-        this.transportIndex += 1;
-        this.failures = 0;
-        this.attempt = 0;
-      }
-    }
+    await this.countFailure(connected);
     const delay = backoffDelay(this.attempt++, this.options.backoff);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /**
+   * @private The one fallback rule, for every transport. A connection that cannot open while the hub answers plain
+   * HTTP is blocked on the way (a proxy): after `fallbackAfter` such failures in a row the next transport is tried.
+   * A hub that is down altogether is only waited for, never a reason to fall back.
+   * @param {boolean} connected whether the connection had opened
+   */
+  async countFailure(connected) {
+    if (connected) {
+      this.failures = 0;
+      return;
+    }
+    if (!(await this.hubAnswers())) return;
+    this.failures += 1;
+    if (this.failures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
+      this.transportIndex += 1;
+      this.failures = 0;
+      this.attempt = 0;
+    }
   }
 
   /** @private Whether the hub answers plain HTTP now. @returns {Promise<boolean>} */
@@ -442,14 +451,10 @@ export class HubClient {
    * @param {Subscription} subscription
    * @param {boolean} connected whether the stream had opened
    */
-  scheduleLoopRestart(subscription, connected) {
+  async scheduleLoopRestart(subscription, connected) {
     if (this.closed || !this.subscriptions.has(subscription.name)) return;
-    this.failures = connected ? 0 : this.failures + 1;
-    if (!connected && this.failures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
-      this.transportIndex += 1;
-      this.failures = 0;
-    }
     this.setState('reconnecting');
+    await this.countFailure(connected);
     setTimeout(() => this.start(subscription), backoffDelay(this.attempt++, this.options.backoff));
   }
 }

@@ -43,13 +43,4 @@ export class Cursor {
   advanceTo(position) {
     if (this.lastId === undefined || position > this.lastId) this.lastId = position;
   }
-
-  /**
-   * Merges another transport's view of the same subscription: the furthest position wins.
-   * @param {Cursor} other
-   */
-  merge(other) {
-    if (other.lastId !== undefined) this.advanceTo(other.lastId);
-    for (const id of other.recent) this.recent.add(id);
-  }
 }

@@ -1,8 +1,8 @@
-// Unit tests of the client's parts: backoff and jitter bounds, de-duplication, cursor merge.
+// Unit tests of the client's parts: backoff and jitter bounds, de-duplication, the cursor transports share.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { Cursor, backoffDelay } from '../src/index.js';
+import { Cursor, HubClient, backoffDelay } from '../src/index.js';
 
 test('backoff delays are drawn between 0 and the capped exponential (full jitter)', () => {
   const options = { initialMs: 100, maxMs: 5000 };
@@ -35,19 +35,37 @@ test('the de-duplication memory is bounded', () => {
   assert.deepEqual([...cursor.recent], [3, 4, 5]);
 });
 
-test('merging two transports\' cursors keeps the furthest position and every recent id', () => {
-  const websocket = new Cursor(10);
-  websocket.accept(11);
-  websocket.accept(12);
-  const poll = new Cursor(10);
-  poll.accept(11);
-  poll.accept(14);
-  websocket.merge(poll);
-  assert.equal(websocket.lastId, 14);
-  assert.equal(websocket.accept(13), false, 'never applied twice, never behind');
-  assert.equal(websocket.accept(15), true);
+test('one cursor shared by the transports: an event seen on one is not applied again from another', () => {
+  const cursor = new Cursor(10);
+  const applied = [];
+  const deliver = (ids) => ids.forEach((id) => cursor.accept(id) && applied.push(id));
+  deliver([11, 12]); // over WebSocket, which then drops
+  deliver([11, 12, 13, 14]); // SSE resumed from an older position replays 11 and 12
+  deliver([14, 15]); // long-poll overlaps once more
+  assert.deepEqual(applied, [11, 12, 13, 14, 15], 'never twice, never skipped');
   const fresh = new Cursor(undefined);
   fresh.advanceTo(7);
   fresh.advanceTo(3);
   assert.equal(fresh.lastId, 7, 'positions only move forward');
+});
+
+test('a hub that is down is waited for; only a transport blocked while the hub answers makes the client fall back', async () => {
+  let hubUp = false;
+  const fetch = async () => {
+    if (!hubUp) throw new TypeError('connection refused');
+    return new Response('{}', { status: 200 });
+  };
+  class NeverOpens { constructor() { this.readyState = 0; } send() {} close() {} }
+  const hub = new HubClient({ url: 'http://hub.invalid', fetch, WebSocket: /** @type {any} */ (NeverOpens), fallbackAfter: 2 });
+  for (let i = 0; i < 5; i++) await hub.countFailure(false);
+  assert.equal(hub.transport, 'websocket', 'the hub is down: no fallback');
+  hubUp = true;
+  await hub.countFailure(false);
+  assert.equal(hub.transport, 'websocket');
+  await hub.countFailure(false);
+  assert.equal(hub.transport, 'sse', 'blocked twice while the hub answers: SSE');
+  await hub.countFailure(true);
+  await hub.countFailure(false);
+  assert.equal(hub.transport, 'sse', 'an open connection resets the count');
+  hub.close();
 });

@@ -127,12 +127,17 @@ export class HubClient {
     /** @private @param {Subscription} subscription */
     private start;
     /**
-     * @private A failed or lost connection: back off and reconnect. A WebSocket that cannot open while the hub
-     * answers plain HTTP is blocked on the way (a proxy): after `fallbackAfter` such failures the next transport is
-     * tried. A hub that is down altogether is only waited for.
+     * @private A failed or lost WebSocket: back off and connect again (maybe with the next transport).
      * @param {boolean} connected whether the connection had opened
      */
     private scheduleReconnect;
+    /**
+     * @private The one fallback rule, for every transport. A connection that cannot open while the hub answers plain
+     * HTTP is blocked on the way (a proxy): after `fallbackAfter` such failures in a row the next transport is tried.
+     * A hub that is down altogether is only waited for, never a reason to fall back.
+     * @param {boolean} connected whether the connection had opened
+     */
+    private countFailure;
     /** @private Whether the hub answers plain HTTP now. @returns {Promise<boolean>} */
     private hubAnswers;
     /** @private */

@@ -22,9 +22,4 @@ export class Cursor {
      * @param {number} position
      */
     advanceTo(position: number): void;
-    /**
-     * Merges another transport's view of the same subscription: the furthest position wins.
-     * @param {Cursor} other
-     */
-    merge(other: Cursor): void;
 }
