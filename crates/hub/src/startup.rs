@@ -123,8 +123,8 @@ impl Application {
             allowed_origins,
             shutdown: shutdown_rx,
         });
-        if let Some(jwks) = state.auth.jwks().is_some().then(|| state.clone()) {
-            tokio::spawn(refresh_jwks(jwks));
+        if state.auth.jwks().is_some() {
+            tokio::spawn(refresh_jwks(state.clone()));
         }
         if !sources.is_empty() {
             info!(count = sources.len(), "database sources configured");

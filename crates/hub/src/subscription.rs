@@ -169,8 +169,8 @@ impl Subscription {
 
     /// A replay page: the frames to write, and what comes next.
     pub fn on_page(&mut self, page: Page, frame_of: impl Fn(&SharedEvent) -> ByteString) -> PageOutcome {
-        // `through == 0` is "everything retained", which nothing can be missing from.
-        let reset = if self.through > 0 && page.skips(self.through) { self.skip_to(page.bounds.reset()) } else { None };
+        // The same rule as for a resume point: `through == 0` is "everything retained", never truncated.
+        let reset = if page.bounds.truncates(self.through) { self.skip_to(page.bounds.reset()) } else { None };
         let mut frames = Vec::with_capacity(page.events.len());
         for event in &page.events {
             if event.id() > self.through {

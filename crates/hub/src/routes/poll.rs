@@ -64,7 +64,7 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
     }
     let log_query = LogQuery::new(subscription.topics.clone(), subscription.filter.clone());
     let page = state.log.read_after(after, &log_query, limit).await?;
-    if after > 0 && page.skips(after) {
+    if page.bounds.truncates(after) {
         // Retention or a new log epoch overtook the position between the two reads.
         return Ok(reset(page.bounds.reset(), page.bounds.earliest - 1));
     }
@@ -95,12 +95,12 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
         return Err(ApiError::new(ErrorCode::Internal, "the dispatcher stopped"));
     }
     let mut page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
-    if page.events.is_empty() && !(after > 0 && page.skips(after)) {
+    if page.events.is_empty() && !page.bounds.truncates(after) {
         let _ = tokio::time::timeout(wait, woken).await;
         page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
     }
     leave();
-    if after > 0 && page.skips(after) {
+    if page.bounds.truncates(after) {
         return Ok(reset(page.bounds.reset(), page.bounds.earliest - 1));
     }
     Ok(answer(&page, None, profile))
