@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use loadgen::client::Peer;
 use loadgen::scenarios::catchup::CatchupConfig;
 use loadgen::scenarios::churn::ChurnConfig;
 use loadgen::scenarios::fanout::FanoutConfig;
-use loadgen::scenarios::idle::IdleConfig;
+use loadgen::scenarios::idle::{IdleConfig, SubscribeBy};
 use loadgen::scenarios::publish::{PublishConfig, Via};
 use loadgen::{Report, scenarios};
 
@@ -18,6 +19,7 @@ fn assert_clean(report: &Report) {
 
 fn fanout(subscribe_hub: String, publish_hub: String) -> FanoutConfig {
     FanoutConfig {
+        peer: Peer::Hub,
         subscribe_hub,
         publish_hub,
         subscribers: 20,
@@ -27,7 +29,8 @@ fn fanout(subscribe_hub: String, publish_hub: String) -> FanoutConfig {
         projects: 3,
         payload_bytes: 100,
         batch: 10,
-        hub_pid: Some(std::process::id()),
+        publishers: 3,
+        hub_pids: vec![std::process::id()],
         drain: Duration::from_secs(5),
     }
 }
@@ -60,26 +63,33 @@ async fn the_cluster_scenario_delivers_across_hubs_once() {
 #[actix_web::test]
 async fn the_idle_churn_and_catchup_scenarios_run_clean() {
     let hub = spawn_hub(|_| {}).await;
-    let pid = Some(std::process::id());
+    let pids = vec![std::process::id()];
 
-    let idle = scenarios::idle::run(IdleConfig {
+    let idle = |by| IdleConfig {
+        peer: Peer::Hub,
         hub: hub.url(""),
-        connections: 100,
+        by,
+        connections: 50,
         concurrency: 20,
         hold_s: 0.0,
-        hub_pid: pid,
+        hub_pids: pids.clone(),
+    };
+    let by_query = scenarios::idle::run(idle(SubscribeBy::Query)).await.unwrap();
+    let by_frame = scenarios::idle::run(idle(SubscribeBy::Frame)).await.unwrap();
+    let churn = scenarios::churn::run(ChurnConfig {
+        hub: hub.url(""),
+        connections: 200,
+        concurrency: 16,
+        hub_pids: pids.clone(),
     });
-    let idle = idle.await.unwrap();
-    let churn =
-        scenarios::churn::run(ChurnConfig { hub: hub.url(""), connections: 200, concurrency: 16, hub_pid: pid });
     let churn = churn.await.unwrap();
-    let catchup = CatchupConfig { hub: hub.url(""), events: 3000, payload_bytes: 100, hub_pid: pid };
+    let catchup = CatchupConfig { hub: hub.url(""), events: 3000, payload_bytes: 100, hub_pids: pids.clone() };
     let catchup = scenarios::catchup::run(catchup).await.unwrap();
 
-    for report in [&idle, &churn, &catchup] {
+    for report in [&by_query, &by_frame, &churn, &catchup] {
         assert_clean(report);
     }
-    assert!(idle.server_rss_per_connection_kib.is_some());
+    assert!(by_query.server_rss_per_connection_kib.is_some() && by_frame.server_rss_per_connection_kib.is_some());
     assert_eq!(catchup.deliveries, Some(3000));
 }
 
@@ -97,7 +107,7 @@ async fn the_publish_scenario_runs_over_http_the_crate_and_plain_inserts() {
             batch: 5,
             duration_s: 0.3,
             payload_bytes: 100,
-            hub_pid: None,
+            hub_pids: Vec::new(),
         };
         let report = scenarios::publish::run(config).await.unwrap();
         assert_clean(&report);

@@ -35,6 +35,64 @@ pub async fn connect(hub: &str, path: &str, n: usize) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
+/// What the load generator drives: the hub, or Nchan (nginx + nchan) as the peer it is compared with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Peer {
+    #[default]
+    Hub,
+    /// Subscribers on WebSocket `/sub/<channel>`, one event per `POST /pub/<channel>`; the channel is the topic.
+    Nchan,
+}
+
+impl Peer {
+    /// Opens a subscriber to `topic` (with the hub, filtered on `project_id` when given) and waits until it is
+    /// registered: the hub's `subscribed` frame; Nchan registers a WebSocket subscriber at the handshake.
+    pub async fn subscribe(self, base: &str, topic: &str, project: Option<&str>, n: usize) -> anyhow::Result<Ws> {
+        match self {
+            Peer::Hub => {
+                let mut path = format!("/ws?topics={topic}");
+                if let Some(project) = project {
+                    path.push_str(&format!("&project_id={project}"));
+                }
+                let mut ws = connect(base, &path, n).await?;
+                wait_for(&mut ws, "subscribed").await?;
+                Ok(ws)
+            }
+            Peer::Nchan => {
+                anyhow::ensure!(project.is_none(), "Nchan has no filters: use --projects 0");
+                connect(base, &format!("/sub/{topic}"), n).await
+            }
+        }
+    }
+
+    /// Publishes `events` (objects with `topic` and `payload`): the hub takes them in one request, Nchan one
+    /// request per event with the payload as the message.
+    pub async fn publish(
+        self,
+        client: &reqwest::Client,
+        base: &str,
+        events: &[serde_json::Value],
+    ) -> anyhow::Result<()> {
+        let base = base.trim_end_matches('/');
+        match self {
+            Peer::Hub => {
+                let response = client.post(format!("{base}/api/publish")).json(events).send().await?;
+                anyhow::ensure!(response.status().is_success(), "publish answered {}", response.status());
+            }
+            Peer::Nchan => {
+                for event in events {
+                    let topic = event["topic"].as_str().context("an event without a topic")?;
+                    let response =
+                        client.post(format!("{base}/pub/{topic}")).body(event["payload"].to_string()).send().await?;
+                    anyhow::ensure!(response.status().is_success(), "Nchan publish answered {}", response.status());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads until a text frame whose `type` is `kind` (skipping others); fails on close.
 pub async fn wait_for(ws: &mut Ws, kind: &str) -> anyhow::Result<String> {
     let marker = format!(r#""type":"{kind}""#);

@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use loadgen::client::Peer;
 use loadgen::scenarios::catchup::CatchupConfig;
 use loadgen::scenarios::churn::ChurnConfig;
 use loadgen::scenarios::fanout::FanoutConfig;
-use loadgen::scenarios::idle::IdleConfig;
+use loadgen::scenarios::idle::{IdleConfig, SubscribeBy};
 use loadgen::scenarios::publish::{PublishConfig, Via};
 use loadgen::{Report, scenarios};
 
@@ -21,9 +22,13 @@ struct Cli {
     /// The hub (the first one, for cluster).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     hub: String,
-    /// The hub's process id, to report its CPU time and memory.
-    #[arg(long)]
-    hub_pid: Option<u32>,
+    /// The hub's process id, to report its CPU time and memory; several, comma-separated, are summed (Nchan's
+    /// workers).
+    #[arg(long, value_delimiter = ',')]
+    hub_pid: Vec<u32>,
+    /// What `--hub` is: the hub, or Nchan (fanout and idle only).
+    #[arg(long, value_enum, default_value = "hub")]
+    peer: Peer,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -47,6 +52,9 @@ enum Scenario {
         payload_bytes: usize,
         #[arg(long, default_value_t = 5)]
         batch: u64,
+        /// Concurrent publishing connections.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
     },
     /// Publish on --hub, subscribe on --other-hub (both on one PostgreSQL).
     Cluster {
@@ -70,6 +78,9 @@ enum Scenario {
         /// Keep the connections open this long after measuring.
         #[arg(long, default_value_t = 0.0)]
         hold_s: f64,
+        /// Subscribe by query string or by a subscribe frame.
+        #[arg(long, value_enum, default_value = "query")]
+        by: SubscribeBy,
     },
     /// K concurrent publishers.
     Publish {
@@ -102,10 +113,11 @@ enum Scenario {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     loadgen::raise_file_limit();
-    let pid = cli.hub_pid;
+    let pids = cli.hub_pid;
     let report: Report = match cli.scenario {
-        Scenario::Fanout { subscribers, events, rate, topics, projects, payload_bytes, batch } => {
+        Scenario::Fanout { subscribers, events, rate, topics, projects, payload_bytes, batch, publishers } => {
             scenarios::fanout::run(FanoutConfig {
+                peer: cli.peer,
                 subscribe_hub: cli.hub.clone(),
                 publish_hub: cli.hub,
                 subscribers,
@@ -115,13 +127,15 @@ async fn main() -> anyhow::Result<()> {
                 projects,
                 payload_bytes,
                 batch,
-                hub_pid: pid,
+                publishers,
+                hub_pids: pids.clone(),
                 drain: Duration::from_secs(5),
             })
             .await?
         }
         Scenario::Cluster { other_hub, subscribers, events, rate, batch } => {
             let mut report = scenarios::fanout::run(FanoutConfig {
+                peer: Peer::Hub,
                 subscribe_hub: other_hub,
                 publish_hub: cli.hub,
                 subscribers,
@@ -131,15 +145,25 @@ async fn main() -> anyhow::Result<()> {
                 projects: 0,
                 payload_bytes: 100,
                 batch,
-                hub_pid: pid,
+                publishers: 1,
+                hub_pids: pids.clone(),
                 drain: Duration::from_secs(5),
             })
             .await?;
             report.scenario = "cluster".into();
             report
         }
-        Scenario::Idle { connections, concurrency, hold_s } => {
-            scenarios::idle::run(IdleConfig { hub: cli.hub, connections, concurrency, hold_s, hub_pid: pid }).await?
+        Scenario::Idle { connections, concurrency, hold_s, by } => {
+            scenarios::idle::run(IdleConfig {
+                peer: cli.peer,
+                hub: cli.hub,
+                by,
+                connections,
+                concurrency,
+                hold_s,
+                hub_pids: pids.clone(),
+            })
+            .await?
         }
         Scenario::Publish { via, database_url, publishers, batch, duration_s } => {
             scenarios::publish::run(PublishConfig {
@@ -150,15 +174,17 @@ async fn main() -> anyhow::Result<()> {
                 batch,
                 duration_s,
                 payload_bytes: 100,
-                hub_pid: pid,
+                hub_pids: pids.clone(),
             })
             .await?
         }
         Scenario::Catchup { events } => {
-            scenarios::catchup::run(CatchupConfig { hub: cli.hub, events, payload_bytes: 100, hub_pid: pid }).await?
+            scenarios::catchup::run(CatchupConfig { hub: cli.hub, events, payload_bytes: 100, hub_pids: pids.clone() })
+                .await?
         }
         Scenario::Churn { connections, concurrency } => {
-            scenarios::churn::run(ChurnConfig { hub: cli.hub, connections, concurrency, hub_pid: pid }).await?
+            scenarios::churn::run(ChurnConfig { hub: cli.hub, connections, concurrency, hub_pids: pids.clone() })
+                .await?
         }
     };
     println!("{}", serde_json::to_string(&report)?);

@@ -12,9 +12,17 @@ pub struct ProcessSample {
     pub rss_kib: u64,
 }
 
-/// Samples process `pid`; `None` when it cannot be read (no pid given, or another machine).
-pub fn sample(pid: Option<u32>) -> Option<ProcessSample> {
-    let pid = pid?;
+/// Samples processes `pids`, summed; `None` when one cannot be read (none given, or another machine).
+pub fn sample(pids: &[u32]) -> Option<ProcessSample> {
+    let samples: Option<Vec<ProcessSample>> = pids.iter().map(|pid| sample_one(*pid)).collect();
+    let samples = samples.filter(|s| !s.is_empty())?;
+    Some(ProcessSample {
+        cpu_s: samples.iter().map(|s| s.cpu_s).sum(),
+        rss_kib: samples.iter().map(|s| s.rss_kib).sum(),
+    })
+}
+
+fn sample_one(pid: u32) -> Option<ProcessSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();

@@ -15,7 +15,7 @@ pub struct CatchupConfig {
     pub events: u64,
     pub payload_bytes: usize,
     #[serde(skip)]
-    pub hub_pid: Option<u32>,
+    pub hub_pids: Vec<u32>,
 }
 
 pub async fn run(config: CatchupConfig) -> anyhow::Result<Report> {
@@ -37,7 +37,7 @@ pub async fn run(config: CatchupConfig) -> anyhow::Result<Report> {
         next = end;
     }
 
-    let before = measure::sample(config.hub_pid);
+    let before = measure::sample(&config.hub_pids);
     let started = Instant::now();
     let mut ws = connect(&config.hub, &format!("/ws?topics={topic}&since={since}"), 0).await?;
     wait_for(&mut ws, "subscribed").await?;
@@ -58,7 +58,7 @@ pub async fn run(config: CatchupConfig) -> anyhow::Result<Report> {
         }
     }
     let elapsed = started.elapsed();
-    let after = measure::sample(config.hub_pid);
+    let after = measure::sample(&config.hub_pids);
     let mut report = Report::new("catchup", serde_json::to_value(&config)?, elapsed);
     report.deliveries = Some(received);
     report.events_per_s = Some(received as f64 / elapsed.as_secs_f64());

@@ -13,11 +13,11 @@ pub struct ChurnConfig {
     pub connections: usize,
     pub concurrency: usize,
     #[serde(skip)]
-    pub hub_pid: Option<u32>,
+    pub hub_pids: Vec<u32>,
 }
 
 pub async fn run(config: ChurnConfig) -> anyhow::Result<Report> {
-    let before = measure::sample(config.hub_pid);
+    let before = measure::sample(&config.hub_pids);
     let started = Instant::now();
     let hub = config.hub.clone();
     let results: Vec<anyhow::Result<()>> = stream::iter(0..config.connections)
@@ -34,7 +34,7 @@ pub async fn run(config: ChurnConfig) -> anyhow::Result<Report> {
         .collect()
         .await;
     let elapsed = started.elapsed();
-    let after = measure::sample(config.hub_pid);
+    let after = measure::sample(&config.hub_pids);
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let mut report = Report::new("churn", serde_json::to_value(&config)?, elapsed);
     report.connects_per_s = Some(ok as f64 / elapsed.as_secs_f64());

@@ -9,11 +9,13 @@ use serde_json::json;
 use tokio::sync::{Barrier, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{connect, index_and_time, now_ns, payload, wait_for};
+use crate::client::{Peer, index_and_time, now_ns, payload};
 use crate::measure::{self, Report, histogram, latency};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FanoutConfig {
+    /// The hub, or Nchan for the side-by-side figures.
+    pub peer: Peer,
     /// Where subscribers connect.
     pub subscribe_hub: String,
     /// Where events are published (another hub: the cluster scenario).
@@ -29,11 +31,58 @@ pub struct FanoutConfig {
     pub payload_bytes: usize,
     /// Events per publish request (sent every 1000 × batch / rate ms).
     pub batch: u64,
+    /// Concurrent publishing connections the requests are spread over.
+    pub publishers: usize,
     #[serde(skip)]
-    pub hub_pid: Option<u32>,
+    pub hub_pids: Vec<u32>,
     /// How long to wait for stragglers after the last publish.
     #[serde(skip)]
     pub drain: Duration,
+}
+
+/// Publishes the events at the configured rate: a ticker hands each batch to the next free publisher.
+async fn publish(config: &FanoutConfig) -> anyhow::Result<()> {
+    let (batches, queue) = tokio::sync::mpsc::channel::<Vec<serde_json::Value>>(1);
+    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let client = reqwest::Client::new();
+    let publishers: Vec<_> = (0..config.publishers.max(1))
+        .map(|_| {
+            let (queue, client, peer, hub) = (queue.clone(), client.clone(), config.peer, config.publish_hub.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(events) = queue.lock().await.recv().await else { return anyhow::Ok(()) };
+                    peer.publish(&client, &hub, &events).await?;
+                }
+            })
+        })
+        .collect();
+    let batch = config.batch.max(1);
+    let interval = Duration::from_secs_f64(batch as f64 / config.rate.max(1) as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut next = 0;
+    while next < config.events {
+        ticker.tick().await;
+        let end = (next + batch).min(config.events);
+        let events: Vec<_> = (next..end)
+            .map(|i| {
+                let mut scope = serde_json::Map::new();
+                if config.projects > 0 {
+                    scope.insert("project_id".into(), json!(format!("p{}", i % config.projects)));
+                }
+                json!({"topic": topic_of(i, config.topics), "scope": scope, "payload": payload(i, config.payload_bytes)})
+            })
+            .collect();
+        if batches.send(events).await.is_err() {
+            break; // a publisher failed: its error is below
+        }
+        next = end;
+    }
+    drop(batches);
+    for publisher in publishers {
+        publisher.await??;
+    }
+    Ok(())
 }
 
 fn topic_of(i: u64, topics: u64) -> String {
@@ -62,12 +111,11 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
     let (stop_tx, stop_rx) = watch::channel(None::<tokio::time::Instant>);
     let mut subscribers = Vec::with_capacity(config.subscribers);
     for k in 0..config.subscribers {
-        let mut path = format!("/ws?topics={}", topic_of(k as u64, config.topics));
-        if config.projects > 0 {
-            path.push_str(&format!("&project_id=p{}", k as u64 % config.projects));
-        }
-        let mut ws = connect(&config.subscribe_hub, &path, k).await?;
-        wait_for(&mut ws, "subscribed").await?;
+        let project = (config.projects > 0).then(|| format!("p{}", k as u64 % config.projects));
+        let mut ws = config
+            .peer
+            .subscribe(&config.subscribe_hub, &topic_of(k as u64, config.topics), project.as_deref(), k)
+            .await?;
         let config = config.clone();
         let ready = ready.clone();
         let mut stop = stop_rx.clone();
@@ -129,31 +177,9 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
     }
     ready.wait().await;
 
-    let before = measure::sample(config.hub_pid);
+    let before = measure::sample(&config.hub_pids);
     let started = Instant::now();
-    let client = reqwest::Client::new();
-    let url = format!("{}/api/publish", config.publish_hub.trim_end_matches('/'));
-    let batch = config.batch.max(1);
-    let interval = Duration::from_secs_f64(batch as f64 / config.rate.max(1) as f64);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut next = 0;
-    while next < config.events {
-        ticker.tick().await;
-        let end = (next + batch).min(config.events);
-        let events: Vec<_> = (next..end)
-            .map(|i| {
-                let mut scope = serde_json::Map::new();
-                if config.projects > 0 {
-                    scope.insert("project_id".into(), json!(format!("p{}", i % config.projects)));
-                }
-                json!({"topic": topic_of(i, config.topics), "scope": scope, "payload": payload(i, config.payload_bytes)})
-            })
-            .collect();
-        let response = client.post(&url).json(&events).send().await?;
-        anyhow::ensure!(response.status().is_success(), "publish answered {}", response.status());
-        next = end;
-    }
+    publish(&config).await?;
     let published_at = started.elapsed();
 
     stop_tx.send_replace(Some(tokio::time::Instant::now() + config.drain));
@@ -166,7 +192,7 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
         totals.missing += result.missing;
         totals.latencies.add(&result.latencies).ok();
     }
-    let after = measure::sample(config.hub_pid);
+    let after = measure::sample(&config.hub_pids);
     let elapsed = totals.last.map_or(published_at, |last| last - started);
 
     let mut report = Report::new("fanout", serde_json::to_value(&config)?, elapsed);

@@ -36,7 +36,7 @@ pub struct PublishConfig {
     pub duration_s: f64,
     pub payload_bytes: usize,
     #[serde(skip)]
-    pub hub_pid: Option<u32>,
+    pub hub_pids: Vec<u32>,
 }
 
 const BASELINE_TABLE: &str = "CREATE TABLE IF NOT EXISTS loadgen_plain_events (\
@@ -56,7 +56,7 @@ pub async fn run(config: PublishConfig) -> anyhow::Result<Report> {
             Some(pool)
         }
     };
-    let before = measure::sample(config.hub_pid);
+    let before = measure::sample(&config.hub_pids);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..config.publishers {
@@ -130,7 +130,7 @@ pub async fn run(config: PublishConfig) -> anyhow::Result<Report> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let after = measure::sample(config.hub_pid);
+    let after = measure::sample(&config.hub_pids);
     let total = published.load(Ordering::Relaxed);
     let mut report = Report::new("publish", serde_json::to_value(&config)?, elapsed);
     report.events_per_s = Some(total as f64 / elapsed.as_secs_f64());
