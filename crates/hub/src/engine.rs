@@ -1,7 +1,6 @@
 //! Drives subscriptions for any transport whose connection is an actor (WebSocket and SSE sessions): join the
 //! rooms, read the bounds, replay page by page, then go live (see [`crate::subscription`] for the rules).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,22 +23,21 @@ use crate::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
 const REPLAY_PAUSE_FRACTION: u64 = 4;
 const REPLAY_PAUSE: Duration = Duration::from_millis(5);
 
-/// The subscriptions of one connection.
+/// The subscriptions of one connection: a short list (nearly every connection has one, and the hub allows a few
+/// dozen at most), searched by name or by generation.
 #[derive(Debug)]
 pub struct Subscriptions {
     session: SessionId,
     /// For the per-transport subscription gauge.
     transport: Transport,
-    by_name: HashMap<SubName, Subscription>,
-    /// Names by generation, to route deliveries.
-    by_generation: HashMap<u64, SubName>,
+    list: Vec<Subscription>,
     /// Never reused, so deliveries for a replaced or removed subscription are recognised and dropped.
     next_generation: u64,
 }
 
 impl Subscriptions {
     pub fn new(session: SessionId, transport: Transport) -> Self {
-        Self { session, transport, by_name: HashMap::new(), by_generation: HashMap::new(), next_generation: 1 }
+        Self { session, transport, list: Vec::new(), next_generation: 1 }
     }
 
     pub fn session(&self) -> SessionId {
@@ -47,31 +45,33 @@ impl Subscriptions {
     }
 
     pub fn len(&self) -> usize {
-        self.by_name.len()
+        self.list.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.list.is_empty()
     }
 
     pub fn contains(&self, name: &SubName) -> bool {
-        self.by_name.contains_key(name)
+        self.list.iter().any(|s| s.name == *name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
-        self.by_name.values()
+        self.list.iter()
     }
 
     /// The subscription `name` if it is still the one of `generation`.
     pub fn current(&mut self, name: &SubName, generation: u64) -> Option<&mut Subscription> {
-        self.by_name.get_mut(name).filter(|s| s.generation == generation)
+        self.list.iter_mut().find(|s| s.generation == generation && s.name == *name)
     }
 
     /// The log lost events: the resets to send now, by subscription name.
     pub fn lost(&mut self, info: &protocol::ResetInfo) -> Vec<(SubName, Reset)> {
-        self.by_name
+        self.list
             .iter_mut()
-            .filter_map(|(name, subscription)| subscription.on_lost(info.clone()).map(|reset| (name.clone(), reset)))
+            .filter_map(|subscription| {
+                subscription.on_lost(info.clone()).map(|reset| (subscription.name.clone(), reset))
+            })
             .collect()
     }
 
@@ -79,8 +79,8 @@ impl Subscriptions {
     pub fn deliver(&mut self, items: Vec<Delivery>) -> Vec<ByteString> {
         let mut frames = Vec::with_capacity(items.len());
         for item in items {
-            let Some(name) = self.by_generation.get(&item.generation) else { continue };
-            let Some(subscription) = self.by_name.get_mut(name) else { continue };
+            // Deliveries for a replaced or removed subscription find no generation and are dropped.
+            let Some(subscription) = self.list.iter_mut().find(|s| s.generation == item.generation) else { continue };
             frames.extend(subscription.on_live(item));
         }
         frames
@@ -88,8 +88,8 @@ impl Subscriptions {
 
     /// Forgets a subscription and takes it out of its rooms; `false` when there was none of that name.
     pub fn remove(&mut self, name: &SubName, hub: &HubState) -> bool {
-        let Some(subscription) = self.by_name.remove(name) else { return false };
-        self.by_generation.remove(&subscription.generation);
+        let Some(index) = self.list.iter().position(|s| s.name == *name) else { return false };
+        let subscription = self.list.swap_remove(index);
         hub.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         crate::instruments::subscription_removed(self.transport);
         hub.dispatcher.do_send(Leave {
@@ -100,7 +100,7 @@ impl Subscriptions {
     }
 
     pub fn remove_all(&mut self, hub: &HubState) {
-        let names: Vec<SubName> = self.by_name.keys().cloned().collect();
+        let names: Vec<SubName> = self.list.iter().map(|s| s.name.clone()).collect();
         for name in names {
             self.remove(&name, hub);
         }
@@ -174,8 +174,7 @@ where
     });
     let query = LogQuery::new(request.topics.clone(), request.filter);
     let subscription = Subscription::new(request.sub.clone(), generation, query, request.since, format);
-    subs.by_generation.insert(generation, request.sub.clone());
-    subs.by_name.insert(request.sub.clone(), subscription);
+    subs.list.push(subscription);
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);
     crate::instruments::subscription_added(format.transport, request.since.is_some());
     let (joined, joined_rx) = oneshot::channel();

@@ -114,27 +114,66 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(mut pending) = self.pipeline_rx.take() {
-            ctx.spawn(actix::fut::wrap_future(async move {
-                while let Some(batch) = pending.recv().await {
-                    let mut matches = Vec::new();
-                    for answer in batch.answers {
-                        // A room that stopped had no subscriptions left: nothing to deliver from it.
-                        if let Ok(found) = answer.await {
-                            matches.extend(found);
-                        }
-                    }
-                    if let Some((reset, sessions)) = batch.lost {
-                        // Before the batch's events, through the same mailboxes: order is kept.
-                        for session in sessions {
-                            session.do_send(Deliver { lost: Some(reset.clone()), items: Vec::new() });
-                        }
-                    }
-                    deliver(&batch.events, matches);
-                    // The storage actor may have stopped waiting (it is shutting down).
-                    let _ = batch.delivered.send(());
+        if let Some(pending) = self.pipeline_rx.take() {
+            ctx.spawn(actix::fut::wrap_future(delivery_loop(pending)));
+        }
+    }
+}
+
+/// Awaits each batch's routing answers in batch order and delivers them. Batches already waiting when a fan-out
+/// starts are merged into it, so a connection gets one `Deliver` (and the socket one write) for all of them: when
+/// dispatch falls behind, it catches up in fewer, larger steps.
+async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
+    while let Some(first) = pending.recv().await {
+        let mut batches = vec![first];
+        while let Ok(next) = pending.try_recv() {
+            batches.push(next);
+        }
+        let mut fan_out = FanOut::default();
+        for batch in batches {
+            let mut matches = Vec::new();
+            for answer in batch.answers {
+                // A room that stopped had no subscriptions left: nothing to deliver from it.
+                if let Ok(found) = answer.await {
+                    matches.extend(found);
                 }
-            }));
+            }
+            if let Some((reset, sessions)) = batch.lost {
+                // After the events before the loss and before the batch's own, through the same mailboxes.
+                fan_out.deliver();
+                for session in sessions {
+                    session.do_send(Deliver { lost: Some(reset.clone()), items: Vec::new() });
+                }
+            }
+            fan_out.add(&batch.events, matches, batch.delivered);
+        }
+        fan_out.deliver();
+    }
+}
+
+/// Consecutive batches merged into one delivery.
+#[derive(Default)]
+struct FanOut {
+    events: Vec<SharedEvent>,
+    matches: Vec<Match>,
+    delivered: Vec<oneshot::Sender<()>>,
+}
+
+impl FanOut {
+    fn add(&mut self, events: &[SharedEvent], matches: Vec<Match>, delivered: oneshot::Sender<()>) {
+        let offset = self.events.len() as u32;
+        self.events.extend(events.iter().cloned());
+        self.matches.extend(matches.into_iter().map(|m| Match { index: m.index + offset, ..m }));
+        self.delivered.push(delivered);
+    }
+
+    /// Delivers what was added and tells the storage actor.
+    fn deliver(&mut self) {
+        deliver(&self.events, std::mem::take(&mut self.matches));
+        self.events.clear();
+        for delivered in self.delivered.drain(..) {
+            // The storage actor may have stopped waiting (it is shutting down).
+            let _ = delivered.send(());
         }
     }
 }
@@ -306,5 +345,69 @@ pub fn build_frame(event: &SharedEvent, format: FrameFormat, sub: &str) -> ByteS
             event.topic(),
             profile.render(&event.envelope, event.json())
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use protocol::{EventId, Filter, NewEvent, Scope, SubName, Topic};
+    use storage::StoredEvent;
+
+    use super::*;
+    use crate::actors::subscriber::Subscriber;
+
+    /// A connection that records what it is sent.
+    struct Recorder(Arc<Mutex<Vec<Vec<u64>>>>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Deliver> for Recorder {
+        type Result = ();
+
+        fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+            self.0.lock().unwrap().push(msg.items.iter().map(|d| d.id).collect());
+        }
+    }
+
+    fn batch(ids: &[u64]) -> EventsAppended {
+        let events = ids
+            .iter()
+            .map(|id| {
+                let new = NewEvent::new(Topic::parse("t").unwrap(), Scope::default(), Default::default());
+                Arc::new(StoredEvent::from_new(EventId::new(*id).unwrap(), Utc::now(), new))
+            })
+            .collect();
+        EventsAppended { events, lost: None, delivered: oneshot::channel().0 }
+    }
+
+    #[actix_web::test]
+    async fn batches_delivered_together_reach_a_connection_once_each_in_order() {
+        let dispatcher = Dispatcher::new(Arc::new(HubStats::default())).start();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = Arc::new(Subscriber {
+            key: SubKey { session: SessionId::new(), generation: 1 },
+            sub: SubName::default_name(),
+            filter: Filter::default(),
+            format: FrameFormat { transport: Transport::WebSocket, profile: Profile::Hub },
+            recipient: Recorder(received.clone()).start().recipient(),
+        });
+        let (joined, ack) = oneshot::channel();
+        dispatcher.do_send(Join { subscriber, patterns: vec![TopicPattern::parse("t").unwrap()], joined });
+        ack.await.unwrap();
+        // Back to back: the later ones queue while the first is routed, and are merged with each other.
+        for ids in [&[1][..], &[2, 3], &[4, 5], &[6, 7]] {
+            dispatcher.do_send(batch(ids));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while received.lock().unwrap().concat().len() < 7 && std::time::Instant::now() < deadline {
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let received = received.lock().unwrap().clone();
+        assert_eq!(received.concat(), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert!(received.len() < 4, "queued batches go out together: {received:?}");
     }
 }

@@ -1,19 +1,22 @@
 //! What rooms and the dispatcher know of a subscription, and what they send to its connection.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
 use bytestring::ByteString;
 use protocol::{Filter, Profile, ResetInfo, SubName};
 use uuid::Uuid;
 
-/// A connection's identity, for routing and logs.
+/// A connection's identity, for routing and logs: a number this process never reuses (cheap to sort and hash on
+/// the delivery path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub Uuid);
+pub struct SessionId(u64);
 
 impl SessionId {
     pub fn new() -> Self {
-        Self(Uuid::new_v4())
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -23,9 +26,16 @@ impl Default for SessionId {
     }
 }
 
+/// Shown (in `welcome` and logs) as a version-4 UUID: 8 random bytes drawn once per process, then the number.
 impl std::fmt::Display for SessionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        static PROCESS: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
+        let prefix = PROCESS.get_or_init(|| Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(prefix);
+        bytes[8..].copy_from_slice(&self.0.to_be_bytes());
+        // The variant bits take the number's top two bits, which a process never reaches.
+        uuid::Builder::from_random_bytes(bytes).into_uuid().fmt(f)
     }
 }
 
@@ -81,4 +91,21 @@ pub struct Delivery {
     pub generation: u64,
     pub id: u64,
     pub frame: ByteString,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_show_as_distinct_version_4_uuids() {
+        let (a, b) = (SessionId::new(), SessionId::new());
+        let (a, b) = (Uuid::parse_str(&a.to_string()).unwrap(), Uuid::parse_str(&b.to_string()).unwrap());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.get_version_num(), 4);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+        assert_eq!(a.as_bytes()[..8], b.as_bytes()[..8], "one process prefix");
+    }
 }

@@ -130,26 +130,35 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
                 latencies: measure::histogram(),
             };
             ready.wait().await;
-            let mut idle_deadline = None::<tokio::time::Instant>;
-            loop {
-                let deadline = match (idle_deadline, *stop.borrow()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let next = tokio::select! {
-                    next = ws.next() => next,
-                    _ = async {
-                        match deadline {
-                            Some(at) => tokio::time::sleep_until(at).await,
-                            None => std::future::pending().await,
-                        }
-                    } => break,
-                    changed = stop.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        continue;
+            // Ends at the stop instant (publishing over, plus the drain time), or 200 ms after everything
+            // arrived (to catch duplicates). One future for the whole run: a timer or watch registration per
+            // frame would cost the load generator more than the frame.
+            let mut all_arrived = None::<tokio::time::Instant>;
+            let stopped = async move {
+                let at = loop {
+                    if let Some(at) = *stop.borrow_and_update() {
+                        break at;
                     }
+                    if stop.changed().await.is_err() {
+                        return;
+                    }
+                };
+                tokio::time::sleep_until(at).await;
+            };
+            tokio::pin!(stopped);
+            loop {
+                let next = match all_arrived {
+                    None => tokio::select! {
+                        biased;
+                        next = ws.next() => next,
+                        _ = &mut stopped => break,
+                    },
+                    Some(at) => tokio::select! {
+                        biased;
+                        next = ws.next() => next,
+                        _ = &mut stopped => break,
+                        _ = tokio::time::sleep_until(at) => break,
+                    },
                 };
                 let Some(Ok(message)) = next else { break };
                 let Message::Text(text) = message else { continue };
@@ -165,9 +174,8 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
                     }
                     None => result.duplicates += 1,
                 }
-                if result.received == expected {
-                    // Everything arrived; wait briefly for duplicates, then stop.
-                    idle_deadline = Some(tokio::time::Instant::now() + Duration::from_millis(200));
+                if result.received == expected && all_arrived.is_none() {
+                    all_arrived = Some(tokio::time::Instant::now() + Duration::from_millis(200));
                 }
             }
             result.missing = expected - result.received.min(expected);
