@@ -17,7 +17,7 @@ esac
 pids=()
 for port in 18091 18092; do
   env HUB_BIND=127.0.0.1:$port "${backend_env[@]}" HUB_PUBLISH_RATE=0 HUB_MAX_OUTBOUND_BYTES=67108864 RUST_LOG=warn \
-      target/release/hub > /tmp/bench-hub-$port.log 2>&1 &
+      ${HUB_BIN:-target/release/hub} > /tmp/bench-hub-$port.log 2>&1 &
   pids+=($!)
 done
 sleep 2

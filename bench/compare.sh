@@ -11,7 +11,7 @@ out=${OUT:-bench-compare.jsonl}
 run() {  # run <label> <command...>
   local label=$1; shift
   "$@" > /tmp/compare-run.log 2>&1
-  grep '^{' /tmp/compare-run.log | sed "s/^{/{\"label\":\"$label\",/" >> "$out"
+  grep '^{' /tmp/compare-run.log | sed "s|^{|{\"label\":\"$label\",|" >> "$out"
   echo "$label: $(grep -v '^{' /tmp/compare-run.log | grep -E 'fanout|idle' | tail -1)"
 }
 low="--subscribers 1000 --events 300 --rate 20 --batch 1 --publishers 8"
