@@ -82,20 +82,11 @@ pub async fn connect_pool(url: &str, size: u32, application: &str) -> Result<PgP
         .map_err(unavailable)
 }
 
-/// Touches the log's tables and indexes on a new connection. A new PostgreSQL backend loads its catalog caches on
-/// first use: 20–50 ms on this project's machine for the first read of the log, which would otherwise land on a
-/// live event whenever the pool grew (seen as a stall in one batch of a hundred). Before the first migration the
-/// tables do not exist yet: nothing to warm, and not an error.
+/// Reads the log's bounds once on a new connection. A new PostgreSQL backend loads its catalog caches on first use:
+/// 20–50 ms on this project's machine for the first read of the log, which would otherwise land on a live event
+/// whenever the pool grew. Before the first migration the tables do not exist yet: nothing to warm, not an error.
 async fn warm(conn: &mut sqlx::PgConnection) -> std::result::Result<(), sqlx::Error> {
-    let warmed = sqlx::query(
-        "SELECT s.head, s.earliest, e.id, e.scope, e.payload \
-         FROM (SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton) s \
-         LEFT JOIN LATERAL (SELECT * FROM realtime_events WHERE id > $1 AND topic = '' ORDER BY id LIMIT 1) e ON true",
-    )
-    .bind(i64::MAX)
-    .fetch_optional(&mut *conn)
-    .await;
-    if let Err(e) = warmed {
+    if let Err(e) = bounds(conn).await {
         debug!(error = %e, "the new connection was not warmed (the log is not migrated yet)");
     }
     Ok(())
@@ -319,11 +310,11 @@ async fn isolated<T: Send + 'static>(call: impl Future<Output = Result<T>> + Sen
     tokio::spawn(call).await.map_err(|e| Error::Unavailable(Box::new(e)))?
 }
 
-async fn bounds(pool: &PgPool) -> Result<LogBounds> {
+async fn bounds(db: impl sqlx::PgExecutor<'_>) -> Result<LogBounds> {
     let row = sqlx::query(
         "SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton",
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await
     .map_err(unavailable)?;
     let head = row.try_get::<i64, _>("head").map_err(unavailable)? as u64;
