@@ -358,8 +358,15 @@ mod tests {
     use super::*;
     use crate::actors::subscriber::Subscriber;
 
+    /// What a connection was sent, one entry per `Deliver`.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Sent {
+        Reset,
+        Events(Vec<u64>),
+    }
+
     /// A connection that records what it is sent.
-    struct Recorder(Arc<Mutex<Vec<Vec<u64>>>>);
+    struct Recorder(Arc<Mutex<Vec<Sent>>>);
 
     impl Actor for Recorder {
         type Context = Context<Self>;
@@ -369,7 +376,13 @@ mod tests {
         type Result = ();
 
         fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-            self.0.lock().unwrap().push(msg.items.iter().map(|d| d.id).collect());
+            let mut sent = self.0.lock().unwrap();
+            if msg.lost.is_some() {
+                sent.push(Sent::Reset);
+            }
+            if !msg.items.is_empty() {
+                sent.push(Sent::Events(msg.items.iter().map(|d| d.id).collect()));
+            }
         }
     }
 
@@ -384,8 +397,8 @@ mod tests {
         EventsAppended { events, lost: None, delivered: oneshot::channel().0 }
     }
 
-    #[actix_web::test]
-    async fn batches_delivered_together_reach_a_connection_once_each_in_order() {
+    /// A dispatcher with one connection subscribed to `t`, and what that connection is sent.
+    async fn one_connection() -> (Addr<Dispatcher>, Arc<Mutex<Vec<Sent>>>) {
         let dispatcher = Dispatcher::new(Arc::new(HubStats::default())).start();
         let received = Arc::new(Mutex::new(Vec::new()));
         let subscriber = Arc::new(Subscriber {
@@ -398,16 +411,49 @@ mod tests {
         let (joined, ack) = oneshot::channel();
         dispatcher.do_send(Join { subscriber, patterns: vec![TopicPattern::parse("t").unwrap()], joined });
         ack.await.unwrap();
+        (dispatcher, received)
+    }
+
+    /// The event ids in what a connection was sent, in order.
+    fn ids(sent: &[Sent]) -> Vec<u64> {
+        sent.iter().flat_map(|s| if let Sent::Events(ids) = s { ids.clone() } else { Vec::new() }).collect()
+    }
+
+    /// Waits until `count` events have arrived (5 s at most); everything the connection was sent.
+    async fn sent_once(received: &Mutex<Vec<Sent>>, count: usize) -> Vec<Sent> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ids(&received.lock().unwrap()).len() < count && std::time::Instant::now() < deadline {
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        received.lock().unwrap().clone()
+    }
+
+    #[actix_web::test]
+    async fn batches_delivered_together_reach_a_connection_once_each_in_order() {
+        let (dispatcher, received) = one_connection().await;
         // Back to back: the later ones queue while the first is routed, and are merged with each other.
         for ids in [&[1][..], &[2, 3], &[4, 5], &[6, 7]] {
             dispatcher.do_send(batch(ids));
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while received.lock().unwrap().concat().len() < 7 && std::time::Instant::now() < deadline {
-            actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        let received = received.lock().unwrap().clone();
-        assert_eq!(received.concat(), vec![1, 2, 3, 4, 5, 6, 7]);
+        let received = sent_once(&received, 7).await;
+        assert_eq!(ids(&received), vec![1, 2, 3, 4, 5, 6, 7]);
         assert!(received.len() < 4, "queued batches go out together: {received:?}");
+    }
+
+    /// A loss inside a merged fan-out: the events before it go out first, then the reset, then the batch after
+    /// it; a reset is never followed by an id at or below one already delivered.
+    #[actix_web::test]
+    async fn a_loss_in_merged_batches_is_told_between_the_events_before_and_after_it() {
+        let (dispatcher, received) = one_connection().await;
+        let mut after_loss = batch(&[10, 11]);
+        after_loss.lost = Some(protocol::ResetInfo::history_truncated(10, 12));
+        for appended in [batch(&[1]), batch(&[2, 3]), after_loss, batch(&[12])] {
+            dispatcher.do_send(appended);
+        }
+        let received = sent_once(&received, 6).await;
+        let reset_at = received.iter().position(|s| *s == Sent::Reset).expect("a reset was sent");
+        assert_eq!(ids(&received[..reset_at]), vec![1, 2, 3], "{received:?}");
+        assert_eq!(ids(&received[reset_at..]), vec![10, 11, 12], "{received:?}");
+        assert_eq!(received.iter().filter(|s| **s == Sent::Reset).count(), 1);
     }
 }
