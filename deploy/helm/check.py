@@ -28,6 +28,12 @@ CASES = {
         "smoke": {"tokenSecret": "hub-smoke"},
         "sources": "[[source]]\nname = \"flags\"\n",
     },
+    "sources from values text": {"sources": {"toml": "[[source]]\nname = \"flags\"\n"}},
+    "sources from a Secret, JWKS with a private CA": {
+        "sources": {"existingSecret": "hub-sources", "secretKey": "flags.toml"},
+        "auth": {"existingSecret": "", "jwksUrl": "https://id.internal/jwks.json",
+                 "jwksCa": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----"},
+    },
     "JWKS with audience and issuer": {"auth": {"existingSecret": "", "jwksUrl": "https://id.example/jwks.json",
                                                "audience": "realtime-hub", "issuer": "https://id.example"}},
     "public key, settings": {"auth": {"existingSecret": "", "publicKey": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----"},
@@ -38,6 +44,7 @@ MUST_FAIL = {
     "memory backend with autoscaling": {"backend": "memory", "replicaCount": 1, "autoscaling": {"enabled": True}},
     "no token key and not insecure": {"auth": {"existingSecret": ""}},
     "image tag latest": {"image": {"tag": "latest"}},
+    "sources as text and as a Secret at once": {"sources": {"toml": "[[source]]", "existingSecret": "hub-sources"}},
     "grace shorter than the drain": {"terminationGracePeriodSeconds": 10},
 }
 
@@ -85,6 +92,26 @@ def check_safety(name, values, docs):
     from_secret = values.get("existingSecret") or (url and "secretKeyRef" in env.get(url, {}).get("valueFrom", {}))
     if url and not from_secret:
         problems.append(f"{url} must come from a Secret")
+    sources = values.get("sources")
+    sources = {"toml": sources} if isinstance(sources, str) else (sources or {})
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounted = {m["name"]: m for m in hub.get("volumeMounts", [])}
+    if sources.get("existingSecret"):
+        secret = volumes.get("sources", {}).get("secret", {})
+        if secret.get("secretName") != sources["existingSecret"] or "sources.toml" in config:
+            problems.append("sources.existingSecret: the file must come from that Secret only, not the ConfigMap")
+        if secret.get("items") != [{"key": sources.get("secretKey", "sources.toml"), "path": "sources.toml"}]:
+            problems.append("sources.secretKey must be mounted as sources.toml")
+    elif sources.get("toml") and config.get("sources.toml") != sources["toml"]:
+        problems.append("sources text must be in the ConfigMap")
+    if sources.get("existingSecret") or sources.get("toml"):
+        if config.get("HUB_SOURCES") != "/etc/realtime-hub/sources.toml" or "sources" not in mounted:
+            problems.append("the sources file must be mounted at /etc/realtime-hub and named by HUB_SOURCES")
+    elif "HUB_SOURCES" in config or volumes:
+        problems.append("no sources given, yet the sources file is configured")
+    ca = values.get("auth", {}).get("jwksCa")
+    if ca and config.get("HUB_JWT_JWKS_CA") != ca:
+        problems.append("auth.jwksCa must reach the hub as HUB_JWT_JWKS_CA")
     if not any(d["kind"] == "Pod" and d["metadata"]["annotations"].get("helm.sh/hook") == "test" for d in docs):
         problems.append("the chart needs its helm test Pod (hub smoke)")
     for d in docs:

@@ -40,11 +40,13 @@ async fn a_browser_eventsource_resumes_by_itself_after_its_connection_is_cut_and
     assert!(result["opens"].as_u64().unwrap() >= 2, "the EventSource reconnected by itself");
 }
 
-/// The staff dashboard end to end in Chromium: events appear, two tabs agree, a reset reloads the page's state, a
-/// hub killed and restarted on PostgreSQL shows reconnecting and loses nothing, and a refused WebSocket falls back.
+/// The staff dashboard end to end in Chromium: events appear, two tabs agree, a reset reloads the page's state (and
+/// the log panel follows the runs that still exist), a hub killed and restarted on PostgreSQL shows reconnecting and
+/// loses nothing, a refused WebSocket falls back, and a page on a fallback returns to WebSocket once it works again
+/// with every event once.
 /// `HUB_DASHBOARD_SHOTS=<dir>` also writes the screenshots kept in docs/.
 #[actix_web::test]
-async fn the_dashboard_shows_live_state_recovers_after_a_restart_and_falls_back_when_websocket_is_refused() {
+async fn the_dashboard_shows_live_state_recovers_after_a_restart_falls_back_and_returns_to_websocket() {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     if !browser_available(&browser_dir) {
         return eprintln!("skipped: no browser set-up (run `npm ci` in tests/browser and install chromium)");
@@ -55,5 +57,5 @@ async fn the_dashboard_shows_live_state_recovers_after_a_restart_and_falls_back_
     let binary = crate::process::hub_binary().to_string_lossy().into_owned();
     let result = run_script(&browser_dir.join("dashboard.mjs"), &[binary, db.url.clone(), shots]).await;
 
-    assert_eq!(result["checks"].as_array().unwrap().len(), 4, "{result}");
+    assert_eq!(result["checks"].as_array().unwrap().len(), 5, "{result}");
 }

@@ -66,6 +66,85 @@ async fn a_workers_publish_and_the_hubs_append_and_fan_out_are_one_trace_even_at
     assert!(one_story, "the worker's trace id, the append span and the delivery span were not all exported");
 }
 
+/// One exported span: its name, trace, own id and parent.
+#[derive(Debug, Clone)]
+struct ExportedSpan {
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+}
+
+/// Decodes OTLP/HTTP protobuf bodies into spans, until `done` holds of the spans so far or `wait` passes.
+async fn exported_spans(
+    exported: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    wait: Duration,
+    done: impl Fn(&[ExportedSpan]) -> bool,
+) -> Vec<ExportedSpan> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let mut spans = Vec::new();
+    let _ = tokio::time::timeout(wait, async {
+        while let Some(body) = exported.recv().await {
+            let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("an OTLP protobuf body");
+            let all = request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
+            spans.extend(all.map(|s| ExportedSpan {
+                name: s.name,
+                trace_id: s.trace_id,
+                span_id: s.span_id,
+                parent_span_id: s.parent_span_id,
+            }));
+            if done(&spans) {
+                return;
+            }
+        }
+    })
+    .await;
+    spans
+}
+
+/// A Node, Go or Python service publishing over HTTP sends only a `traceparent` header: the hub's append span
+/// continues the caller's trace and each event's delivery is a child of that append, at log level warn. A caller
+/// whose trace is not sampled gets no spans.
+#[actix_web::test]
+async fn a_raw_http_publish_with_a_traceparent_header_is_traced_through_append_to_delivery() {
+    let (port, mut exported) = collector().await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let hub = HubProcess::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("RUST_LOG", "warn"),
+    ])
+    .await;
+    let mut client = ws_at(hub.port, "/ws?topics=chat:*").await;
+    client.expect("subscribed").await;
+    let http = reqwest::Client::new();
+    let publish = |traceparent: &'static str, n: u64| {
+        http.post(hub.url("/api/publish"))
+            .header("content-type", "application/json")
+            .header("traceparent", traceparent)
+            .body(json!([event("chat:1", json!({}), n), event("chat:2", json!({}), n + 1)]).to_string())
+            .send()
+    };
+    let unsampled = TraceId::from_hex("6bf92f3577b34da6a3ce929d0e0e4736").unwrap().to_bytes().to_vec();
+    let sampled = TraceId::from_hex("7bf92f3577b34da6a3ce929d0e0e4736").unwrap().to_bytes().to_vec();
+
+    assert_eq!(publish("00-6bf92f3577b34da6a3ce929d0e0e4736-20f067aa0ba902b7-00", 1).await.unwrap().status(), 200);
+    assert_eq!(publish("00-7bf92f3577b34da6a3ce929d0e0e4736-30f067aa0ba902b7-01", 3).await.unwrap().status(), 200);
+    client.events(4).await;
+    let delivered_in =
+        |spans: &[ExportedSpan]| spans.iter().filter(|s| s.name == "hub.deliver" && s.trace_id == sampled).count();
+    let spans = exported_spans(&mut exported, Duration::from_secs(15), |spans| delivered_in(spans) >= 2).await;
+    hub.stop_and_read_output().await;
+
+    let append = spans.iter().find(|s| s.name == "hub.append" && s.trace_id == sampled);
+    let append = append.unwrap_or_else(|| panic!("no hub.append span in the caller's trace: {spans:#?}"));
+    let deliveries: Vec<_> = spans.iter().filter(|s| s.name == "hub.deliver" && s.trace_id == sampled).collect();
+    assert_eq!(deliveries.len(), 2, "one delivery span per event of the request: {spans:#?}");
+    assert!(deliveries.iter().all(|d| d.parent_span_id == append.span_id), "deliveries are children of the append");
+    assert!(!spans.iter().any(|s| s.trace_id == unsampled), "the unsampled caller's trace was exported");
+}
+
 /// Every documented metric, read from docs/OBSERVABILITY.md's catalog (but those that exist only with database
 /// sources configured).
 fn documented_metrics() -> Vec<String> {

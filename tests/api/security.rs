@@ -161,6 +161,95 @@ async fn a_rotated_jwks_key_is_accepted_without_a_restart_and_the_removed_one_is
     assert!(during_storm <= 1, "unknown kids refresh at a bounded rate: {during_storm} fetches for 20 tokens");
 }
 
+/// A private identity provider: the key set `keys` served over HTTPS with a certificate for 127.0.0.1 issued by a
+/// CA of the test's own. Returns the URL and the CA's certificate (PEM).
+async fn https_jwks_server(keys: Value) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "hub test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = keys.to_string();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                // A refused handshake (the hub without the CA) ends here.
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(body.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{port}/jwks.json"), ca_pem)
+}
+
+#[actix_web::test]
+async fn a_private_providers_jwks_over_https_is_trusted_with_its_ca_and_refused_with_the_reason_without() {
+    let (url, ca_pem) = https_jwks_server(json!({"keys": [rsa_jwk("k1", "rsa")]})).await;
+    let ca_file = std::env::temp_dir().join(format!("hub-test-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let token = rs256_with_kid("k1", &fixture("rsa_private.pem"));
+    let settings = |ca: Option<String>| Settings {
+        bind: "127.0.0.1:0".into(),
+        jwt_jwks_url: Some(url.clone()),
+        jwt_jwks_ca: ca,
+        ..Settings::default()
+    };
+
+    let without = Application::build(settings(None)).await.err().expect("an unknown issuer is refused");
+    let trusting = |ca: String| {
+        let url = url.clone();
+        move |s: &mut Settings| {
+            s.jwt_jwks_url = Some(url);
+            s.jwt_jwks_ca = Some(ca);
+        }
+    };
+    let with_file = spawn_hub(trusting(ca_file.display().to_string())).await;
+    let with_text = spawn_hub(trusting(ca_pem.clone())).await;
+    let not_pem = Application::build(settings(Some("-----BEGIN nonsense".into()))).await.err().expect("refused");
+    std::fs::remove_file(&ca_file).unwrap();
+
+    let reason = format!("{without:#}");
+    assert!(reason.contains("HUB_JWT_JWKS_URL") && reason.contains("certificate"), "{reason}");
+    let query = "/api/events?topics=run.*&project_id=p1&after=0&wait=0";
+    assert_eq!(with_file.get_as(query, Some(&token)).await.0, 200, "the key fetched over HTTPS verifies the token");
+    assert_eq!(with_text.get_as(query, Some(&token)).await.0, 200, "the CA given as PEM text");
+    assert!(format!("{not_pem:#}").contains("HUB_JWT_JWKS_CA"), "{not_pem:#}");
+}
+
 #[actix_web::test]
 async fn a_hub_without_a_key_refuses_to_start_on_a_public_address_unless_told_it_is_insecure() {
     let public = Settings { bind: "0.0.0.0:0".into(), ..Settings::default() };

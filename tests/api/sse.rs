@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{event, spawn_hub};
+use crate::tokens::{SECRET, hs256, standard};
 
 #[actix_web::test]
 async fn events_are_written_with_id_event_and_data_after_one_retry_hint() {
@@ -105,4 +106,28 @@ async fn shutdown_ends_sse_streams() {
     hub.begin_shutdown();
 
     assert!(stream.ends_within(Duration::from_secs(5)).await);
+}
+
+/// Pages of the SSE broker this hub replaces keep their URL: `/api/stream` is `/sse`, with the same query, token,
+/// profile and `Last-Event-ID` resume, and the same refusals.
+#[actix_web::test]
+async fn the_older_api_stream_route_serves_sse_with_the_same_token_profile_and_resume() {
+    let hub = spawn_hub(|s| s.jwt_secret = Some(SECRET.into())).await;
+    let token = hs256(&standard());
+    let first = hub.publish_as(&json!([event("run.logs", json!({"project_id":"p1"}), 1)]), Some(&token)).await;
+    let first_id = first.1["ids"][0].to_string();
+    let missed = hub.publish_as(&event("run.logs", json!({"project_id":"p1"}), 2), Some(&token)).await;
+
+    let bearer = format!("Bearer {token}");
+    let headers = [("Last-Event-ID", first_id.as_str()), ("authorization", bearer.as_str())];
+    let mut stream = hub.sse("/api/stream?topics=run.*&project_id=p1&profile=payload", &headers).await;
+    let resumed = stream.next_event().await;
+    let (refused, body) = hub.get_as("/api/stream?topics=run.*&project_id=p3", Some(&token)).await;
+    let (unauthenticated, _) = hub.get_as("/api/stream?topics=run.*&project_id=p1", None).await;
+
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    assert_eq!(resumed.id, Some(missed.1["ids"][0].to_string()), "resumed after Last-Event-ID");
+    assert_eq!(resumed.json(), json!({"n": 2}), "the payload profile applies");
+    assert_eq!((refused, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(unauthenticated, 401);
 }

@@ -77,6 +77,7 @@ async function view(page) {
     alerts: [...document.querySelectorAll('#alerts li:not(.empty) span:nth-child(2)')].map((e) => e.textContent),
     runs: [...document.querySelectorAll('#runs tr[data-run]')].map((r) => [r.dataset.run, r.querySelector('.badge').textContent]),
     log: document.getElementById('log').textContent,
+    logRun: document.getElementById('log-run').textContent,
     eos: !document.getElementById('log-eos').hidden,
     deploys: document.querySelectorAll('#deploys li:not(.empty)').length,
     flags: [...document.querySelectorAll('#flags tr[data-flag]')].map((r) => r.textContent),
@@ -123,7 +124,13 @@ try {
     await until('the page reloaded its state', async () => JSON.stringify(await alertsOf(tabs[0])) === '["after the restart"]');
     const reloaded = await view(tabs[0]);
     if (!reloaded.resetBanner || reloaded.runs.length !== 0) throw new Error(`after reset: ${JSON.stringify(reloaded)}`);
-    checks.push('a reset makes the page reload its state');
+    if (reloaded.logRun !== 'select a run' || reloaded.log !== '') throw new Error(`the log panel names a run that is gone: ${JSON.stringify(reloaded)}`);
+    await publish(port, [run('r-2002', 'running', 'step 1/2'), chunk('r-2002', 1, 'after the reset\n')]);
+    await until('the log panel follows the new run', async () => {
+      const shown = await view(tabs[0]);
+      return shown.logRun === 'r-2002' && shown.log === 'after the reset\n';
+    });
+    checks.push('a reset makes the page reload its state; the log panel follows the runs that exist');
     for (const tab of tabs) await tab.close();
     await kill(replaced);
   }
@@ -176,6 +183,47 @@ try {
     }
     checks.push(`WebSocket refused: the page fell back to ${shown.transport} and shows every event once`);
     if (shots) await page.screenshot({ path: `${shots}/dashboard-degraded.png` });
+    await page.close();
+    await kill(hub);
+  }
+
+  // 5. WebSocket blocked, then unblocked (a proxy restarted): the page falls back, then returns to WebSocket by
+  // itself, and every event published before, during and after the switches appears once, in order.
+  {
+    const port = await freePort();
+    const hub = await startHub(port);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 700 } });
+    let blocked = true;
+    await page.routeWebSocket(/\/ws/, (socket) => (blocked ? socket.close({ code: 1006 }) : socket.connectToServer()));
+    await page.goto(`http://127.0.0.1:${port}/dashboard`);
+    await until('degraded', async () => (await view(page)).connection === 'degraded', 20000);
+    const published = [];
+    let publishing = true;
+    const publisher = (async () => {
+      for (let n = 1; publishing; n++) {
+        await publish(port, [alert(`steady ${n}`)]);
+        published.push(`steady ${n}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })();
+    await until('events through the fallback', async () => (await view(page)).applied >= 5);
+    const fallback = (await view(page)).transport;
+    blocked = false;
+    await until('back on WebSocket', async () => {
+      const shown = await view(page);
+      return shown.transport === 'websocket' && shown.connection === 'open';
+    }, 30000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    publishing = false;
+    await publisher;
+    await until('every event', async () => (await view(page)).applied === published.length);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const shown = await view(page);
+    const expected = [...published].reverse().slice(0, 50);
+    if (shown.applied !== published.length || JSON.stringify(shown.alerts) !== JSON.stringify(expected) || shown.degradedBanner) {
+      throw new Error(`return to WebSocket: ${JSON.stringify({ shown, published })}`);
+    }
+    checks.push(`WebSocket blocked then unblocked: ${fallback}, then WebSocket again; ${published.length} events once, in order`);
     await page.close();
     await kill(hub);
   }

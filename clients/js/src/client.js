@@ -1,6 +1,7 @@
-// The hub's client: one transport manager for every subscription (WebSocket first, then SSE, then long-poll),
-// reconnects with exponential backoff and full jitter, resumes each subscription from its last id, drops what it
-// has already applied, and tells the application about resets and connection states. Browsers and Node 20+
+// The hub's client: one transport manager for every subscription (WebSocket first, then SSE, then long-poll, and
+// back to WebSocket once it works again), reconnects with exponential backoff and full jitter, resumes each
+// subscription from its last id, drops what it has already applied, and tells the application about resets and
+// connection states. Browsers and Node 20+
 // (global fetch; global WebSocket from Node 22, or `node --experimental-websocket`, or the `WebSocket` option).
 
 import { backoffDelay } from './backoff.js';
@@ -44,6 +45,8 @@ import { Cursor } from './cursor.js';
  * @property {TransportName[]} [transports] in order of preference (default: websocket, sse, poll)
  * @property {number} [fallbackAfter] failed connections in a row before the next transport (default 2)
  * @property {import('./backoff.js').BackoffOptions} [backoff]
+ * @property {import('./backoff.js').BackoffOptions | false} [returnProbe] while a fallback carries the events, how
+ * often WebSocket is tried again (default: initialMs 5000, maxMs 300000); `false` stays on the fallback
  * @property {number} [pollWaitSeconds] long-poll wait (default 25)
  * @property {typeof globalThis.WebSocket} [WebSocket] a WebSocket implementation (default: the global one)
  * @property {typeof globalThis.fetch} [fetch] a fetch implementation (default: the global one)
@@ -86,6 +89,10 @@ export class HubClient {
     this.closed = false;
     /** @private @type {ReturnType<typeof setTimeout> | undefined} */
     this.timer = undefined;
+    /** @private probes of WebSocket made since the fallback began */
+    this.probeAttempt = 0;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
+    this.probeTimer = undefined;
     this.connect();
   }
 
@@ -172,6 +179,7 @@ export class HubClient {
   close() {
     this.closed = true;
     clearTimeout(this.timer);
+    clearTimeout(this.probeTimer);
     for (const subscription of this.subscriptions.values()) subscription.stream?.abort();
     this.socket?.close(1000);
     this.setState('closed');
@@ -265,7 +273,55 @@ export class HubClient {
       this.transportIndex += 1;
       this.failures = 0;
       this.attempt = 0;
+      this.scheduleProbe();
     }
+  }
+
+  /**
+   * @private While a fallback carries the events, try WebSocket again after a growing delay: a proxy that blocked
+   * it for a minute must not cost every page long-poll for the rest of the day.
+   */
+  scheduleProbe() {
+    const probe = this.options.returnProbe;
+    if (probe === false || this.closed || this.transportIndex === 0 || this.transports[0] !== 'websocket') return;
+    clearTimeout(this.probeTimer);
+    const delay = backoffDelay(this.probeAttempt++, probe ?? { initialMs: 5000, maxMs: 300000 });
+    this.probeTimer = setTimeout(() => this.probeWebSocket(), delay);
+  }
+
+  /** @private A WebSocket of its own, beside the fallback: adopted once the hub's welcome comes through it. */
+  async probeWebSocket() {
+    if (this.closed || this.transportIndex === 0) return;
+    const socket = await this.openSocket();
+    if (!socket) return;
+    let welcomed = false;
+    socket.onmessage = (message) => {
+      if (welcomed || JSON.parse(String(message.data)).type !== 'welcome') return;
+      welcomed = true;
+      this.returnToWebSocket(socket);
+    };
+    socket.onclose = () => {
+      if (!welcomed) this.scheduleProbe();
+    };
+    socket.onerror = () => {};
+  }
+
+  /**
+   * @private WebSocket works again: stop every fallback stream and resubscribe on `socket` from each cursor. The
+   * cursors are shared, so what the fallback applied is not applied again and nothing after it is skipped.
+   * @param {WebSocket} socket
+   */
+  returnToWebSocket(socket) {
+    if (this.closed || this.transportIndex === 0) return socket.close(1000);
+    this.transportIndex = 0;
+    this.failures = 0;
+    this.attempt = 0;
+    this.probeAttempt = 0;
+    for (const subscription of this.subscriptions.values()) {
+      subscription.stream?.abort();
+      subscription.stream = undefined;
+    }
+    this.adoptSocket(socket, true);
   }
 
   /** @private Whether the hub answers plain HTTP now. @returns {Promise<boolean>} */
@@ -279,18 +335,36 @@ export class HubClient {
 
   /** @private */
   async connectSocket() {
-    const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
-    if (!WebSocketImpl) {
-      // No WebSocket in this runtime: go straight to the next transport.
+    const socket = await this.openSocket();
+    if (!socket) {
+      // No WebSocket in this runtime: go straight to the next transport (a probe finds none either).
       this.transportIndex += 1;
       return this.connect();
     }
+    this.adoptSocket(socket, false);
+  }
+
+  /**
+   * @private A new WebSocket to the hub with a fresh token, or `undefined` when the runtime has none.
+   * @returns {Promise<WebSocket | undefined>}
+   */
+  async openSocket() {
+    const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
+    if (!WebSocketImpl) return undefined;
     const token = await this.options.getToken?.();
     const base = this.url.replace(/^http/, 'ws');
-    const socket = new WebSocketImpl(`${base}/ws${token ? `?access_token=${encodeURIComponent(token)}` : ''}`);
+    return new WebSocketImpl(`${base}/ws${token ? `?access_token=${encodeURIComponent(token)}` : ''}`);
+  }
+
+  /**
+   * @private Makes `socket` the connection every subscription runs on.
+   * @param {WebSocket} socket
+   * @param {boolean} open whether it is open already (a probe that got through)
+   */
+  adoptSocket(socket, open) {
     this.socket = socket;
     let opened = false;
-    socket.onopen = () => {
+    const onOpen = () => {
       opened = true;
       this.attempt = 0;
       this.setState('open');
@@ -301,6 +375,8 @@ export class HubClient {
       if (this.socket === socket) this.scheduleReconnect(opened);
     };
     socket.onerror = () => {};
+    if (open) onOpen();
+    else socket.onopen = onOpen;
   }
 
   /** @private @param {Subscription} subscription */

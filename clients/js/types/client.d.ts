@@ -32,6 +32,8 @@
  * @property {TransportName[]} [transports] in order of preference (default: websocket, sse, poll)
  * @property {number} [fallbackAfter] failed connections in a row before the next transport (default 2)
  * @property {import('./backoff.js').BackoffOptions} [backoff]
+ * @property {import('./backoff.js').BackoffOptions | false} [returnProbe] while a fallback carries the events, how
+ * often WebSocket is tried again (default: initialMs 5000, maxMs 300000); `false` stays on the fallback
  * @property {number} [pollWaitSeconds] long-poll wait (default 25)
  * @property {typeof globalThis.WebSocket} [WebSocket] a WebSocket implementation (default: the global one)
  * @property {typeof globalThis.fetch} [fetch] a fetch implementation (default: the global one)
@@ -72,6 +74,10 @@ export class HubClient {
     private closed;
     /** @private @type {ReturnType<typeof setTimeout> | undefined} */
     private timer;
+    /** @private probes of WebSocket made since the fallback began */
+    private probeAttempt;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
+    private probeTimer;
     /** The transport in use. @returns {TransportName} */
     get transport(): TransportName;
     /**
@@ -138,10 +144,34 @@ export class HubClient {
      * @param {boolean} connected whether the connection had opened
      */
     private countFailure;
+    /**
+     * @private While a fallback carries the events, try WebSocket again after a growing delay: a proxy that blocked
+     * it for a minute must not cost every page long-poll for the rest of the day.
+     */
+    private scheduleProbe;
+    /** @private A WebSocket of its own, beside the fallback: adopted once the hub's welcome comes through it. */
+    private probeWebSocket;
+    /**
+     * @private WebSocket works again: stop every fallback stream and resubscribe on `socket` from each cursor. The
+     * cursors are shared, so what the fallback applied is not applied again and nothing after it is skipped.
+     * @param {WebSocket} socket
+     */
+    private returnToWebSocket;
     /** @private Whether the hub answers plain HTTP now. @returns {Promise<boolean>} */
     private hubAnswers;
     /** @private */
     private connectSocket;
+    /**
+     * @private A new WebSocket to the hub with a fresh token, or `undefined` when the runtime has none.
+     * @returns {Promise<WebSocket | undefined>}
+     */
+    private openSocket;
+    /**
+     * @private Makes `socket` the connection every subscription runs on.
+     * @param {WebSocket} socket
+     * @param {boolean} open whether it is open already (a probe that got through)
+     */
+    private adoptSocket;
     /** @private @param {Subscription} subscription */
     private sendSubscribe;
     /** @private @param {any} frame */
@@ -243,6 +273,11 @@ export type HubClientOptions = {
      */
     fallbackAfter?: number | undefined;
     backoff?: import("./backoff.js").BackoffOptions | undefined;
+    /**
+     * while a fallback carries the events, how
+     * often WebSocket is tried again (default: initialMs 5000, maxMs 300000); `false` stays on the fallback
+     */
+    returnProbe?: false | import("./backoff.js").BackoffOptions | undefined;
     /**
      * long-poll wait (default 25)
      */

@@ -102,7 +102,8 @@ impl Authenticator {
         }
         let jwks = match &settings.jwt_jwks_url {
             Some(url) => {
-                let jwks = Jwks::new(url.clone(), settings.jwt_jwks_min_interval);
+                let ca = settings.jwt_jwks_ca.as_deref().map(read_pem_bundle).transpose()?;
+                let jwks = Jwks::new(url.clone(), settings.jwt_jwks_min_interval, ca.as_deref())?;
                 jwks.refresh().await.with_context(|| format!("HUB_JWT_JWKS_URL: cannot fetch the keys at {url}"))?;
                 Some(jwks)
             }
@@ -185,6 +186,14 @@ impl Authenticator {
     }
 }
 
+/// `HUB_JWT_JWKS_CA`: the PEM text itself, or the path of a file holding it (a mounted Secret).
+fn read_pem_bundle(value: &str) -> anyhow::Result<Vec<u8>> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        return Ok(value.as_bytes().to_vec());
+    }
+    std::fs::read(value).with_context(|| format!("HUB_JWT_JWKS_CA: cannot read {value}"))
+}
+
 /// The identity provider's signing keys (a JSON Web Key Set), by `kid`, so keys rotate without a restart.
 ///
 /// Fetched at start, again on a `kid` the set does not hold (at most once per `min_interval`, so tokens with
@@ -202,14 +211,17 @@ pub struct Jwks {
 pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
 
 impl Jwks {
-    fn new(url: String, min_interval: Duration) -> Self {
-        Self {
-            url,
-            client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
-            keys: Default::default(),
-            last_fetch: Default::default(),
-            min_interval,
+    /// A key set fetched from `url`, trusting the certificates of the PEM bundle `ca` beside the system's.
+    fn new(url: String, min_interval: Duration, ca: Option<&[u8]>) -> anyhow::Result<Self> {
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(5));
+        if let Some(ca) = ca {
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(ca).context("HUB_JWT_JWKS_CA: not a PEM bundle")?;
+            anyhow::ensure!(!certificates.is_empty(), "HUB_JWT_JWKS_CA holds no certificate");
+            client = client.tls_certs_merge(certificates);
         }
+        let client = client.build().context("HUB_JWT_JWKS_CA: the HTTPS client cannot use these certificates")?;
+        Ok(Self { url, client, keys: Default::default(), last_fetch: Default::default(), min_interval })
     }
 
     /// The key `kid` for a token signed with `algorithm`, refreshing the set once if it does not hold `kid`.

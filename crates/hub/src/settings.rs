@@ -150,6 +150,11 @@ pub struct Settings {
     #[arg(long = "hub-jwt-jwks-url", env = "HUB_JWT_JWKS_URL")]
     pub jwt_jwks_url: Option<String>,
 
+    /// CA certificates (PEM) trusted for fetching the JWKS over HTTPS, beside the system's: a private identity
+    /// provider's own CA. A file path, or the PEM text itself.
+    #[arg(long = "hub-jwt-jwks-ca", env = "HUB_JWT_JWKS_CA")]
+    pub jwt_jwks_ca: Option<String>,
+
     /// Least time between two fetches of the JWKS caused by unknown `kid`s.
     #[arg(long = "hub-jwt-jwks-min-interval", env = "HUB_JWT_JWKS_MIN_INTERVAL", default_value = DEFAULT_JWKS_MIN_INTERVAL, value_parser = humantime::parse_duration)]
     pub jwt_jwks_min_interval: Duration,
@@ -276,6 +281,7 @@ impl Default for Settings {
             jwt_audience: None,
             jwt_issuer: None,
             jwt_jwks_url: None,
+            jwt_jwks_ca: None,
             jwt_jwks_min_interval: duration(DEFAULT_JWKS_MIN_INTERVAL),
             insecure: false,
             allowed_origins: Vec::new(),

@@ -55,6 +55,23 @@ pub fn event_parent(traceparent: Option<&str>) -> Option<opentelemetry::Context>
     Some(opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier)))
 }
 
+/// The W3C `traceparent` of `span` as exported, stored with events that carry no trace context of their own so
+/// that their delivery joins the publishing request's trace (a service publishing over HTTP with OpenTelemetry sends
+/// only a `traceparent` header). `None` when spans are not exported or `span` is not recorded.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let context = span.context();
+    let span = context.span();
+    let context = span.span_context();
+    context
+        .is_valid()
+        .then(|| format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8()))
+}
+
 /// An OTLP/HTTP exporter (protobuf, blocking client on its own thread) behind a batch processor.
 fn tracer_provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;

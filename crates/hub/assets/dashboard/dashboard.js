@@ -6,7 +6,14 @@ import { HubClient } from './client/index.js';
 const params = new URLSearchParams(location.search);
 const token = params.get('token') ?? localStorage.getItem('hubToken') ?? undefined;
 const transports = params.get('transports')?.split(',');
-const hub = new HubClient({ url: location.origin, getToken: () => token, transports, backoff: { initialMs: 200, maxMs: 5000 } });
+const hub = new HubClient({
+  url: location.origin,
+  getToken: () => token,
+  transports,
+  backoff: { initialMs: 200, maxMs: 5000 },
+  // A staff page on a fallback tries WebSocket again soon: the proxy that blocked it may have been restarted.
+  returnProbe: { initialMs: 1000, maxMs: 60000 },
+});
 
 const $ = (id) => document.getElementById(id);
 const escape = (text) => String(text ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -31,7 +38,6 @@ function apply(data, event) {
       const run = state.runs.get(scope.run_id) ?? { id: scope.run_id, project: scope.project_id };
       Object.assign(run, { status: data.status, step: data.step ?? run.step, updated: event.ts });
       state.runs.set(run.id, run);
-      selectedRun ??= run.id;
       break;
     }
     case 'run.logs': {
@@ -75,6 +81,9 @@ function render() {
 
 function draw() {
   const runs = [...state.runs.values()].sort((a, b) => String(b.updated).localeCompare(String(a.updated)));
+  // The log panel follows the runs that exist: the newest one until a row is picked, and again when the picked run
+  // is gone (a reset rebuilt the state without it).
+  if (!state.runs.has(selectedRun)) selectedRun = runs[0]?.id;
   $('runs').innerHTML = runs.length
     ? runs.map((r) => `<tr data-run="${escape(r.id)}" class="${r.id === selectedRun ? 'selected' : ''}"><td>${escape(r.id)}</td>` +
         `<td>${escape(r.project)}</td><td><span class="badge ${escape(r.status)}">${escape(r.status)}</span></td>` +

@@ -17,6 +17,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(ws::websocket))
         .route("/api/ws", web::get().to(ws::websocket))
         .route("/sse", web::get().to(sse::sse))
+        // The path of the SSE broker this hub replaces, so pages behind the same ingress keep their URL.
+        .route("/api/stream", web::get().to(sse::sse))
         .route("/api/events", web::get().to(poll::events))
         .route("/api/publish", web::post().to(publish::publish))
         .route("/healthz", web::get().to(health::healthz))

@@ -53,9 +53,17 @@ pub async fn publish(
     }
     tracing::Span::current().record("events", events.len());
     let count = events.len() as u64;
+    let append = tracing::info_span!("hub.append", events = count);
+    // Events without a trace context of their own carry the append span's, so publish → append → deliver is one
+    // trace for every caller that sent a `traceparent`, not only for those that link the publisher crate.
+    if let Some(traceparent) = crate::telemetry::traceparent_of(&append) {
+        for event in events.iter_mut().filter(|e| e.traceparent.is_none()) {
+            event.traceparent = Some(traceparent.clone());
+        }
+    }
     let ids = {
         use tracing::Instrument as _;
-        state.log.append(events).instrument(tracing::info_span!("hub.append", events = count)).await?
+        state.log.append(events).instrument(append).await?
     };
     crate::instruments::published(count);
     metrics::histogram!("hub_publish_latency_seconds").record(started.elapsed().as_secs_f64());

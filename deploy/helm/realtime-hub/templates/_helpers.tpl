@@ -44,3 +44,13 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The sources file's text when it is given in values (`sources` as a string, or `sources.toml`). */}}
+{{- define "hub.sourcesText" -}}
+{{- if kindIs "string" .Values.sources }}{{ .Values.sources }}{{ else }}{{ .Values.sources.toml }}{{ end -}}
+{{- end -}}
+
+{{/* The Secret holding the sources file, when one does. */}}
+{{- define "hub.sourcesSecret" -}}
+{{- if kindIs "map" .Values.sources }}{{ .Values.sources.existingSecret }}{{ end -}}
+{{- end -}}
