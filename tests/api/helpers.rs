@@ -67,11 +67,6 @@ pub async fn spawn_pg_hub(database_url: &str, configure: impl FnOnce(&mut Settin
 }
 
 impl TestHub {
-    /// Drops every connection and stops serving at once, as a crashed pod would.
-    pub async fn kill(&self) {
-        self.shutdown.abort().await;
-    }
-
     /// Waits until `/readyz` answers `status`, failing after `wait`.
     pub async fn wait_ready(&self, status: u16, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;

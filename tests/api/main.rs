@@ -5,6 +5,7 @@ mod db;
 #[macro_use]
 mod kv;
 mod auth;
+mod backends;
 mod browser;
 mod helpers;
 mod js_client;
