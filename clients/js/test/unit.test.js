@@ -69,3 +69,63 @@ test('a hub that is down is waited for; only a transport blocked while the hub a
   assert.equal(hub.transport, 'sse', 'an open connection resets the count');
   hub.close();
 });
+
+test('a client on a fallback probes WebSocket and moves back, resubscribing from its cursor', async () => {
+  let blocked = true;
+  /** @type {any[]} */
+  const sockets = [];
+  class FakeSocket {
+    /** @param {string} url */
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      /** @type {string[]} */
+      this.sent = [];
+      sockets.push(this);
+      setTimeout(() => {
+        if (blocked) return this.onclose?.();
+        this.readyState = 1;
+        this.onopen?.();
+        this.onmessage?.({ data: JSON.stringify({ type: 'welcome', session: 's', node: 'n', protocol: 1 }) });
+      }, 1);
+    }
+    /** @param {string} frame */
+    send(frame) { this.sent.push(frame); }
+    close() { this.readyState = 3; }
+  }
+  let polls = 0;
+  /** @param {string} url @param {RequestInit} [init] */
+  const fetch = async (url, init) => {
+    if (url.endsWith('/healthz')) return new Response('ok');
+    if (url.includes('/api/health/pubsub')) return Response.json({ log: { head: 0 } });
+    polls += 1;
+    // One event through the fallback, then nothing new until the poll is aborted.
+    if (polls === 1) return Response.json({ events: [{ id: 7, topic: 'a', scope: {}, payload: { n: 7 } }], next_after: 7, reset: null });
+    await new Promise((resolve, reject) => {
+      setTimeout(resolve, 50);
+      init?.signal?.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')));
+    });
+    return Response.json({ events: [], next_after: 7, reset: null });
+  };
+  const hub = new HubClient({
+    url: 'http://hub.invalid', fetch, WebSocket: /** @type {any} */ (FakeSocket),
+    transports: ['websocket', 'poll'], fallbackAfter: 1, backoff: { initialMs: 1, maxMs: 1 }, returnProbe: { initialMs: 10, maxMs: 10 },
+  });
+  const applied = [];
+  hub.subscribe('a', (data) => applied.push(data.n), { since: 0 });
+  const until = async (/** @type {() => boolean} */ condition) => {
+    for (let i = 0; i < 400 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.ok(condition());
+  };
+  await until(() => hub.transport === 'poll' && applied.length === 1);
+  const probesWhileBlocked = sockets.length;
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.ok(sockets.length > probesWhileBlocked, 'WebSocket is probed while on the fallback');
+  blocked = false;
+  await until(() => hub.transport === 'websocket' && hub.state === 'open');
+  const adopted = sockets[sockets.length - 1];
+  await until(() => adopted.sent.length > 0);
+  assert.deepEqual(JSON.parse(adopted.sent[0]), { op: 'subscribe', sub: 's1', topics: ['a'], filter: {}, since: 7 });
+  assert.deepEqual(applied, [7]);
+  hub.close();
+});
