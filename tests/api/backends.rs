@@ -1,6 +1,6 @@
 //! One suite for every backend: the cluster, fault and resume guarantees of the contract, written once and run
-//! against each event log. `every_backend!` runs a test on memory, PostgreSQL and Redis; `shared_backends!` on the
-//! logs that several hubs share (memory is one process). A backend added later gets a `LogKind` and its arms in
+//! against each event log. `every_backend!` runs a test on memory, PostgreSQL, Redis and NATS; `shared_backends!`
+//! on the logs that several hubs share (memory is one process). A backend added later gets a `LogKind` and its arms in
 //! `TestLog`, and must then pass every test here. Tests are named `backends::<guarantee>::<backend>`.
 
 use std::collections::BTreeSet;
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::db::{Cluster, TestDb};
 use crate::helpers::{TestHub, WsClient, event, ids, spawn_hub, ws_at};
 use crate::kv::{RedisServer, TestRedis};
+use crate::natsd::{NatsCluster, TestStream};
 use crate::process::HubProcess;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,7 @@ pub enum LogKind {
     Memory,
     Postgres,
     Redis,
+    Nats,
 }
 
 /// Where a test's log lives: nothing (memory), a fresh database or key prefix on the shared server, or a server of
@@ -30,6 +32,8 @@ enum Place {
     Cluster(Cluster),
     Prefix(TestRedis),
     Server(RedisServer),
+    Stream(TestStream),
+    NatsServer(NatsCluster),
 }
 
 /// An event log of the test's own on one backend, and the hubs that share it.
@@ -46,6 +50,7 @@ impl TestLog {
             LogKind::Memory => Place::Memory,
             LogKind::Postgres => Place::Database(TestDb::create().await?),
             LogKind::Redis => Place::Prefix(TestRedis::create().await?),
+            LogKind::Nats => Place::Stream(TestStream::create().await?),
         };
         Some(Self { kind, place })
     }
@@ -64,6 +69,11 @@ impl TestLog {
                 None if crate::kv::required() => panic!("HUB_REQUIRE_REDIS=1 but no redis-server"),
                 None => return None,
             },
+            LogKind::Nats => match NatsCluster::start(1).await {
+                Some(server) => Place::NatsServer(server),
+                None if crate::natsd::required() => panic!("HUB_REQUIRE_NATS=1 but no nats-server"),
+                None => return None,
+            },
         };
         Some(Self { kind, place })
     }
@@ -74,12 +84,14 @@ impl TestLog {
             LogKind::Memory => "memory",
             LogKind::Postgres => "postgres",
             LogKind::Redis => "redis",
+            LogKind::Nats => "nats",
         }
     }
 
-    /// Whether the log's events outlive a restart of its server (Redis on these machines keeps nothing on disk).
+    /// Whether the log's events outlive a restart of its server (Redis on these machines keeps nothing on disk;
+    /// JetStream keeps its file store).
     pub fn survives_a_server_restart(&self) -> bool {
-        self.kind == LogKind::Postgres
+        matches!(self.kind, LogKind::Postgres | LogKind::Nats)
     }
 
     /// The environment that points a hub (in process or not) at this log.
@@ -90,6 +102,8 @@ impl TestLog {
             Place::Cluster(cluster) => pg_env(cluster.url("postgres")),
             Place::Prefix(redis) => redis_env(redis.url.clone(), redis.prefix.clone()),
             Place::Server(server) => redis_env(server.url(), "throwaway".into()),
+            Place::Stream(stream) => nats_env(stream.url.clone(), stream.name.clone()),
+            Place::NatsServer(server) => nats_env(server.urls(), "throwaway".into()),
         }
     }
 
@@ -110,6 +124,11 @@ impl TestLog {
                     s.backend = Some(Backend::Redis);
                     s.redis_url = value("REDIS_URL");
                     s.redis_prefix = value("HUB_REDIS_PREFIX").expect("a prefix");
+                }
+                LogKind::Nats => {
+                    s.backend = Some(Backend::Nats);
+                    s.nats_url = value("NATS_URL");
+                    s.nats_stream = value("HUB_NATS_STREAM").expect("a stream");
                 }
             }
             configure(s);
@@ -150,6 +169,7 @@ impl TestLog {
         match &mut self.place {
             Place::Cluster(cluster) => cluster.stop().await,
             Place::Server(server) => server.stop().await,
+            Place::NatsServer(server) => server.nodes[0].kill().await,
             _ => panic!("{:?}: only a throwaway server is stopped", self.kind),
         }
     }
@@ -158,6 +178,7 @@ impl TestLog {
         match &mut self.place {
             Place::Cluster(cluster) => cluster.start_again().await,
             Place::Server(server) => server.start_again().await,
+            Place::NatsServer(server) => server.nodes[0].start().await,
             _ => panic!("{:?}: only a throwaway server is started", self.kind),
         }
     }
@@ -169,6 +190,10 @@ fn pg_env(url: String) -> Vec<(&'static str, String)> {
 
 fn redis_env(url: String, prefix: String) -> Vec<(&'static str, String)> {
     vec![("HUB_BACKEND", "redis".into()), ("REDIS_URL", url), ("HUB_REDIS_PREFIX", prefix)]
+}
+
+fn nats_env(url: String, stream: String) -> Vec<(&'static str, String)> {
+    vec![("HUB_BACKEND", "nats".into()), ("NATS_URL", url), ("HUB_NATS_STREAM", stream)]
 }
 
 /// Runs the test body once per backend, each as `<test>::<backend>`, with `$log` a fresh [`TestLog`].
@@ -194,17 +219,19 @@ macro_rules! backend_tests {
 
 /// A test of a guarantee every backend gives, one hub at a time.
 macro_rules! every_backend {
-    ($($test:tt)*) => { backend_tests!(create [memory => Memory, postgres => Postgres, redis => Redis] $($test)*); };
+    ($($test:tt)*) => {
+        backend_tests!(create [memory => Memory, postgres => Postgres, redis => Redis, nats => Nats] $($test)*);
+    };
 }
 
 /// A test of a guarantee across several hubs sharing one log.
 macro_rules! shared_backends {
-    ($($test:tt)*) => { backend_tests!(create [postgres => Postgres, redis => Redis] $($test)*); };
+    ($($test:tt)*) => { backend_tests!(create [postgres => Postgres, redis => Redis, nats => Nats] $($test)*); };
 }
 
 /// A test that stops and starts the log's own server.
 macro_rules! restartable_backends {
-    ($($test:tt)*) => { backend_tests!(throwaway [postgres => Postgres, redis => Redis] $($test)*); };
+    ($($test:tt)*) => { backend_tests!(throwaway [postgres => Postgres, redis => Redis, nats => Nats] $($test)*); };
 }
 
 /// Reads frames until every payload marker of `expected` has arrived (failing on a timeout or a reset), then checks
@@ -302,7 +329,10 @@ shared_backends! {
     }
 }
 
-shared_backends! {
+// NATS 2.9 cannot close one client's connection from outside: its feed is tested by killing the server it is
+// connected to (`nats.rs`).
+backend_tests! {
+    create [postgres => Postgres, redis => Redis]
     /// The connection a hub follows the log on (PostgreSQL's listener, Redis' blocking reader) killed three times
     /// during a burst: every event still arrives once, in order.
     async fn killing_the_feed_connection_during_a_burst_loses_nothing(log) {

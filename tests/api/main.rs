@@ -4,6 +4,8 @@
 mod db;
 #[macro_use]
 mod kv;
+#[macro_use]
+mod natsd;
 mod auth;
 mod backends;
 mod browser;
@@ -11,6 +13,7 @@ mod helpers;
 mod js_client;
 mod limits;
 mod loadgen_smoke;
+mod nats;
 mod observability;
 mod operations;
 mod ordering;

@@ -10,6 +10,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_REDIS_RETENTION: Duration = Duration::from_secs(600);
 pub const DEFAULT_REDIS_PREFIX: &str = "realtime";
 pub const DEFAULT_REDIS_MAX_EVENTS: usize = 1_000_000;
+pub const DEFAULT_NATS_STREAM: &str = "realtime";
+pub const DEFAULT_NATS_MAX_EVENTS: usize = 10_000_000;
 pub const DEFAULT_RETENTION_INTERVAL: &str = "60s";
 pub const DEFAULT_HEARTBEAT: &str = "25s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
@@ -61,6 +63,8 @@ pub enum Backend {
     Postgres,
     /// Redis (`REDIS_URL`): any number of hubs share the log, a Redis Stream.
     Redis,
+    /// NATS JetStream (`NATS_URL`): any number of hubs share the log, a stream replicated across the cluster.
+    Nats,
 }
 
 impl Backend {
@@ -69,6 +73,7 @@ impl Backend {
             Self::Memory => "memory",
             Self::Postgres => "postgres",
             Self::Redis => "redis",
+            Self::Nats => "nats",
         }
     }
 }
@@ -79,7 +84,7 @@ pub struct Settings {
     #[arg(long = "hub-bind", env = "HUB_BIND", default_value = DEFAULT_BIND)]
     pub bind: String,
 
-    /// Event-log backend [default: redis when REDIS_URL is set, else memory]. REALTIME_BACKEND is accepted as an
+    /// Event-log backend [default: redis when REDIS_URL is set, nats when NATS_URL is, else memory]. REALTIME_BACKEND is accepted as an
     /// alias of HUB_BACKEND.
     #[arg(long = "hub-backend", env = "HUB_BACKEND", value_enum)]
     pub backend: Option<Backend>,
@@ -108,6 +113,26 @@ pub struct Settings {
     /// Most events the redis backend keeps, whatever their age (trimmed approximately, by whole stream nodes).
     #[arg(long = "hub-redis-max-events", env = "HUB_REDIS_MAX_EVENTS", default_value_t = DEFAULT_REDIS_MAX_EVENTS)]
     pub redis_max_events: usize,
+
+    /// NATS servers, comma-separated (`nats://[user:pass@]host:4222,…`); set alone, it selects the nats backend.
+    #[arg(long = "nats-url", env = "NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
+    /// A NATS credentials file (JWT and NKey seed) for the nats backend.
+    #[arg(long = "nats-creds", env = "NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
+
+    /// The JetStream stream holding the log (subjects `<name>.>`); hubs naming the same stream share one log.
+    #[arg(long = "hub-nats-stream", env = "HUB_NATS_STREAM", default_value = DEFAULT_NATS_STREAM)]
+    pub nats_stream: String,
+
+    /// Replicas of the stream (1, 3 or 5): created with this many; an existing stream with fewer is refused.
+    #[arg(long = "hub-nats-replicas", env = "HUB_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
+
+    /// Most events the stream keeps, whatever their age (0: no cap).
+    #[arg(long = "hub-nats-max-events", env = "HUB_NATS_MAX_EVENTS", default_value_t = DEFAULT_NATS_MAX_EVENTS)]
+    pub nats_max_events: usize,
 
     /// A TOML file of database sources: queries whose rows become events (docs/SOURCES.md).
     #[arg(long = "hub-sources", env = "HUB_SOURCES")]
@@ -270,6 +295,11 @@ impl Default for Settings {
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             redis_max_events: DEFAULT_REDIS_MAX_EVENTS,
+            nats_url: None,
+            nats_creds: None,
+            nats_stream: DEFAULT_NATS_STREAM.to_owned(),
+            nats_replicas: 1,
+            nats_max_events: DEFAULT_NATS_MAX_EVENTS,
             sources: None,
             retention: None,
             replay_window_seconds: None,
@@ -311,15 +341,16 @@ impl Default for Settings {
 
 impl Settings {
     /// The backend: `HUB_BACKEND`, else its alias `REALTIME_BACKEND`, else redis when `REDIS_URL` is set (as the
-    /// PubSub layer the hub replaces did), else memory.
+    /// PubSub layer the hub replaces did), nats when `NATS_URL` is, else memory.
     pub fn resolve_backend(&self) -> Result<Backend, String> {
         if let Some(backend) = self.backend {
             return Ok(backend);
         }
         match std::env::var("REALTIME_BACKEND") {
             Ok(name) => Backend::from_str(&name, true)
-                .map_err(|_| format!("REALTIME_BACKEND must be memory, postgres or redis, got {name:?}")),
+                .map_err(|_| format!("REALTIME_BACKEND must be memory, postgres, redis or nats, got {name:?}")),
             Err(_) if self.redis_url.is_some() => Ok(Backend::Redis),
+            Err(_) if self.nats_url.is_some() => Ok(Backend::Nats),
             Err(_) => Ok(Backend::Memory),
         }
     }
@@ -329,7 +360,7 @@ impl Settings {
     pub fn retention_for(&self, backend: Backend) -> Duration {
         self.retention.or(self.replay_window_seconds.map(Duration::from_secs)).unwrap_or(match backend {
             Backend::Redis => DEFAULT_REDIS_RETENTION,
-            Backend::Memory | Backend::Postgres => DEFAULT_RETENTION,
+            Backend::Memory | Backend::Postgres | Backend::Nats => DEFAULT_RETENTION,
         })
     }
 
@@ -391,6 +422,8 @@ mod tests {
         assert_eq!(s.resolve_backend(), Ok(Backend::Redis));
         let named = Settings { backend: Some(Backend::Memory), ..s };
         assert_eq!(named.resolve_backend(), Ok(Backend::Memory));
+        let nats = Settings { nats_url: Some("nats://127.0.0.1:4222".into()), ..Settings::default() };
+        assert_eq!(nats.resolve_backend(), Ok(Backend::Nats));
         assert_eq!(Settings::default().resolve_backend(), Ok(Backend::Memory));
     }
 }

@@ -9,7 +9,10 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use storage::log_actor::TailSettings;
-use storage::{EventLog, EventLogActor, LogHealth, MemoryLog, PgLog, PgSettings, RedisLog, RedisSettings, Retention};
+use storage::{
+    EventLog, EventLogActor, LogHealth, MemoryLog, NatsLog, NatsSettings, PgLog, PgSettings, RedisLog, RedisSettings,
+    Retention,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
@@ -233,6 +236,21 @@ async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<d
             let retention = Retention { max_events: settings.redis_max_events, ..retention };
             let redis = RedisSettings { url, prefix: settings.redis_prefix.clone(), retention };
             let log = RedisLog::connect(redis).await.context("cannot open the Redis event log")?;
+            Ok(Arc::new(log))
+        }
+        Backend::Nats => {
+            let urls = settings.nats_url.clone().context("the nats backend needs NATS_URL")?;
+            if settings.backend.is_none() && std::env::var_os("REALTIME_BACKEND").is_none() {
+                info!("NATS_URL is set and no backend is named: using the nats backend");
+            }
+            let nats = NatsSettings {
+                urls,
+                creds: settings.nats_creds.clone(),
+                stream: settings.nats_stream.clone(),
+                replicas: settings.nats_replicas,
+                retention: Retention { max_events: settings.nats_max_events, ..retention },
+            };
+            let log = NatsLog::connect(nats).await.context("cannot open the NATS event log")?;
             Ok(Arc::new(log))
         }
     }

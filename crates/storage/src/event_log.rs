@@ -156,6 +156,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Opens the wake-up feed that tells when the log may have grown.
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>>;
+
+    /// What the backend can say about itself beyond its bounds (a replicated stream's leader and replicas), for the
+    /// health answer and `hub smoke`.
+    async fn describe(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Wake-ups from a log: a hint to read, never the data itself.
@@ -165,6 +171,13 @@ pub trait LiveFeed: Send {
     /// early for nothing. An error means the feed is lost: what happened meanwhile is unknown, so the caller
     /// re-reads the log from its cursor after opening a new feed.
     async fn changed(&mut self, cursor: u64) -> Result<()>;
+
+    /// Every event after `after` that the feed itself carries, up to `limit`, read without asking the log again
+    /// (a feed that delivers the events, such as a NATS consumer); `None` when the caller must read the log. A
+    /// page that starts above `after + 1` says the events between are gone, as [`Page::skips`] tells.
+    async fn read(&mut self, _after: u64, _limit: usize) -> Result<Option<Page>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! - [`postgres`]: the PostgreSQL log shared by any number of hubs, its inbox for transactional publishers, and
 //!   its `LISTEN` feed.
 //! - [`redis`]: the Redis Streams log shared by any number of hubs, with epochs for a Redis that lost its data.
+//! - [`nats`]: the NATS JetStream log, replicated across a NATS cluster with no single primary; its feed carries
+//!   the events.
 //! - [`log_actor`]: [`EventLogActor`], which follows the log from a cursor and sends [`EventsAppended`] batches,
 //!   in id order, to the dispatcher; it also runs retention and reports health.
 //! - [`retention`]: the [`Retention`] policy.
@@ -20,6 +22,7 @@ pub mod event_log;
 #[cfg(feature = "actor")]
 pub mod log_actor;
 pub mod memory;
+pub mod nats;
 pub mod postgres;
 pub mod redis;
 pub mod retention;
@@ -29,6 +32,7 @@ pub use event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent, 
 #[cfg(feature = "actor")]
 pub use log_actor::{EventLogActor, EventsAppended, LogHealth};
 pub use memory::MemoryLog;
+pub use nats::{NatsLog, NatsSettings};
 pub use postgres::{PgLog, PgSettings};
 pub use redis::{RedisLog, RedisSettings};
 pub use retention::Retention;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::{info, warn};
 
-use crate::event_log::{EventLog, LogQuery, SharedEvent};
+use crate::event_log::{EventLog, LiveFeed, LogQuery, SharedEvent};
 
 /// Batches handed to dispatch and not yet delivered; past this the storage actor waits before reading on.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
@@ -173,7 +173,7 @@ impl Follower {
             };
             // Whatever was appended while the feed was closed is found by reading from the cursor.
             loop {
-                if let Err(e) = self.catch_up(&mut cursor, &all, &mut in_flight).await {
+                if let Err(e) = self.catch_up(&mut cursor, &all, feed.as_mut(), &mut in_flight).await {
                     warn!(error = %e, "reading the event log failed");
                     break;
                 }
@@ -200,10 +200,15 @@ impl Follower {
         &self,
         cursor: &mut u64,
         all: &LogQuery,
+        feed: &mut dyn LiveFeed,
         in_flight: &mut VecDeque<tokio::sync::oneshot::Receiver<()>>,
     ) -> crate::Result<()> {
         loop {
-            let page = self.log.read_after(*cursor, all, self.settings.batch).await?;
+            // A feed that carries the events serves them itself; the others are wake-ups, and the log is read.
+            let page = match feed.read(*cursor, self.settings.batch).await? {
+                Some(page) => page,
+                None => self.log.read_after(*cursor, all, self.settings.batch).await?,
+            };
             let lost = page.skips(*cursor).then(|| page.bounds.reset());
             if let Some(reset) = &lost {
                 warn!(

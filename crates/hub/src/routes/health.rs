@@ -28,10 +28,14 @@ pub async fn pubsub(state: web::Data<HubState>) -> HttpResponse {
     let connections = state.connections.open();
     let (subscriptions, topics) = state.stats.snapshot();
     let healthy = state.health.is_ready() && !state.shutting_down();
-    let log = match state.log.bounds().await {
+    let mut log = match state.log.bounds().await {
         Ok(bounds) => json!({"head": bounds.head, "earliest": bounds.earliest}),
         Err(_) => json!({"head": null, "earliest": null}),
     };
+    // A replicated log says where it stands too: the stream, its leader and replicas.
+    if let (Some(details), Some(fields)) = (state.log.describe().await, log.as_object_mut()) {
+        fields.extend(details.as_object().cloned().unwrap_or_default());
+    }
     let patterns = state.stats.patterns();
     // The fields of the contract, plus those of the PubSub layer the hub replaces (`status` "ok", `instanceId`,
     // `stats.channels` and `stats.patterns`: exact-topic and pattern rooms), so its health checks keep working.

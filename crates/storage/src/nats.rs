@@ -1,0 +1,518 @@
+//! The NATS JetStream event log: a stream replicated across a NATS cluster, with no single primary.
+//!
+//! An event's id *is* its stream sequence: JetStream assigns sequences densely, in the order events are stored, on
+//! the stream's Raft leader, and a publish is acknowledged only once a quorum of replicas stored it. Retention is the
+//! stream's own `max_age` and message cap, which remove events from the front only, so the retained ids stay dense.
+//!
+//! Epochs. A stream deleted and created again would start its sequences at 1 and hand out ids that clients already
+//! hold. A hub that creates the stream therefore starts its sequences above every id that can have been handed out
+//! before: it creates the stream on a subject nobody publishes to, purges it up to the clock in microseconds (an
+//! empty stream's next sequence becomes that number), and only then opens the real subject. Readers of the old
+//! stream then stand below the new history, which every read reports as lost events (`reset`), never as silence or
+//! reused ids. The clock bound holds while the log averaged under a million events a second over its life, as for
+//! the Redis log. See `docs/NATS.md`.
+//!
+//! Live delivery: the storage actor's feed is an ordered consumer from its cursor, which pushes the events
+//! themselves; the actor reads them from the feed ([`LiveFeed::read`]) and never asks the stream again. Other reads
+//! (a subscription's replay, long-poll) open a short-lived ordered consumer at their position.
+//!
+//! Publishing: the events of a request are sent back to back on one connection and acknowledged together, each
+//! with a `Nats-Msg-Id` (the event's idempotency key, else one of the hub's), so a publish retried after a lost
+//! acknowledgement or a leader election is stored once.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::context::{
+    CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError, PublishErrorKind,
+};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+use async_nats::jetstream::{self, Context};
+use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use protocol::{EventId, NewEvent};
+
+use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, StoredEvent};
+use crate::{Error, Result, Retention};
+
+/// Most messages one read takes from the stream; a filtered read returns fewer events and says how far it looked.
+const SCAN_PER_READ: usize = 1000;
+/// How long a publish keeps retrying (a leader election takes seconds) before the caller is told 503.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
+/// How long one JetStream request waits for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a retried publish is recognised as a duplicate (JetStream's default).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// How the NATS log connects and what stream it keeps.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// One or more servers, comma-separated (`nats://user:pass@host:4222,nats://host2:4222`).
+    pub urls: String,
+    /// A credentials file (JWT and NKey seed), for clusters that use decentralised auth.
+    pub creds: Option<std::path::PathBuf>,
+    /// The stream's name; its subjects are `<name>.>`.
+    pub stream: String,
+    /// Replicas the stream must have (created with this many; an existing stream with fewer is refused).
+    pub replicas: usize,
+    /// `max_age` is the stream's `max_age`, `max_events` its message cap (0: none).
+    pub retention: Retention,
+}
+
+pub struct NatsLog {
+    client: async_nats::Client,
+    js: Context,
+    settings: NatsSettings,
+    /// Where events are published: `<stream>.events`.
+    subject: String,
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Unavailable(Box::new(e))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("nats log: {what}"))
+}
+
+/// Whether looking the stream up failed because it does not exist (deleted, or never created).
+fn stream_missing(e: &GetStreamError) -> bool {
+    matches!(e.kind(), GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Whether a publish failed because no stream takes its subject (the stream was deleted).
+fn no_stream(e: &async_nats::Error) -> bool {
+    e.downcast_ref::<PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::StreamNotFound)
+}
+
+impl NatsLog {
+    /// Connects to the cluster and finds the stream, creating it when absent; refuses a stream whose settings
+    /// contradict the hub's (another storage, fewer replicas).
+    pub async fn connect(settings: NatsSettings) -> Result<Self> {
+        let mut servers = Vec::new();
+        let mut options = ConnectOptions::new()
+            .name("realtime-hub")
+            .connection_timeout(CONNECT_TIMEOUT)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            // Keep reconnecting to whichever server of the cluster answers; the storage actor re-reads from its
+            // cursor after a reconnect.
+            .max_reconnects(None);
+        for url in settings.urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let server = ServerAddr::from_str(url).map_err(|e| Error::Config(format!("NATS_URL: {url:?}: {e}")))?;
+            if let (Some(user), Some(pass)) = (server.username(), server.password()) {
+                options = options.user_and_password(user.to_owned(), pass.to_owned());
+            }
+            servers.push(server);
+        }
+        if servers.is_empty() {
+            return Err(Error::Config("NATS_URL names no server".into()));
+        }
+        if let Some(creds) = &settings.creds {
+            options = options
+                .credentials_file(creds)
+                .await
+                .map_err(|e| Error::Config(format!("NATS_CREDS: cannot read {}: {e}", creds.display())))?;
+        }
+        let client = options.connect(servers).await.map_err(unavailable)?;
+        let js = jetstream::new(client.clone());
+        let subject = format!("{}.events", settings.stream);
+        let log = Self { client, js, settings, subject };
+        log.ensure_stream().await?;
+        Ok(log)
+    }
+
+    /// The stream's configuration as the hub wants it.
+    fn config(&self, subjects: Vec<String>) -> Config {
+        Config {
+            name: self.settings.stream.clone(),
+            subjects,
+            storage: StorageType::File,
+            num_replicas: self.settings.replicas,
+            max_age: self.settings.retention.max_age,
+            max_messages: i64::try_from(self.settings.retention.max_events).ok().filter(|n| *n > 0).unwrap_or(-1),
+            discard: DiscardPolicy::Old,
+            // JetStream refuses a duplicate window longer than the stream's max_age.
+            duplicate_window: DUPLICATE_WINDOW.min(self.settings.retention.max_age),
+            description: Some("realtime hub event log: an event's id is its sequence".into()),
+            ..Default::default()
+        }
+    }
+
+    /// Finds the stream, or creates it in a new epoch; checks and aligns an existing one's settings.
+    async fn ensure_stream(&self) -> Result<jetstream::stream::Stream> {
+        let name = &self.settings.stream;
+        let mut stream = match self.js.get_stream(name).await {
+            Ok(stream) => stream,
+            Err(e) if stream_missing(&e) => return self.create_stream().await,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let info = stream.info().await.map_err(unavailable)?.clone();
+        if info.config.storage != StorageType::File {
+            return Err(Error::Config(format!(
+                "the NATS stream {name} keeps its messages in memory; the event log needs file storage \
+                 (delete the stream or name another with HUB_NATS_STREAM)"
+            )));
+        }
+        if info.config.num_replicas < self.settings.replicas {
+            return Err(Error::Config(format!(
+                "the NATS stream {name} has {} replicas, fewer than HUB_NATS_REPLICAS={} (raise them with \
+                 `nats stream edit`, or lower the setting)",
+                info.config.num_replicas, self.settings.replicas
+            )));
+        }
+        let wanted = self.config(vec![format!("{name}.>")]);
+        if info.config.subjects != wanted.subjects {
+            return Err(Error::Config(format!(
+                "the NATS stream {name} takes the subjects {:?}, not {name}.> (is it another application's?)",
+                info.config.subjects
+            )));
+        }
+        // Retention is the hub's setting: follow it when it changed.
+        if info.config.max_age != wanted.max_age || info.config.max_messages != wanted.max_messages {
+            let aligned = Config { num_replicas: info.config.num_replicas, ..wanted };
+            self.js.update_stream(aligned).await.map_err(unavailable)?;
+            tracing::info!(stream = %name, "the NATS stream's retention follows HUB_RETENTION");
+        }
+        Ok(stream)
+    }
+
+    /// Creates the stream with its first sequence above every id handed out before (see the module's docs).
+    async fn create_stream(&self) -> Result<jetstream::stream::Stream> {
+        let name = &self.settings.stream;
+        let hidden = vec![format!("{name}.new.{}", uuid::Uuid::new_v4().simple())];
+        let stream = match self.js.create_stream(self.config(hidden)).await {
+            Ok(stream) => stream,
+            // Another hub created it first: use that one.
+            Err(e)
+                if matches!(e.kind(), CreateStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
+            {
+                return self.js.get_stream(name).await.map_err(unavailable);
+            }
+            Err(e) => {
+                return Err(Error::Config(format!("the NATS stream {name} is missing and cannot be created: {e}")));
+            }
+        };
+        let first = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(1).max(1);
+        stream.purge().sequence(first).await.map_err(unavailable)?;
+        self.js.update_stream(self.config(vec![format!("{name}.>")])).await.map_err(unavailable)?;
+        tracing::info!(stream = %name, first_id = first, replicas = self.settings.replicas, "created the NATS stream");
+        Ok(stream)
+    }
+
+    async fn stream(&self) -> Result<jetstream::stream::Stream> {
+        match self.js.get_stream(&self.settings.stream).await {
+            Ok(stream) => Ok(stream),
+            Err(e) if stream_missing(&e) => self.ensure_stream().await,
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The stream's first and last sequence now, from its leader.
+    async fn read_bounds(stream: &mut jetstream::stream::Stream) -> Result<LogBounds> {
+        let state = &stream.info().await.map_err(unavailable)?.state;
+        let head = state.last_sequence;
+        let earliest = if state.messages == 0 { head + 1 } else { state.first_sequence };
+        Ok(LogBounds { head, earliest })
+    }
+
+    /// One publish attempt of `events[from..]`: sent back to back, then acknowledged. Returns the ids acknowledged
+    /// before the first failure, and the failure.
+    async fn publish_from(
+        &self,
+        events: &[(HeaderMap, bytes::Bytes)],
+        from: usize,
+    ) -> (Vec<u64>, Option<async_nats::Error>) {
+        // The client queues what is published while it is disconnected and sends it after a reconnect, possibly
+        // after this request was answered 503: publish only on a live connection.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return (Vec::new(), Some("not connected to NATS".into()));
+        }
+        let mut pending = Vec::with_capacity(events.len() - from);
+        for (headers, payload) in &events[from..] {
+            match self.js.publish_with_headers(self.subject.clone(), headers.clone(), payload.clone()).await {
+                Ok(ack) => pending.push(ack),
+                Err(e) => return (Vec::new(), Some(e.into())),
+            }
+        }
+        let mut ids = Vec::with_capacity(pending.len());
+        for ack in pending {
+            match ack.await {
+                Ok(ack) => ids.push(ack.sequence),
+                Err(e) => return (ids, Some(e.into())),
+            }
+        }
+        (ids, None)
+    }
+
+    /// The stream's leader and replicas, for the health answer and `hub smoke`.
+    pub async fn describe(&self) -> Result<serde_json::Value> {
+        let mut stream = self.stream().await?;
+        let info = stream.info().await.map_err(unavailable)?;
+        let cluster = info.cluster.as_ref();
+        let replicas: Vec<serde_json::Value> = cluster
+            .map(|c| {
+                c.replicas
+                    .iter()
+                    .map(|r| serde_json::json!({"name": r.name, "current": r.current, "lag": r.lag}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(serde_json::json!({
+            "stream": info.config.name,
+            "leader": cluster.and_then(|c| c.leader.clone()),
+            "replicas": info.config.num_replicas,
+            "peers": replicas,
+            "server": self.client.server_info().server_name,
+        }))
+    }
+}
+
+/// What a message holds of an event: everything but the id, the time and the idempotency key.
+fn encode(event: &NewEvent) -> bytes::Bytes {
+    let stored = NewEvent { key: event.effective_key(), idempotency_key: None, ..event.clone() };
+    // A new event is strings, integers and JSON values: serializing cannot fail.
+    serde_json::to_vec(&stored).expect("an event always serializes").into()
+}
+
+fn decode(sequence: u64, time: DateTime<Utc>, payload: &[u8]) -> Result<StoredEvent> {
+    let event: NewEvent = serde_json::from_slice(payload).map_err(|e| corrupt(format!("event {sequence}: {e}")))?;
+    let id = EventId::new(sequence).map_err(|e| corrupt(format!("event {sequence}: {e}")))?;
+    Ok(StoredEvent::from_new(id, time, event))
+}
+
+/// An ordered consumer's messages from a sequence on: the events themselves, in stream order, with how many
+/// remain after each.
+struct Cursor {
+    messages: jetstream::consumer::pull::Ordered,
+    /// The sequence the next message must carry for nothing to have been skipped.
+    next: u64,
+    /// A message received but not yet handed out (the feed's wake-up).
+    peeked: Option<jetstream::Message>,
+}
+
+/// How long a read waits for a message the stream's state says is there.
+const MESSAGE_WAIT: Duration = Duration::from_secs(5);
+
+impl Cursor {
+    async fn open(stream: &jetstream::stream::Stream, after: u64) -> Result<Self> {
+        let config = OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+            ..Default::default()
+        };
+        let consumer = stream.create_consumer(config).await.map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        Ok(Self { messages, next: after + 1, peeked: None })
+    }
+
+    /// The next message, waiting at most `wait` (`Some(Duration::ZERO)`: only one already received; `None`: until
+    /// one comes).
+    async fn next_message(&mut self, wait: Option<Duration>) -> Result<Option<jetstream::Message>> {
+        if let Some(message) = self.peeked.take() {
+            return Ok(Some(message));
+        }
+        let next = match wait {
+            Some(wait) => match tokio::time::timeout(wait, self.messages.next()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(None),
+            },
+            None => self.messages.next().await,
+        };
+        match next {
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(e)) => Err(unavailable(e)),
+            None => Err(Error::Unavailable("the NATS consumer ended".into())),
+        }
+    }
+
+    /// Reads up to `limit` matching events after `after`, until the head (a message with nothing pending after
+    /// it) or, with `until` set, that sequence; each message waited for at most `wait`.
+    async fn read(
+        &mut self,
+        after: u64,
+        query: &LogQuery,
+        limit: usize,
+        until: Option<u64>,
+        wait: Duration,
+    ) -> Result<Page> {
+        let mut page = Page {
+            events: Vec::new(),
+            through: after,
+            complete: false,
+            bounds: LogBounds { head: after, earliest: after + 1 },
+        };
+        let mut scanned = 0;
+        while page.events.len() < limit && scanned < SCAN_PER_READ.max(limit) {
+            let Some(message) = self.next_message(Some(wait)).await? else {
+                if until.is_some() {
+                    return Err(Error::Unavailable("the NATS stream did not send what its state announced".into()));
+                }
+                // Nothing more has arrived: the head as far as this consumer knows.
+                page.complete = true;
+                break;
+            };
+            let info = message.info().map_err(|e| corrupt(format!("a message without its metadata: {e}")))?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
+            if sequence > self.next && scanned == 0 {
+                // Retention, or a new epoch, moved the stream's start past this position.
+                page.bounds.earliest = sequence;
+            }
+            let event = decode(sequence, info.published, &message.payload)?;
+            self.next = sequence + 1;
+            page.through = sequence;
+            page.bounds.head = page.bounds.head.max(sequence + pending);
+            scanned += 1;
+            if query.matches(&event) {
+                page.events.push(Arc::new(event));
+            }
+            if pending == 0 || until.is_some_and(|until| sequence >= until) {
+                page.complete = true;
+                break;
+            }
+        }
+        Ok(page)
+    }
+}
+
+#[async_trait]
+impl EventLog for NatsLog {
+    fn provider(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
+        let prepared: Vec<(HeaderMap, bytes::Bytes)> = events
+            .iter()
+            .map(|event| {
+                let mut headers = HeaderMap::new();
+                let id = match &event.idempotency_key {
+                    Some(key) => key.clone(),
+                    None => format!("hub-{}", uuid::Uuid::new_v4().simple()),
+                };
+                headers.insert("Nats-Msg-Id", id.as_str());
+                (headers, encode(event))
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
+        let mut ids: Vec<u64> = Vec::with_capacity(events.len());
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let (acknowledged, failure) = self.publish_from(&prepared, ids.len()).await;
+            ids.extend(acknowledged);
+            let Some(failure) = failure else { break };
+            if no_stream(&failure) {
+                // Deleted under the hub: a new epoch; the retried messages keep their ids (Nats-Msg-Id).
+                self.ensure_stream().await?;
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(Error::Unavailable(failure));
+            }
+            tracing::warn!(error = %failure, stored = ids.len(), of = events.len(), "publishing to NATS failed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+        ids.into_iter().map(|id| EventId::new(id).map_err(corrupt)).collect()
+    }
+
+    async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
+        let mut stream = self.stream().await?;
+        let bounds = Self::read_bounds(&mut stream).await?;
+        if after >= bounds.head || bounds.earliest > bounds.head {
+            // Nothing after the position (or nothing retained): no consumer needed.
+            let through = after.max(bounds.head);
+            return Ok(Page { events: Vec::new(), through, complete: true, bounds });
+        }
+        let mut cursor = Cursor::open(&stream, after).await?;
+        let mut page = cursor.read(after, query, limit, Some(bounds.head), MESSAGE_WAIT).await?;
+        if page.bounds.earliest <= after + 1 {
+            page.bounds.earliest = bounds.earliest;
+        }
+        Ok(page)
+    }
+
+    async fn bounds(&self) -> Result<LogBounds> {
+        let mut stream = self.stream().await?;
+        Self::read_bounds(&mut stream).await
+    }
+
+    async fn prune(&self) -> Result<u64> {
+        // The stream's max_age and message cap remove old events on the servers themselves.
+        Ok(0)
+    }
+
+    async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
+        let stream = self.stream().await?;
+        let answered = tokio::time::Instant::now();
+        Ok(Box::new(NatsFeed { client: self.client.clone(), stream, cursor: None, answered }))
+    }
+
+    async fn describe(&self) -> Option<serde_json::Value> {
+        match NatsLog::describe(self).await {
+            Ok(value) => Some(value),
+            Err(e) => Some(serde_json::json!({"stream": self.settings.stream, "error": e.to_string()})),
+        }
+    }
+}
+
+/// How long an idle feed goes without asking the stream's leader whether it is still there.
+const LEADER_CHECK: Duration = Duration::from_secs(1);
+
+/// The storage actor's feed: an ordered consumer from its cursor that carries the events themselves.
+struct NatsFeed {
+    client: async_nats::Client,
+    stream: jetstream::stream::Stream,
+    cursor: Option<Cursor>,
+    /// When the stream last answered (a message, or its leader): an idle feed checks it every `LEADER_CHECK`, so
+    /// readiness follows the connection and the stream's leader even when nothing is published.
+    answered: tokio::time::Instant,
+}
+
+impl NatsFeed {
+    /// Fails when the connection is down, or when the feed was idle and the stream's leader does not answer.
+    async fn check(&mut self) -> Result<()> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::Unavailable("not connected to NATS".into()));
+        }
+        if self.answered.elapsed() >= LEADER_CHECK {
+            NatsLog::read_bounds(&mut self.stream).await?;
+            self.answered = tokio::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The consumer positioned right after `after`, opened (again) when the caller moved elsewhere.
+    async fn at(&mut self, after: u64) -> Result<&mut Cursor> {
+        if self.cursor.as_ref().is_none_or(|c| c.next != after + 1) {
+            self.cursor = Some(Cursor::open(&self.stream, after).await?);
+        }
+        Ok(self.cursor.as_mut().expect("opened above"))
+    }
+}
+
+#[async_trait]
+impl LiveFeed for NatsFeed {
+    async fn changed(&mut self, cursor: u64) -> Result<()> {
+        let at = self.at(cursor).await?;
+        if at.peeked.is_none() {
+            // Cancel-safe: a message not yet taken stays in the consumer when the caller's timeout drops this.
+            at.peeked = at.next_message(None).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, after: u64, limit: usize) -> Result<Option<Page>> {
+        self.check().await?;
+        let cursor = self.at(after).await?;
+        let page = cursor.read(after, &LogQuery::all(), limit, None, Duration::ZERO).await?;
+        if page.through > after {
+            self.answered = tokio::time::Instant::now();
+        }
+        Ok(Some(page))
+    }
+}

@@ -1,0 +1,216 @@
+//! What is NATS JetStream's own: a three-node cluster losing the stream's leader or the server a hub is connected
+//! to, a stream deleted and created again, and start-up errors. The guarantees every backend gives (cluster,
+//! faults, resume) run on NATS too, in `backends.rs`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use hub::Application;
+use hub::settings::{Backend, Settings};
+use serde_json::{Value, json};
+
+use crate::backends::{assert_exactly_once_in_order, events_with_markers};
+use crate::helpers::{TestHub, event, ids, spawn_hub};
+use crate::natsd::{TestStream, delete_stream};
+
+async fn spawn_nats_hub(urls: &str, stream: &str, replicas: usize) -> TestHub {
+    let (urls, stream) = (urls.to_owned(), stream.to_owned());
+    spawn_hub(move |s| {
+        s.backend = Some(Backend::Nats);
+        s.nats_url = Some(urls);
+        s.nats_stream = stream;
+        s.nats_replicas = replicas;
+        s.workers = Some(2);
+    })
+    .await
+}
+
+/// Publishes `batch` until it is stored, retrying a 503 (a leader election) with the same idempotency keys, as a
+/// service following the contract would; returns the ids.
+async fn publish_until_stored(hub: &TestHub, batch: &Value) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = hub.publish_raw(batch.to_string()).await;
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.expect("the answer is JSON");
+        match status {
+            200 => return answer["ids"].as_array().expect("ids").iter().map(|id| id.as_u64().unwrap()).collect(),
+            503 => assert_eq!(answer["error"]["code"], "unavailable", "{answer}"),
+            other => panic!("publish answered {other}: {answer}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the publish was not stored within a minute: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `n`'s event, with an idempotency key so that a retried publish is stored once.
+fn keyed(topic: &str, n: u64) -> Value {
+    let mut event = event(topic, json!({"project_id": if n.is_multiple_of(3) { "p1" } else { "p2" }}), n);
+    event["idempotency_key"] = json!(format!("test-{n}"));
+    event
+}
+
+#[actix_web::test]
+async fn two_hubs_and_eight_publishers_lose_nothing_while_the_streams_leader_is_killed_and_comes_back() {
+    let mut cluster = throwaway_nats!(3);
+    let stream = "leader_loss";
+    let hub_a = spawn_nats_hub(&cluster.urls(), stream, 3).await;
+    let hub_b = spawn_nats_hub(&cluster.urls(), stream, 3).await;
+    let mut subscribers = vec![
+        hub_a.ws("/ws?topics=*").await,
+        hub_a.ws("/ws?topics=chat:*&project_id=p1").await,
+        hub_b.ws("/ws?topics=*").await,
+        hub_b.ws("/ws?topics=chat:*&project_id=p1").await,
+    ];
+    for client in &mut subscribers {
+        client.expect("subscribed").await;
+    }
+    let leader = cluster.stream_leader(stream).await.expect("the stream has a leader");
+
+    let publishers = (0..8u64).map(|p| {
+        let hub = if p % 2 == 0 { &hub_a } else { &hub_b };
+        async move {
+            for i in 0..40u64 {
+                let n = 1000 * (p + 1) + 2 * i;
+                publish_until_stored(hub, &json!([keyed("chat:1", n), keyed("run.logs", n + 1)])).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let publishing = async {
+        join_all(publishers).await;
+        tokio::time::Instant::now()
+    };
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.node_mut(&leader).kill().await;
+        let killed_at = tokio::time::Instant::now();
+        let new_leader = cluster.wait_for_stream_leader(stream, Some(&leader), Duration::from_secs(15)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster.node_mut(&leader).start().await;
+        (new_leader, killed_at)
+    };
+    let (published_at, (new_leader, killed_at)) = tokio::join!(publishing, fault);
+    assert!(killed_at < published_at, "the leader was killed while the publishers were still publishing");
+
+    let all: BTreeSet<u64> = (0..8u64).flat_map(|p| (0..80).map(move |i| 1000 * (p + 1) + i)).collect();
+    let p1_chat: BTreeSet<u64> = all.iter().copied().filter(|n| n % 2 == 0 && n % 3 == 0).collect();
+    for (which, client) in subscribers.iter_mut().enumerate() {
+        let expected = if which % 2 == 0 { &all } else { &p1_chat };
+        let got = events_with_markers(client, expected).await;
+        assert_exactly_once_in_order(&format!("subscriber {which}"), &got, expected);
+        if which % 2 == 0 {
+            let got_ids = ids(&got);
+            assert!(got_ids.windows(2).all(|w| w[1] == w[0] + 1), "subscriber {which}: ids have gaps");
+        }
+    }
+    assert_ne!(new_leader, leader, "the stream moved to another node");
+    hub_a.wait_ready(200, Duration::from_secs(15)).await;
+    hub_b.wait_ready(200, Duration::from_secs(15)).await;
+}
+
+#[actix_web::test]
+async fn a_hub_whose_nats_server_is_killed_moves_to_another_and_its_subscribers_lose_nothing() {
+    let mut cluster = throwaway_nats!(3);
+    let stream = "server_loss";
+    // Hub A knows only n0 and learns the others from it, as a client of one seed URL does.
+    let hub_a = spawn_nats_hub(&cluster.nodes[0].url(), stream, 3).await;
+    let hub_b = spawn_nats_hub(&cluster.nodes[1].url(), stream, 3).await;
+    let mut client = hub_a.ws("/ws?topics=a").await;
+    client.expect("subscribed").await;
+    let mut published = hub_b.publish(json!([event("a", json!({}), 1), event("a", json!({}), 2)])).await;
+    assert_eq!(ids(&client.events(2).await), published);
+
+    cluster.nodes[0].kill().await;
+    for n in 3..13 {
+        published.extend(publish_until_stored(&hub_b, &json!([keyed("a", n)])).await);
+    }
+
+    let rest = client.events(10).await;
+    assert_eq!(ids(&rest), published[2..].to_vec(), "every event once, in order, after the move");
+    hub_a.wait_ready(200, Duration::from_secs(15)).await;
+    let (_, health) = hub_a.get_json("/api/health/pubsub").await;
+    assert_eq!(health["provider"], "nats");
+    assert_eq!(health["log"]["stream"], stream);
+    assert_eq!(health["log"]["replicas"], 3);
+    assert!(health["log"]["leader"].is_string(), "{health}");
+}
+
+/// An operator deletes the stream and it is created again: sequences would start over, so the new stream starts
+/// above every id handed out before and every reader is told with a reset.
+#[actix_web::test]
+async fn a_stream_deleted_and_created_again_is_a_new_epoch_that_resets_every_reader_and_reuses_no_id() {
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let hub = spawn_nats_hub(&stream.url, &stream.name, 1).await;
+    let mut live = hub.ws("/ws?topics=a").await;
+    live.expect("subscribed").await;
+    let before = hub.publish(json!([event("a", json!({}), 1), event("a", json!({}), 2)])).await;
+    assert_eq!(ids(&live.events(2).await), before);
+
+    delete_stream(&stream.url, &stream.name).await.expect("the stream is deleted");
+    let after = hub.publish(json!([event("a", json!({}), 3), event("a", json!({}), 4)])).await;
+
+    let reset = live.expect("reset").await;
+    assert_eq!(reset["reason"], "history_truncated");
+    assert!(reset["earliest_id"].as_u64().unwrap() > before[1], "the new epoch starts above old ids: {reset}");
+    assert_eq!(ids(&live.events(2).await), after);
+    assert!(after[0] > before[1], "ids never go back: {after:?} after {before:?}");
+    let mut resumed = hub.ws(&format!("/ws?topics=a&since={}", before[0])).await;
+    resumed.expect("subscribed").await;
+    let told = resumed.expect("reset").await;
+    resumed.expect("live").await;
+    assert_eq!(told["earliest_id"], after[0], "the new epoch's history is what is retained");
+}
+
+#[actix_web::test]
+async fn an_unreachable_cluster_or_a_stream_that_contradicts_the_settings_is_a_clear_start_up_error() {
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let client = async_nats::connect(stream.url.as_str()).await.unwrap();
+    let memory = async_nats::jetstream::stream::Config {
+        name: stream.name.clone(),
+        subjects: vec![format!("{}.>", stream.name)],
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    };
+    async_nats::jetstream::new(client).create_stream(memory).await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cases = [
+        (format!("nats://127.0.0.1:{closed}"), "other".to_owned(), 1, "cannot open the NATS event log"),
+        ("nats://bad host".into(), "other".into(), 1, "NATS_URL"),
+        (stream.url.clone(), stream.name.clone(), 1, "needs file storage"),
+    ];
+
+    for (url, name, replicas, says) in cases {
+        let settings = Settings {
+            bind: "127.0.0.1:0".into(),
+            backend: Some(Backend::Nats),
+            nats_url: Some(url.clone()),
+            nats_stream: name,
+            nats_replicas: replicas,
+            ..Settings::default()
+        };
+        let error = Application::build(settings).await.err().expect("the hub refuses to start");
+        let text = format!("{error:#}");
+        assert!(text.contains(says), "{url}: {text}");
+    }
+}
+
+#[actix_web::test]
+async fn a_stream_with_fewer_replicas_than_asked_is_refused_with_the_reason() {
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let _one_replica = spawn_nats_hub(&stream.url, &stream.name, 1).await;
+
+    let settings = Settings {
+        bind: "127.0.0.1:0".into(),
+        backend: Some(Backend::Nats),
+        nats_url: Some(stream.url.clone()),
+        nats_stream: stream.name.clone(),
+        nats_replicas: 3,
+        ..Settings::default()
+    };
+    let error = Application::build(settings).await.err().expect("the hub refuses to start");
+
+    let text = format!("{error:#}");
+    assert!(text.contains("1 replicas, fewer than HUB_NATS_REPLICAS=3"), "{text}");
+}
