@@ -123,6 +123,7 @@ async fn a_hub_whose_nats_server_is_killed_moves_to_another_and_its_subscribers_
     assert_eq!(ids(&client.events(2).await), published);
 
     cluster.nodes[0].kill().await;
+    cluster.wait_for_stream_leader(stream, Some("n0"), Duration::from_secs(15)).await;
     for n in 3..13 {
         published.extend(publish_until_stored(&hub_b, &json!([keyed("a", n)])).await);
     }
@@ -135,6 +136,10 @@ async fn a_hub_whose_nats_server_is_killed_moves_to_another_and_its_subscribers_
     assert_eq!(health["log"]["stream"], stream);
     assert_eq!(health["log"]["replicas"], 3);
     assert!(health["log"]["leader"].is_string(), "{health}");
+    let (passed, smoke) = crate::smoke::smoke(hub_a.port, None).await;
+    assert!(passed, "{smoke}");
+    assert!(smoke.contains(&format!("provider nats, stream {stream}, leader n")), "{smoke}");
+    assert!(smoke.contains("3 replicas"), "{smoke}");
 }
 
 /// An operator deletes the stream and it is created again: sequences would start over, so the new stream starts
@@ -213,4 +218,28 @@ async fn a_stream_with_fewer_replicas_than_asked_is_refused_with_the_reason() {
 
     let text = format!("{error:#}");
     assert!(text.contains("1 replicas, fewer than HUB_NATS_REPLICAS=3"), "{text}");
+}
+
+#[actix_web::test]
+async fn the_publisher_crates_nats_sink_reaches_subscribers_redacted_and_refuses_a_missing_stream() {
+    use publisher::events::{ProjectId, RunEvent, RunId, RunScope, RunStatus};
+    use publisher::{NatsSink, Publisher};
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let missing = NatsSink::connect(&stream.url, &stream.name, None).await.err().expect("no stream yet");
+    let hub = spawn_nats_hub(&stream.url, &stream.name, 1).await;
+    let mut client = hub.ws("/ws?topics=run.events&project_id=p1").await;
+    client.expect("subscribed").await;
+    let publisher = Publisher::new(NatsSink::connect(&stream.url, &stream.name, None).await.unwrap());
+
+    let mut event =
+        RunEvent::new(RunScope::new(ProjectId::new("p1").unwrap(), RunId::new("r1").unwrap()), RunStatus::Failed);
+    event.details.insert("api_key".into(), "sk_live_abcdefghijklmnop1234".into());
+    let published = publisher.publish(event).await.unwrap();
+
+    let got = client.events(1).await;
+    assert_eq!(Some(ids(&got)), published.ids.map(|ids| ids.iter().map(|id| id.get()).collect()));
+    assert_eq!(got[0]["payload"]["details"]["api_key"], "[REDACTED]");
+    assert_eq!(got[0]["key"], "run:r1");
+    let reason = std::error::Error::source(&missing).map(ToString::to_string).unwrap_or_default();
+    assert!(reason.contains("does not exist"), "{missing}: {reason}");
 }

@@ -195,19 +195,26 @@ impl NatsCluster {
         self.nodes.iter().map(NatsNode::url).collect::<Vec<_>>().join(",")
     }
 
+    /// Waits until JetStream has a meta leader that sees every other node as a current peer, so that a stream
+    /// with as many replicas as nodes can be placed.
     async fn wait_for_meta_leader(&self) {
-        for _ in 0..200 {
+        for _ in 0..300 {
             for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-                let jsz = node.monitoring("/jsz").await;
-                let leader = jsz.as_ref().and_then(|j| j["meta_cluster"]["leader"].as_str().map(str::to_owned));
-                let single = self.nodes.len() == 1 && jsz.is_some();
-                if single || leader.is_some_and(|l| !l.is_empty()) {
+                let Some(jsz) = node.monitoring("/jsz").await else { continue };
+                if self.nodes.len() == 1 {
+                    return;
+                }
+                let meta = &jsz["meta_cluster"];
+                let leader = meta["leader"].as_str().is_some_and(|l| !l.is_empty());
+                let peers = meta["replicas"].as_array().cloned().unwrap_or_default();
+                let current = peers.iter().filter(|p| p["current"] == true).count();
+                if leader && current == self.nodes.len() - 1 {
                     return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the NATS cluster elected no JetStream meta leader");
+        panic!("the NATS cluster elected no JetStream meta leader with every node as a current peer");
     }
 
     /// The name of the node leading `stream`, as the live nodes see it.

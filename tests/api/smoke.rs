@@ -6,13 +6,14 @@ use crate::helpers::spawn_hub;
 use crate::process::hub_binary;
 use crate::tokens::{SECRET, claims, hs256};
 
-async fn smoke(port: u16, token: &str) -> (bool, String) {
-    let output = tokio::process::Command::new(hub_binary())
-        .args(["smoke", "--url", &format!("http://127.0.0.1:{port}"), "--token", token, "--timeout", "5s"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("hub smoke runs");
+/// Runs `hub smoke` against the hub at `port` (with `token`, if any); whether it passed, and what it printed.
+pub async fn smoke(port: u16, token: Option<&str>) -> (bool, String) {
+    let mut command = tokio::process::Command::new(hub_binary());
+    command.args(["smoke", "--url", &format!("http://127.0.0.1:{port}"), "--timeout", "5s"]);
+    if let Some(token) = token {
+        command.args(["--token", token]);
+    }
+    let output = command.env("RUST_LOG", "warn").output().await.expect("hub smoke runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }
@@ -22,9 +23,10 @@ async fn the_smoke_check_passes_against_a_working_hub_and_prints_each_latency() 
     let hub = spawn_hub(|s| s.jwt_secret = Some(SECRET.into())).await;
     let token = hs256(&claims(&["hub.smoke"], json!({}), &["hub.smoke"], 600));
 
-    let (passed, output) = smoke(hub.port, &token).await;
+    let (passed, output) = smoke(hub.port, Some(&token)).await;
 
     assert!(passed, "{output}");
+    assert!(output.contains("provider memory"), "{output}");
     for step in ["readyz", "health", "websocket delivery", "sse delivery", "long-poll"] {
         assert!(output.contains(&format!("ok   {step}")), "{step} missing from:\n{output}");
     }
@@ -38,11 +40,11 @@ async fn the_smoke_check_fails_with_the_reason_when_the_token_is_refused() {
         crate::tokens::hs256_with(&claims(&["hub.smoke"], json!({}), &["hub.smoke"], 600), "another-secret-entirely");
     let reader_only = hs256(&claims(&["hub.smoke"], json!({}), &[], 600));
 
-    let (passed, output) = smoke(hub.port, &forged).await;
+    let (passed, output) = smoke(hub.port, Some(&forged)).await;
     assert!(!passed);
     assert!(output.contains("FAILED") && output.contains("401") && output.contains("token was refused"), "{output}");
 
-    let (passed, output) = smoke(hub.port, &reader_only).await;
+    let (passed, output) = smoke(hub.port, Some(&reader_only)).await;
     assert!(!passed);
     assert!(output.contains("publish: answered 403"), "{output}");
 }

@@ -25,7 +25,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Smoke(args) => match hub::smoke::run(&args).await {
             Ok(steps) => {
                 for step in steps {
-                    println!("ok   {:<20} {:>8.1} ms", step.name, step.took.as_secs_f64() * 1000.0);
+                    let took = step.took.as_secs_f64() * 1000.0;
+                    println!("ok   {:<20} {took:>8.1} ms  {}", step.name, step.detail);
                 }
                 println!("smoke check passed: {}", args.url);
             }

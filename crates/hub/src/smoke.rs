@@ -27,10 +27,11 @@ pub struct SmokeArgs {
     pub timeout: Duration,
 }
 
-/// One step's outcome: its name and how long it took.
+/// One step's outcome: its name, how long it took, and what it found worth saying.
 pub struct Step {
     pub name: &'static str,
     pub took: Duration,
+    pub detail: String,
 }
 
 /// Runs every step in order; the first failure ends the check with `"<step>: <reason>"`.
@@ -38,21 +39,23 @@ pub async fn run(args: &SmokeArgs) -> anyhow::Result<Vec<Step>> {
     let base = args.url.trim_end_matches('/').to_owned();
     let http = reqwest::Client::builder().timeout(args.timeout).build()?;
     let mut steps = Vec::new();
-    let mut step = |name: &'static str, started: Instant| steps.push(Step { name, took: started.elapsed() });
+    let mut step = |name: &'static str, started: Instant, detail: String| {
+        steps.push(Step { name, took: started.elapsed(), detail })
+    };
 
     let started = Instant::now();
     let ready = http.get(format!("{base}/readyz")).send().await.context("readyz: the hub does not answer")?;
     if ready.status() != 200 {
         bail!("readyz: answered {} ({})", ready.status(), ready.text().await.unwrap_or_default());
     }
-    step("readyz", started);
+    step("readyz", started, String::new());
 
     let started = Instant::now();
     let health: Value = http.get(format!("{base}/api/health/pubsub")).send().await?.json().await?;
     if health["healthy"] != true {
         bail!("health: the hub reports itself unhealthy: {health}");
     }
-    step("health", started);
+    step("health", started, log_summary(&health));
 
     let query = format!("topics={}", args.topic);
     let ws_url = format!("{}/ws?{query}", base.replacen("http", "ws", 1));
@@ -73,7 +76,7 @@ pub async fn run(args: &SmokeArgs) -> anyhow::Result<Vec<Step>> {
         Ok(connected) => connected.context("websocket: cannot connect")?,
     };
     let subscribed = next_of(&mut ws, "subscribed", args.timeout).await.context("websocket")?;
-    step("websocket subscribe", started);
+    step("websocket subscribe", started, String::new());
 
     let mut sse_request = http.get(format!("{base}/sse?{query}&since={}", subscribed["head"]));
     if let Some(token) = &args.token {
@@ -84,7 +87,7 @@ pub async fn run(args: &SmokeArgs) -> anyhow::Result<Vec<Step>> {
     if sse.status() != 200 {
         bail!("sse: answered {}{}", sse.status(), refusal_hint(sse.status().as_u16()));
     }
-    step("sse subscribe", started);
+    step("sse subscribe", started, String::new());
 
     let probe = uuid::Uuid::new_v4().to_string();
     let mut publish =
@@ -100,13 +103,13 @@ pub async fn run(args: &SmokeArgs) -> anyhow::Result<Vec<Step>> {
         bail!("publish: answered {status}{}: {}", refusal_hint(status), body["error"]["message"]);
     }
     let id = body["ids"][0].as_u64().context("publish: the answer has no id")?;
-    step("publish", published_at);
+    step("publish", published_at, String::new());
 
     let frame = next_of(&mut ws, "event", args.timeout).await.context("websocket delivery")?;
     if frame["id"] != id {
         bail!("websocket delivery: expected event {id}, got {frame}");
     }
-    steps.push(Step { name: "websocket delivery", took: published_at.elapsed() });
+    steps.push(Step { name: "websocket delivery", took: published_at.elapsed(), detail: String::new() });
 
     let mut body = sse.bytes_stream();
     let mut text = String::new();
@@ -119,7 +122,7 @@ pub async fn run(args: &SmokeArgs) -> anyhow::Result<Vec<Step>> {
             Err(_) => bail!("sse delivery: event {id} did not arrive within {:?}", args.timeout),
         }
     }
-    steps.push(Step { name: "sse delivery", took: published_at.elapsed() });
+    steps.push(Step { name: "sse delivery", took: published_at.elapsed(), detail: String::new() });
 
     let started = Instant::now();
     let mut poll = http.get(format!("{base}/api/events?{query}&after={}&wait=5", id - 1));
@@ -130,9 +133,21 @@ pub async fn run(args: &SmokeArgs) -> anyhow::Result<Vec<Step>> {
     if polled["events"][0]["id"] != id {
         bail!("long-poll: expected event {id}, got {polled}");
     }
-    steps.push(Step { name: "long-poll", took: started.elapsed() });
+    steps.push(Step { name: "long-poll", took: started.elapsed(), detail: String::new() });
     let _ = ws.close(None).await;
     Ok(steps)
+}
+
+/// The log as the health answer describes it: the provider, and for a replicated stream its name, leader and
+/// replicas (`provider nats, stream realtime, leader n2, 3 replicas`).
+fn log_summary(health: &Value) -> String {
+    let mut summary = format!("provider {}", health["provider"].as_str().unwrap_or("?"));
+    let log = &health["log"];
+    if let Some(stream) = log["stream"].as_str() {
+        let leader = log["leader"].as_str().unwrap_or("none");
+        summary.push_str(&format!(", stream {stream}, leader {leader}, {} replicas", log["replicas"]));
+    }
+    summary
 }
 
 fn refusal_hint(status: u16) -> &'static str {

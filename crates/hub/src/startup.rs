@@ -249,6 +249,7 @@ async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<d
                 stream: settings.nats_stream.clone(),
                 replicas: settings.nats_replicas,
                 retention: Retention { max_events: settings.nats_max_events, ..retention },
+                keeps_stream: true,
             };
             let log = NatsLog::connect(nats).await.context("cannot open the NATS event log")?;
             Ok(Arc::new(log))

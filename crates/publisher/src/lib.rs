@@ -1,15 +1,15 @@
 //! The publish contract of the realtime hub, for the services that produce events.
 //!
 //! Typed events for the well-known topics ([`events`]), a redaction policy that runs before anything is
-//! serialized, logged or sent ([`redact`]), and three sinks: PostgreSQL (the service's own pool, optionally inside
-//! its own transaction), Redis (the hubs' log on the redis backend), a hub over HTTP, and memory (for tests). Each publish carries the current OpenTelemetry
-//! trace context. Errors are one enum, [`Error`]: nothing is dropped silently.
+//! serialized, logged or sent ([`redact`]), and the sinks: PostgreSQL (the service's own pool, optionally inside
+//! its own transaction), Redis (the hubs' log on the redis backend), NATS JetStream (the hubs' stream on the nats
+//! backend), a hub over HTTP, and memory (for tests). Each publish carries the current OpenTelemetry trace context. Errors are one enum, [`Error`]: nothing is dropped silently.
 //!
 //! # Layout
 //! - [`events`]: `RunEvent`, `RunLogChunk`, `DeployEvent`, `DeployLogChunk`, `SystemError`, `CustomEvent`.
 //! - [`redact`]: the [`Redactor`] policy (secret keys by whole words, secret-shaped values anywhere).
 //! - [`publisher`]: [`Publisher`] and the [`Sink`] trait.
-//! - [`sink`]: [`PgSink`], [`RedisSink`], [`HttpSink`], [`MemorySink`].
+//! - [`sink`]: [`PgSink`], [`RedisSink`], [`NatsSink`], [`HttpSink`], [`MemorySink`].
 //! - [`log_stream`]: [`LogStreamWriter`] (bytes → numbered chunks → `eos`) and [`ChunkChecker`] for readers.
 //! - [`trace`]: the W3C `traceparent` of the current span.
 //!
@@ -66,6 +66,20 @@
 //! # }
 //! ```
 //!
+//! # Straight into the hubs' NATS stream
+//!
+//! ```no_run
+//! use publisher::events::{ProjectId, RunEvent, RunId, RunScope, RunStatus};
+//! use publisher::{NatsSink, Publisher};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let publisher = Publisher::new(NatsSink::connect("nats://nats:4222", "realtime", None).await?);
+//! let scope = RunScope::new(ProjectId::new("p1")?, RunId::new("r9")?);
+//! publisher.publish(RunEvent::new(scope, RunStatus::Running)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Over HTTP, to a hub
 //!
 //! ```no_run
@@ -94,5 +108,6 @@ pub use publisher::{Published, Publisher, Sink, redact_event};
 pub use redact::Redactor;
 pub use sink::http::{HttpSink, RetryPolicy};
 pub use sink::memory::MemorySink;
+pub use sink::nats::NatsSink;
 pub use sink::postgres::PgSink;
 pub use sink::redis::RedisSink;

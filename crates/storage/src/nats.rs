@@ -29,7 +29,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use async_nats::jetstream::context::{
     CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError, PublishErrorKind,
 };
-use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RawMessageErrorKind, StorageType};
 use async_nats::jetstream::{self, Context};
 use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
 use async_trait::async_trait;
@@ -63,6 +63,9 @@ pub struct NatsSettings {
     pub replicas: usize,
     /// `max_age` is the stream's `max_age`, `max_events` its message cap (0: none).
     pub retention: Retention,
+    /// Whether this process keeps the stream: creates it when absent and aligns its retention (the hubs); a
+    /// publishing service only appends to the stream the hubs keep.
+    pub keeps_stream: bool,
 }
 
 pub struct NatsLog {
@@ -149,7 +152,12 @@ impl NatsLog {
         let name = &self.settings.stream;
         let mut stream = match self.js.get_stream(name).await {
             Ok(stream) => stream,
-            Err(e) if stream_missing(&e) => return self.create_stream().await,
+            Err(e) if stream_missing(&e) && self.settings.keeps_stream => return self.create_stream().await,
+            Err(e) if stream_missing(&e) => {
+                return Err(Error::Config(format!(
+                    "the NATS stream {name} does not exist: the hubs create it when they start"
+                )));
+            }
             Err(e) => return Err(unavailable(e)),
         };
         let info = stream.info().await.map_err(unavailable)?.clone();
@@ -173,8 +181,10 @@ impl NatsLog {
                 info.config.subjects
             )));
         }
-        // Retention is the hub's setting: follow it when it changed.
-        if info.config.max_age != wanted.max_age || info.config.max_messages != wanted.max_messages {
+        // Retention is the hubs' setting: follow it when it changed.
+        let retention_changed =
+            info.config.max_age != wanted.max_age || info.config.max_messages != wanted.max_messages;
+        if self.settings.keeps_stream && retention_changed {
             let aligned = Config { num_replicas: info.config.num_replicas, ..wanted };
             self.js.update_stream(aligned).await.map_err(unavailable)?;
             tracing::info!(stream = %name, "the NATS stream's retention follows HUB_RETENTION");
@@ -297,8 +307,8 @@ struct Cursor {
     peeked: Option<jetstream::Message>,
 }
 
-/// How long a read waits for a message the stream's state says is there.
-const MESSAGE_WAIT: Duration = Duration::from_secs(5);
+/// Reads by sequence sent to the stream's leader at once.
+const READS_IN_FLIGHT: usize = 32;
 
 impl Cursor {
     async fn open(stream: &jetstream::stream::Stream, after: u64) -> Result<Self> {
@@ -331,47 +341,32 @@ impl Cursor {
         }
     }
 
-    /// Reads up to `limit` matching events after `after`, until the head (a message with nothing pending after
-    /// it) or, with `until` set, that sequence; each message waited for at most `wait`.
-    async fn read(
-        &mut self,
-        after: u64,
-        query: &LogQuery,
-        limit: usize,
-        until: Option<u64>,
-        wait: Duration,
-    ) -> Result<Page> {
+    /// Takes up to `limit` events after `after` that the consumer has already received, without waiting: up to the
+    /// head (a message with nothing pending after it) or whatever has arrived so far.
+    async fn take(&mut self, after: u64, limit: usize) -> Result<Page> {
         let mut page = Page {
             events: Vec::new(),
             through: after,
             complete: false,
             bounds: LogBounds { head: after, earliest: after + 1 },
         };
-        let mut scanned = 0;
-        while page.events.len() < limit && scanned < SCAN_PER_READ.max(limit) {
-            let Some(message) = self.next_message(Some(wait)).await? else {
-                if until.is_some() {
-                    return Err(Error::Unavailable("the NATS stream did not send what its state announced".into()));
-                }
+        while page.events.len() < limit {
+            let Some(message) = self.next_message(Some(Duration::ZERO)).await? else {
                 // Nothing more has arrived: the head as far as this consumer knows.
                 page.complete = true;
                 break;
             };
             let info = message.info().map_err(|e| corrupt(format!("a message without its metadata: {e}")))?;
             let (sequence, pending) = (info.stream_sequence, info.pending);
-            if sequence > self.next && scanned == 0 {
+            if sequence > self.next && page.events.is_empty() {
                 // Retention, or a new epoch, moved the stream's start past this position.
                 page.bounds.earliest = sequence;
             }
-            let event = decode(sequence, info.published, &message.payload)?;
+            page.events.push(Arc::new(decode(sequence, info.published, &message.payload)?));
             self.next = sequence + 1;
             page.through = sequence;
             page.bounds.head = page.bounds.head.max(sequence + pending);
-            scanned += 1;
-            if query.matches(&event) {
-                page.events.push(Arc::new(event));
-            }
-            if pending == 0 || until.is_some_and(|until| sequence >= until) {
+            if pending == 0 {
                 page.complete = true;
                 break;
             }
@@ -420,19 +415,43 @@ impl EventLog for NatsLog {
         ids.into_iter().map(|id| EventId::new(id).map_err(corrupt)).collect()
     }
 
+    /// Reads by sequence from the stream's leader, several requests in flight: no consumer is created, so a
+    /// replay does not wait for JetStream's meta leader (which a node loss can take away for seconds).
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
         let mut stream = self.stream().await?;
         let bounds = Self::read_bounds(&mut stream).await?;
-        if after >= bounds.head || bounds.earliest > bounds.head {
-            // Nothing after the position (or nothing retained): no consumer needed.
-            let through = after.max(bounds.head);
-            return Ok(Page { events: Vec::new(), through, complete: true, bounds });
+        let mut page = Page { events: Vec::new(), through: after.max(bounds.head), complete: true, bounds };
+        let first = (after + 1).max(bounds.earliest);
+        if first > bounds.head {
+            return Ok(page);
         }
-        let mut cursor = Cursor::open(&stream, after).await?;
-        let mut page = cursor.read(after, query, limit, Some(bounds.head), MESSAGE_WAIT).await?;
-        if page.bounds.earliest <= after + 1 {
-            page.bounds.earliest = bounds.earliest;
+        let last = bounds.head.min(first + SCAN_PER_READ.max(limit) as u64 - 1);
+        let mut messages = futures_util::stream::iter(first..=last)
+            .map(|sequence| {
+                let stream = &stream;
+                async move { (sequence, stream.get_raw_message(sequence).await) }
+            })
+            .buffered(READS_IN_FLIGHT);
+        page.through = after;
+        page.complete = false;
+        while let Some((sequence, message)) = messages.next().await {
+            if page.events.len() == limit {
+                return Ok(page);
+            }
+            match message {
+                Ok(message) => {
+                    let event = decode(sequence, message.time, &message.payload)?;
+                    if query.matches(&event) {
+                        page.events.push(Arc::new(event));
+                    }
+                }
+                // Removed meanwhile (retention reaches it, or an operator deleted it): nothing to deliver.
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            page.through = sequence;
         }
+        page.complete = page.through >= bounds.head;
         Ok(page)
     }
 
@@ -474,13 +493,19 @@ struct NatsFeed {
 }
 
 impl NatsFeed {
-    /// Fails when the connection is down, or when the feed was idle and the stream's leader does not answer.
+    /// Fails when the connection is down, or when the feed was idle and the stream's leader does not answer. An
+    /// idle consumer that the stream has moved past was lost (it lived on a server that died): it is dropped, and
+    /// the next read opens another at the cursor.
     async fn check(&mut self) -> Result<()> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(Error::Unavailable("not connected to NATS".into()));
         }
         if self.answered.elapsed() >= LEADER_CHECK {
-            NatsLog::read_bounds(&mut self.stream).await?;
+            let head = NatsLog::read_bounds(&mut self.stream).await?.head;
+            if self.cursor.as_ref().is_some_and(|c| c.peeked.is_none() && head >= c.next) {
+                tracing::warn!(head, "the NATS consumer stopped short of the stream's head; opening another");
+                self.cursor = None;
+            }
             self.answered = tokio::time::Instant::now();
         }
         Ok(())
@@ -509,7 +534,7 @@ impl LiveFeed for NatsFeed {
     async fn read(&mut self, after: u64, limit: usize) -> Result<Option<Page>> {
         self.check().await?;
         let cursor = self.at(after).await?;
-        let page = cursor.read(after, &LogQuery::all(), limit, None, Duration::ZERO).await?;
+        let page = cursor.take(after, limit).await?;
         if page.through > after {
             self.answered = tokio::time::Instant::now();
         }

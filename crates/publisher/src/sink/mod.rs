@@ -2,5 +2,6 @@
 
 pub mod http;
 pub mod memory;
+pub mod nats;
 pub mod postgres;
 pub mod redis;
