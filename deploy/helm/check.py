@@ -34,6 +34,10 @@ CASES = {
         "auth": {"existingSecret": "", "jwksUrl": "https://id.internal/jwks.json",
                  "jwksCa": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----"},
     },
+    "nats backend, 3 stream replicas, creds from the Secret": {"backend": "nats", "replicaCount": 3,
+                                                               "nats": {"credsKey": "hub.creds"}},
+    "nats backend, one existingSecret": {"backend": "nats", "existingSecret": "hub-env", "auth": {"existingSecret": ""},
+                                         "nats": {"replicas": 5, "stream": "realtime_prod"}},
     "JWKS with audience and issuer": {"auth": {"existingSecret": "", "jwksUrl": "https://id.example/jwks.json",
                                                "audience": "realtime-hub", "issuer": "https://id.example"}},
     "public key, settings": {"auth": {"existingSecret": "", "publicKey": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----"},
@@ -88,7 +92,7 @@ def check_safety(name, values, docs):
     if config.get("HUB_BACKEND") != backend:
         problems.append(f"the ConfigMap does not run the {backend} backend")
     env = {e["name"]: e for e in hub.get("env", [])}
-    url = {"postgres": "DATABASE_URL", "redis": "REDIS_URL"}.get(backend)
+    url = {"postgres": "DATABASE_URL", "redis": "REDIS_URL", "nats": "NATS_URL"}.get(backend)
     from_secret = values.get("existingSecret") or (url and "secretKeyRef" in env.get(url, {}).get("valueFrom", {}))
     if url and not from_secret:
         problems.append(f"{url} must come from a Secret")
@@ -107,8 +111,17 @@ def check_safety(name, values, docs):
     if sources.get("existingSecret") or sources.get("toml"):
         if config.get("HUB_SOURCES") != "/etc/realtime-hub/sources.toml" or "sources" not in mounted:
             problems.append("the sources file must be mounted at /etc/realtime-hub and named by HUB_SOURCES")
-    elif "HUB_SOURCES" in config or volumes:
+    elif "HUB_SOURCES" in config or "sources" in volumes:
         problems.append("no sources given, yet the sources file is configured")
+    if backend == "nats":
+        nats = {"stream": "realtime", "replicas": 3, **values.get("nats", {})}
+        if config.get("HUB_NATS_STREAM") != nats["stream"] or config.get("HUB_NATS_REPLICAS") != str(nats["replicas"]):
+            problems.append("the nats backend must name its stream and replicas in the ConfigMap")
+        if nats.get("credsKey"):
+            secret = volumes.get("nats-creds", {}).get("secret", {})
+            if config.get("NATS_CREDS") != "/etc/nats/hub.creds" or "nats-creds" not in mounted \
+                    or secret.get("items") != [{"key": nats["credsKey"], "path": "hub.creds"}]:
+                problems.append("nats.credsKey must be mounted from the Secret and named by NATS_CREDS")
     ca = values.get("auth", {}).get("jwksCa")
     if ca and config.get("HUB_JWT_JWKS_CA") != ca:
         problems.append("auth.jwksCa must reach the hub as HUB_JWT_JWKS_CA")
