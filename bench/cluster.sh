@@ -4,15 +4,19 @@
 #   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under the prefix hub_perf
 #   bench/cluster.sh cluster --other-hub http://127.0.0.1:18092 --events 5000 --rate 1000 --batch 10
 #   BACKEND=redis bench/cluster.sh publish --via http --batch 1000
+#   BACKEND=nats: the NATS at $NATS (default nats://127.0.0.1:4222), stream hub_perf with $NATS_REPLICAS replicas
+#     (default 1; bench/nats-cluster.sh starts a three-node cluster for NATS_REPLICAS=3)
 set -u
 cd "$(dirname "$0")/.."
 BACKEND=${BACKEND:-postgres}
 DB=${DB:-postgres://postgres@127.0.0.1:5432/hub_perf}
 REDIS=${REDIS:-redis://127.0.0.1:6379}
+NATS=${NATS:-nats://127.0.0.1:4222}
 case "$BACKEND" in
   postgres) backend_env=(HUB_BACKEND=postgres DATABASE_URL=$DB HUB_DB_POOL_SIZE=8) ;;
   redis) backend_env=(HUB_BACKEND=redis REDIS_URL=$REDIS HUB_REDIS_PREFIX=hub_perf) ;;
-  *) echo "BACKEND must be postgres or redis" >&2; exit 2 ;;
+  nats) backend_env=(HUB_BACKEND=nats NATS_URL=$NATS HUB_NATS_STREAM=hub_perf HUB_NATS_REPLICAS=${NATS_REPLICAS:-1}) ;;
+  *) echo "BACKEND must be postgres, redis or nats" >&2; exit 2 ;;
 esac
 pids=()
 for port in 18091 18092; do

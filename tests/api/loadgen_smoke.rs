@@ -30,6 +30,7 @@ fn fanout(subscribe_hub: String, publish_hub: String) -> FanoutConfig {
         payload_bytes: 100,
         batch: 10,
         publishers: 3,
+        idempotent: false,
         hub_pids: vec![std::process::id()],
         drain: Duration::from_secs(5),
     }

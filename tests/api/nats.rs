@@ -243,3 +243,22 @@ async fn the_publisher_crates_nats_sink_reaches_subscribers_redacted_and_refuses
     let reason = std::error::Error::source(&missing).map(ToString::to_string).unwrap_or_default();
     assert!(reason.contains("does not exist"), "{missing}: {reason}");
 }
+
+/// Hubs of a new deployment start together: one creates the stream, the others wait until it is ready instead of
+/// refusing it half-made.
+#[actix_web::test]
+async fn hubs_starting_at_once_on_a_new_stream_share_it() {
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+
+    let (hub_a, hub_b, hub_c) = tokio::join!(
+        spawn_nats_hub(&stream.url, &stream.name, 1),
+        spawn_nats_hub(&stream.url, &stream.name, 1),
+        spawn_nats_hub(&stream.url, &stream.name, 1)
+    );
+
+    let mut client = hub_c.ws("/ws?topics=a").await;
+    client.expect("subscribed").await;
+    let first = hub_a.publish(event("a", json!({}), 1)).await;
+    let second = hub_b.publish(event("a", json!({}), 2)).await;
+    assert_eq!(ids(&client.events(2).await), [first, second].concat());
+}

@@ -77,8 +77,19 @@ impl Peer {
         let base = base.trim_end_matches('/');
         match self {
             Peer::Hub => {
-                let response = client.post(format!("{base}/api/publish")).json(events).send().await?;
-                anyhow::ensure!(response.status().is_success(), "publish answered {}", response.status());
+                // A 503 (the log unavailable for a moment: a failover, a leader election) is retried for up to 30 s,
+                // as a service would; without idempotency keys a retry may double an event, which the run reports.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    let response = client.post(format!("{base}/api/publish")).json(events).send().await?;
+                    let status = response.status();
+                    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    anyhow::ensure!(status.is_success(), "publish answered {status}");
+                    break;
+                }
             }
             Peer::Nchan => {
                 for event in events {

@@ -68,6 +68,10 @@ enum Scenario {
         rate: u64,
         #[arg(long, default_value_t = 1)]
         batch: u64,
+        /// Give every event an idempotency key, so that a publish answered 503 (a NATS leader election, a database
+        /// failover) can be retried without doubling it: measures the pause a fault costs subscribers.
+        #[arg(long)]
+        idempotent: bool,
     },
     /// C idle connections; memory per connection.
     Idle {
@@ -128,12 +132,13 @@ async fn main() -> anyhow::Result<()> {
                 payload_bytes,
                 batch,
                 publishers,
+                idempotent: false,
                 hub_pids: pids.clone(),
                 drain: Duration::from_secs(5),
             })
             .await?
         }
-        Scenario::Cluster { other_hub, subscribers, events, rate, batch } => {
+        Scenario::Cluster { other_hub, subscribers, events, rate, batch, idempotent } => {
             let mut report = scenarios::fanout::run(FanoutConfig {
                 peer: Peer::Hub,
                 subscribe_hub: other_hub,
@@ -146,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
                 payload_bytes: 100,
                 batch,
                 publishers: 1,
+                idempotent,
                 hub_pids: pids.clone(),
                 drain: Duration::from_secs(5),
             })

@@ -47,6 +47,8 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
 /// How long one JetStream request waits for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a hub waits for another that is creating the stream.
+const CREATION_WAIT: Duration = Duration::from_secs(10);
 /// How long a retried publish is recognised as a duplicate (JetStream's default).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -147,12 +149,33 @@ impl NatsLog {
         }
     }
 
-    /// Finds the stream, or creates it in a new epoch; checks and aligns an existing one's settings.
+    /// Finds the stream, or creates it in a new epoch; checks and aligns an existing one's settings. A stream that
+    /// another hub is creating this instant (still on its hidden subject) is waited for.
     async fn ensure_stream(&self) -> Result<jetstream::stream::Stream> {
+        let deadline = tokio::time::Instant::now() + CREATION_WAIT;
+        loop {
+            match self.find_stream().await? {
+                Some(stream) => return Ok(stream),
+                None if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => {
+                    return Err(Error::Config(format!(
+                        "the NATS stream {} was left half-created (on its hidden subject) by a hub that stopped; \
+                         delete it and start again",
+                        self.settings.stream
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The stream, checked; `None` while another hub is still creating it.
+    async fn find_stream(&self) -> Result<Option<jetstream::stream::Stream>> {
         let name = &self.settings.stream;
         let mut stream = match self.js.get_stream(name).await {
             Ok(stream) => stream,
-            Err(e) if stream_missing(&e) && self.settings.keeps_stream => return self.create_stream().await,
+            Err(e) if stream_missing(&e) && self.settings.keeps_stream => return self.create_stream().await.map(Some),
             Err(e) if stream_missing(&e) => {
                 return Err(Error::Config(format!(
                     "the NATS stream {name} does not exist: the hubs create it when they start"
@@ -175,6 +198,10 @@ impl NatsLog {
             )));
         }
         let wanted = self.config(vec![format!("{name}.>")]);
+        let hidden = format!("{name}.new.");
+        if info.config.subjects.len() == 1 && info.config.subjects[0].starts_with(&hidden) {
+            return Ok(None);
+        }
         if info.config.subjects != wanted.subjects {
             return Err(Error::Config(format!(
                 "the NATS stream {name} takes the subjects {:?}, not {name}.> (is it another application's?)",
@@ -189,12 +216,13 @@ impl NatsLog {
             self.js.update_stream(aligned).await.map_err(unavailable)?;
             tracing::info!(stream = %name, "the NATS stream's retention follows HUB_RETENTION");
         }
-        Ok(stream)
+        Ok(Some(stream))
     }
 
     /// Creates the stream with its first sequence above every id handed out before (see the module's docs).
     async fn create_stream(&self) -> Result<jetstream::stream::Stream> {
         let name = &self.settings.stream;
+        // Hidden: publishers get no answer (and retry) until the first sequence is set.
         let hidden = vec![format!("{name}.new.{}", uuid::Uuid::new_v4().simple())];
         let stream = match self.js.create_stream(self.config(hidden)).await {
             Ok(stream) => stream,
@@ -203,7 +231,7 @@ impl NatsLog {
                 if matches!(e.kind(), CreateStreamErrorKind::JetStream(js)
                     if js.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
             {
-                return self.js.get_stream(name).await.map_err(unavailable);
+                return Box::pin(self.ensure_stream()).await;
             }
             Err(e) => {
                 return Err(Error::Config(format!("the NATS stream {name} is missing and cannot be created: {e}")));

@@ -33,6 +33,8 @@ pub struct FanoutConfig {
     pub batch: u64,
     /// Concurrent publishing connections the requests are spread over.
     pub publishers: usize,
+    /// Events carry idempotency keys (unique to the run), so a publish answered 503 is retried safely.
+    pub idempotent: bool,
     #[serde(skip)]
     pub hub_pids: Vec<u32>,
     /// How long to wait for stragglers after the last publish.
@@ -60,6 +62,7 @@ async fn publish(config: &FanoutConfig) -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(batch as f64 / config.rate.max(1) as f64);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let mut next = 0;
     while next < config.events {
         ticker.tick().await;
@@ -70,7 +73,12 @@ async fn publish(config: &FanoutConfig) -> anyhow::Result<()> {
                 if config.projects > 0 {
                     scope.insert("project_id".into(), json!(format!("p{}", i % config.projects)));
                 }
-                json!({"topic": topic_of(i, config.topics), "scope": scope, "payload": payload(i, config.payload_bytes)})
+                let mut event = json!({"topic": topic_of(i, config.topics), "scope": scope,
+                                       "payload": payload(i, config.payload_bytes)});
+                if config.idempotent {
+                    event["idempotency_key"] = json!(format!("loadgen-{run}-{i}"));
+                }
+                event
             })
             .collect();
         if batches.send(events).await.is_err() {

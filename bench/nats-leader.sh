@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The pause a NATS stream leader's death costs subscribers: a three-node cluster (bench/nats-cluster.sh), two release
+# hubs on a stream with 3 replicas, the cluster scenario at 1,000 events/s with idempotency keys (a publish answered
+# 503 during the election is retried, as a service would), and the stream's leader SIGKILLed 4 s in and started
+# again 3 s later. The max latency the load generator reports is the longest pause; loss and duplicates must be 0.
+#   bench/nats-leader.sh [--events 10000]
+set -u
+cd "$(dirname "$0")/.."
+NATS=$(bench/nats-cluster.sh) || exit 1
+dir=/tmp/bench-nats
+pids=()
+for port in 18091 18092; do
+  env HUB_BIND=127.0.0.1:$port HUB_BACKEND=nats NATS_URL=$NATS HUB_NATS_STREAM=hub_perf HUB_NATS_REPLICAS=3 \
+      HUB_PUBLISH_RATE=0 RUST_LOG=warn ${HUB_BIN:-target/release/hub} > /tmp/bench-hub-$port.log 2>&1 &
+  pids+=($!)
+done
+sleep 2
+target/release/loadgen --hub http://127.0.0.1:18091 --hub-pid "${pids[0]}" cluster --other-hub http://127.0.0.1:18092 \
+  --events 10000 --rate 1000 --batch 10 --idempotent "$@" 2>&1 &
+loadgen=$!
+sleep 4
+leader=$(for m in 18222 18223 18224; do curl -s "http://127.0.0.1:$m/jsz?streams=true"; echo; done | python3 -c '
+import json, sys
+for line in sys.stdin:
+    if not line.strip(): continue
+    for account in json.loads(line).get("account_details", []):
+        for stream in account.get("stream_detail", []):
+            if stream["name"] == "hub_perf" and stream.get("cluster", {}).get("leader"):
+                print(stream["cluster"]["leader"]); sys.exit()')
+echo "killing the stream leader $leader" >&2
+kill -9 "$(cat "$dir/$leader.pid")"
+sleep 3
+i=${leader#n}
+routes=$(for j in 0 1 2; do if [ "$j" != "$i" ]; then printf 'nats://127.0.0.1:%s,' $((16222 + j)); fi; done)
+nats-server -a 127.0.0.1 -js -n "$leader" -p $((14222 + i)) -m $((18222 + i)) -sd "$dir/$leader" \
+  --cluster_name bench --cluster "nats://127.0.0.1:$((16222 + i))" --routes "${routes%,}" >> "$dir/$leader.log" 2>&1 &
+echo $! > "$dir/$leader.pid"
+wait "$loadgen"
+kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
+bench/nats-cluster.sh stop
