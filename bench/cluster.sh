@@ -24,6 +24,13 @@ for port in 18091 18092; do
       ${HUB_BIN:-target/release/hub} > /tmp/bench-hub-$port.log 2>&1 &
   pids+=($!)
 done
-sleep 2
+for port in 18091 18092; do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break; sleep 0.1; done
+  if ! curl -sf "http://127.0.0.1:$port/readyz" > /dev/null; then
+    echo "the hub on $port is not ready; see /tmp/bench-hub-$port.log" >&2
+    kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null
+    exit 1
+  fi
+done
 target/release/loadgen --hub http://127.0.0.1:18091 --hub-pid "${pids[0]}" "$@" 2>&1
 kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null

@@ -9,6 +9,7 @@ if [ "${1:-start}" = stop ]; then
   rm -rf "$dir"
   exit 0
 fi
+rm -rf "$dir"
 mkdir -p "$dir"
 for i in 0 1 2; do
   routes=$(for j in 0 1 2; do if [ "$j" != "$i" ]; then printf 'nats://127.0.0.1:%s,' $((16222 + j)); fi; done)

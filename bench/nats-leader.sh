@@ -14,20 +14,28 @@ for port in 18091 18092; do
       HUB_PUBLISH_RATE=0 RUST_LOG=warn ${HUB_BIN:-target/release/hub} > /tmp/bench-hub-$port.log 2>&1 &
   pids+=($!)
 done
-sleep 2
+for port in 18091 18092; do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break; sleep 0.1; done
+done
 target/release/loadgen --hub http://127.0.0.1:18091 --hub-pid "${pids[0]}" cluster --other-hub http://127.0.0.1:18092 \
   --events 10000 --rate 1000 --batch 10 --idempotent "$@" 2>&1 &
 loadgen=$!
 sleep 4
-leader=$(for m in 18222 18223 18224; do curl -s "http://127.0.0.1:$m/jsz?streams=true"; echo; done | python3 -c '
-import json, sys
-for line in sys.stdin:
-    if not line.strip(): continue
-    for account in json.loads(line).get("account_details", []):
+leader=$(python3 -c '
+import json, urllib.request
+for port in (18222, 18223, 18224):
+    try:
+        jsz = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/jsz?streams=true", timeout=2))
+    except OSError:
+        continue
+    for account in jsz.get("account_details", []):
         for stream in account.get("stream_detail", []):
-            if stream["name"] == "hub_perf" and stream.get("cluster", {}).get("leader"):
-                print(stream["cluster"]["leader"]); sys.exit()')
-echo "killing the stream leader $leader" >&2
+            leader = stream.get("cluster", {}).get("leader")
+            if stream["name"] == "hub_perf" and leader:
+                print(leader)
+                raise SystemExit')
+[ -n "$leader" ] || { echo "no leader found for hub_perf" >&2; exit 1; }
+echo "$(date -u +%H:%M:%S.%N) killing the stream leader $leader" >&2
 kill -9 "$(cat "$dir/$leader.pid")"
 sleep 3
 i=${leader#n}
@@ -37,4 +45,6 @@ nats-server -a 127.0.0.1 -js -n "$leader" -p $((14222 + i)) -m $((18222 + i)) -s
 echo $! > "$dir/$leader.pid"
 wait "$loadgen"
 kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
+# The nodes' logs (the new leader's election time) stay in /tmp/bench-nats-logs.
+mkdir -p /tmp/bench-nats-logs && cp "$dir"/*.log /tmp/bench-nats-logs/
 bench/nats-cluster.sh stop

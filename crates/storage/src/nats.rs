@@ -47,8 +47,10 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
 /// How long one JetStream request waits for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a hub waits for another that is creating the stream.
-const CREATION_WAIT: Duration = Duration::from_secs(10);
+/// How long a hub waits for the stream to exist when another hub is creating it, or a new cluster is not ready.
+const CREATION_WAIT: Duration = Duration::from_secs(30);
+/// How long one request to create the stream waits: a new replicated stream forms its Raft group first.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a retried publish is recognised as a duplicate (JetStream's default).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -76,6 +78,9 @@ pub struct NatsLog {
     settings: NatsSettings,
     /// Where events are published: `<stream>.events`.
     subject: String,
+    /// The subject a stream this process creates is hidden on until its first sequence is set (see the module's
+    /// docs): a stream found on it was created by this process, which finishes it.
+    hidden: String,
 }
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -127,7 +132,8 @@ impl NatsLog {
         let client = options.connect(servers).await.map_err(unavailable)?;
         let js = jetstream::new(client.clone());
         let subject = format!("{}.events", settings.stream);
-        let log = Self { client, js, settings, subject };
+        let hidden = format!("{}.new.{}", settings.stream, uuid::Uuid::new_v4().simple());
+        let log = Self { client, js, settings, subject, hidden };
         log.ensure_stream().await?;
         Ok(log)
     }
@@ -175,7 +181,7 @@ impl NatsLog {
         let name = &self.settings.stream;
         let mut stream = match self.js.get_stream(name).await {
             Ok(stream) => stream,
-            Err(e) if stream_missing(&e) && self.settings.keeps_stream => return self.create_stream().await.map(Some),
+            Err(e) if stream_missing(&e) && self.settings.keeps_stream => return self.create_stream().await,
             Err(e) if stream_missing(&e) => {
                 return Err(Error::Config(format!(
                     "the NATS stream {name} does not exist: the hubs create it when they start"
@@ -198,8 +204,11 @@ impl NatsLog {
             )));
         }
         let wanted = self.config(vec![format!("{name}.>")]);
-        let hidden = format!("{name}.new.");
-        if info.config.subjects.len() == 1 && info.config.subjects[0].starts_with(&hidden) {
+        if info.config.subjects == [self.hidden.clone()] {
+            // Created by this process, whose request timed out before the answer: finish it.
+            return self.open_created(stream).await.map(Some);
+        }
+        if info.config.subjects.len() == 1 && info.config.subjects[0].starts_with(&format!("{name}.new.")) {
             return Ok(None);
         }
         if info.config.subjects != wanted.subjects {
@@ -219,27 +228,62 @@ impl NatsLog {
         Ok(Some(stream))
     }
 
-    /// Creates the stream with its first sequence above every id handed out before (see the module's docs).
-    async fn create_stream(&self) -> Result<jetstream::stream::Stream> {
+    /// Creates the stream with its first sequence above every id handed out before (see the module's docs);
+    /// `None` when it cannot be created yet (another hub is creating it, a new cluster has not placed its peers, or
+    /// the request timed out: the next look finds the stream if it was made).
+    async fn create_stream(&self) -> Result<Option<jetstream::stream::Stream>> {
         let name = &self.settings.stream;
+        // A new replicated stream waits for its Raft group to form: give the request longer than the others.
+        let mut js = self.js.clone();
+        js.set_timeout(CREATE_TIMEOUT);
         // Hidden: publishers get no answer (and retry) until the first sequence is set.
-        let hidden = vec![format!("{name}.new.{}", uuid::Uuid::new_v4().simple())];
-        let stream = match self.js.create_stream(self.config(hidden)).await {
+        let stream = match js.create_stream(self.config(vec![self.hidden.clone()])).await {
             Ok(stream) => stream,
-            // Another hub created it first: use that one.
-            Err(e)
-                if matches!(e.kind(), CreateStreamErrorKind::JetStream(js)
-                    if js.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
-            {
-                return Box::pin(self.ensure_stream()).await;
-            }
             Err(e) => {
+                let retry = match e.kind() {
+                    CreateStreamErrorKind::JetStream(js) => {
+                        js.error_code() == ErrorCode::STREAM_NAME_EXIST
+                            || js.error_code() == ErrorCode::CLUSTER_NO_PEERS
+                    }
+                    CreateStreamErrorKind::TimedOut => true,
+                    _ => false,
+                };
+                if retry {
+                    tracing::debug!(error = %e, "the NATS stream cannot be created yet");
+                    return Ok(None);
+                }
                 return Err(Error::Config(format!("the NATS stream {name} is missing and cannot be created: {e}")));
             }
         };
+        self.open_created(stream).await.map(Some)
+    }
+
+    /// Sets a created stream's first sequence, then opens its real subject.
+    async fn open_created(&self, stream: jetstream::stream::Stream) -> Result<jetstream::stream::Stream> {
+        let name = &self.settings.stream;
         let first = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(1).max(1);
-        stream.purge().sequence(first).await.map_err(unavailable)?;
-        self.js.update_stream(self.config(vec![format!("{name}.>")])).await.map_err(unavailable)?;
+        // A new replicated stream elects its leader first: retry the two steps until it answers.
+        let deadline = tokio::time::Instant::now() + CREATION_WAIT;
+        loop {
+            let purged = stream.purge().sequence(first).await.map(|_| ()).map_err(|e| format!("purge: {e}"));
+            let opened = match purged {
+                Ok(()) => self
+                    .js
+                    .update_stream(self.config(vec![format!("{name}.>")]))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("update: {e}")),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "the new NATS stream is not ready yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(Error::Config(format!("the new NATS stream {name} could not be opened: {e}"))),
+            }
+        }
         tracing::info!(stream = %name, first_id = first, replicas = self.settings.replicas, "created the NATS stream");
         Ok(stream)
     }
