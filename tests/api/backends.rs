@@ -358,31 +358,35 @@ backend_tests! {
     }
 }
 
+/// A hub process SIGKILLed mid-stream: its client resumes on the other hub from the last id it saw and gets exactly
+/// the rest, including what was published while it was away. Shared with the three-node NATS cluster test.
+pub async fn assert_a_client_of_a_sigkilled_hub_resumes_on_the_other(hub_a: HubProcess, hub_b: &TestHub) {
+    let mut client = ws_at(hub_a.port, "/ws?topics=run.logs").await;
+    client.expect("subscribed").await;
+    let mut published = Vec::new();
+    for n in 0..10 {
+        published.extend(hub_b.publish(event("run.logs", json!({"run_id":"r1"}), n)).await);
+    }
+    let before = client.events(5).await;
+    let last_seen = *ids(&before).last().unwrap();
+
+    hub_a.stop_and_read_output().await; // SIGKILL
+    for n in 10..20 {
+        published.extend(hub_b.publish(event("run.logs", json!({"run_id":"r1"}), n)).await);
+    }
+    let mut resumed = hub_b.ws(&format!("/ws?topics=run.logs&since={last_seen}")).await;
+    resumed.expect("subscribed").await;
+    let rest = resumed.events(published.len() - 5).await;
+    resumed.expect("live").await;
+
+    assert_eq!(ids(&rest), published[5..].to_vec());
+}
+
 shared_backends! {
-    /// A hub process SIGKILLed mid-stream: its client resumes on the other hub from the last id it saw and gets
-    /// exactly the rest, including what was published while it was away.
     async fn a_client_of_a_sigkilled_hub_resumes_on_the_other_hub_without_loss(log) {
         let hub_a = log.spawn_process().await;
         let hub_b = log.spawn_hub(|_| {}).await;
-        let mut client = ws_at(hub_a.port, "/ws?topics=run.logs").await;
-        client.expect("subscribed").await;
-        let mut published = Vec::new();
-        for n in 0..10 {
-            published.extend(hub_b.publish(event("run.logs", json!({"run_id":"r1"}), n)).await);
-        }
-        let before = client.events(5).await;
-        let last_seen = *ids(&before).last().unwrap();
-
-        hub_a.stop_and_read_output().await; // SIGKILL
-        for n in 10..20 {
-            published.extend(hub_b.publish(event("run.logs", json!({"run_id":"r1"}), n)).await);
-        }
-        let mut resumed = hub_b.ws(&format!("/ws?topics=run.logs&since={last_seen}")).await;
-        resumed.expect("subscribed").await;
-        let rest = resumed.events(published.len() - 5).await;
-        resumed.expect("live").await;
-
-        assert_eq!(ids(&rest), published[5..].to_vec());
+        assert_a_client_of_a_sigkilled_hub_resumes_on_the_other(hub_a, &hub_b).await;
     }
 }
 

@@ -274,23 +274,6 @@ async fn a_client_of_a_sigkilled_hub_resumes_on_the_other_hub_of_a_three_node_cl
     let env =
         [("HUB_BACKEND", "nats"), ("NATS_URL", urls.as_str()), ("HUB_NATS_STREAM", stream), ("HUB_NATS_REPLICAS", "3")];
     let hub_a = crate::process::HubProcess::start(&env).await;
-    let mut client = crate::helpers::ws_at(hub_a.port, "/ws?topics=run.logs").await;
-    client.expect("subscribed").await;
-    let mut published = Vec::new();
-    for n in 0..10 {
-        published.extend(hub_b.publish(event("run.logs", json!({"run_id": "r1"}), n)).await);
-    }
-    let before = client.events(5).await;
-    let last_seen = *ids(&before).last().unwrap();
 
-    hub_a.stop_and_read_output().await; // SIGKILL
-    for n in 10..20 {
-        published.extend(hub_b.publish(event("run.logs", json!({"run_id": "r1"}), n)).await);
-    }
-    let mut resumed = hub_b.ws(&format!("/ws?topics=run.logs&since={last_seen}")).await;
-    resumed.expect("subscribed").await;
-    let rest = resumed.events(published.len() - 5).await;
-    resumed.expect("live").await;
-
-    assert_eq!(ids(&rest), published[5..].to_vec());
+    crate::backends::assert_a_client_of_a_sigkilled_hub_resumes_on_the_other(hub_a, &hub_b).await;
 }

@@ -105,7 +105,11 @@ try {
     await publish(port, [run('r-1001', 'succeeded', 'step 3/3'), deploy('d-77', 'in_progress'), deploy('d-77', 'succeeded')]);
     await publish(port, [alert('queue latency above 5 s'), flag('new-checkout', 'feature_updated', 'updated'),
       flag('dark-mode', 'pending_change_created', 'created'), flag('old-banner', 'feature_deleted', 'deleted')]);
-    await until('the events are on the page', async () => (await view(tabs[0])).applied === 11 && (await view(tabs[1])).applied === 11);
+    // Applied, and drawn: each tab draws on its next animation frame, which a background tab gets later.
+    await until('the events are on both pages', async () => {
+      const shown = await Promise.all(tabs.map(view));
+      return shown.every((v) => v.applied === 11 && v.deploys === 1 && v.eos);
+    });
     const [first, second] = await Promise.all(tabs.map(view));
     if (first.log !== 'cargo build --release\ncompiling hub v0.1.0\ndone\n' || !first.eos) throw new Error(`log tail: ${JSON.stringify(first.log)}`);
     if (JSON.stringify(first.runs) !== JSON.stringify([['r-1001', 'succeeded']])) throw new Error(`runs: ${JSON.stringify(first.runs)}`);

@@ -266,7 +266,13 @@ impl NatsLog {
         let deadline = tokio::time::Instant::now() + CREATION_WAIT;
         loop {
             let purged = stream.purge().sequence(first).await.map(|_| ()).map_err(|e| format!("purge: {e}"));
-            let opened = match purged {
+            // Open the subject only once every replica is current: publishes into a replicated stream that is still
+            // settling can fail one by one, and a batch retried around such a failure would lose its order.
+            let settled = match purged {
+                Ok(()) => Self::settled(&stream).await,
+                Err(e) => Err(e),
+            };
+            let opened = match settled {
                 Ok(()) => self
                     .js
                     .update_stream(self.config(vec![format!("{name}.>")]))
@@ -286,6 +292,17 @@ impl NatsLog {
         }
         tracing::info!(stream = %name, first_id = first, replicas = self.settings.replicas, "created the NATS stream");
         Ok(stream)
+    }
+
+    /// Whether the stream has a leader and every replica is current.
+    async fn settled(stream: &jetstream::stream::Stream) -> std::result::Result<(), String> {
+        let mut stream = stream.clone();
+        let info = stream.info().await.map_err(|e| format!("info: {e}"))?;
+        match &info.cluster {
+            Some(cluster) if cluster.leader.is_none() => Err("no leader yet".into()),
+            Some(cluster) if cluster.replicas.iter().any(|r| !r.current) => Err("replicas not current yet".into()),
+            _ => Ok(()),
+        }
     }
 
     async fn stream(&self) -> Result<jetstream::stream::Stream> {
