@@ -69,8 +69,10 @@ async fn shared_server() -> Option<String> {
         .clone()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct free ports: every listener is held until all are picked, so the system cannot hand one out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 fn which(program: &str) -> bool {
@@ -89,11 +91,11 @@ pub struct NatsNode {
 }
 
 impl NatsNode {
-    fn new(name: &str, dir: &std::path::Path) -> Self {
+    fn new(name: &str, dir: &std::path::Path, port: u16, monitor: u16) -> Self {
         Self {
             name: name.to_owned(),
-            port: free_port(),
-            monitor: free_port(),
+            port,
+            monitor,
             cluster_port: None,
             routes: Vec::new(),
             dir: dir.join(name),
@@ -174,9 +176,11 @@ impl NatsCluster {
             return None;
         }
         let dir = std::env::temp_dir().join(format!("hub-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut nodes: Vec<NatsNode> = (0..size).map(|i| NatsNode::new(&format!("n{i}"), &dir)).collect();
+        let ports = free_ports(3 * size);
+        let mut nodes: Vec<NatsNode> =
+            (0..size).map(|i| NatsNode::new(&format!("n{i}"), &dir, ports[i], ports[size + i])).collect();
         if size > 1 {
-            let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+            let cluster_ports = &ports[2 * size..];
             for (i, node) in nodes.iter_mut().enumerate() {
                 node.cluster_port = Some(cluster_ports[i]);
                 node.routes = cluster_ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();

@@ -291,7 +291,8 @@ impl NatsLog {
             }
         }
         tracing::info!(stream = %name, first_id = first, replicas = self.settings.replicas, "created the NATS stream");
-        Ok(stream)
+        // Fetched again: the handle's state is the one from before the purge and the subject.
+        self.js.get_stream(name).await.map_err(unavailable)
     }
 
     /// Whether the stream has a leader and every replica is current.
@@ -305,6 +306,8 @@ impl NatsLog {
         }
     }
 
+    /// The stream, with its state as its leader answered just now (`cached_info`): one request, which the callers
+    /// below read their bounds from instead of asking again.
     async fn stream(&self) -> Result<jetstream::stream::Stream> {
         match self.js.get_stream(&self.settings.stream).await {
             Ok(stream) => Ok(stream),
@@ -313,12 +316,11 @@ impl NatsLog {
         }
     }
 
-    /// The stream's first and last sequence now, from its leader.
-    async fn read_bounds(stream: &mut jetstream::stream::Stream) -> Result<LogBounds> {
-        let state = &stream.info().await.map_err(unavailable)?.state;
-        let head = state.last_sequence;
-        let earliest = if state.messages == 0 { head + 1 } else { state.first_sequence };
-        Ok(LogBounds { head, earliest })
+    /// The log's bounds in a stream's state.
+    fn bounds_of(info: &jetstream::stream::Info) -> LogBounds {
+        let head = info.state.last_sequence;
+        let earliest = if info.state.messages == 0 { head + 1 } else { info.state.first_sequence };
+        LogBounds { head, earliest }
     }
 
     /// One publish attempt of `events[from..]`: sent back to back, then acknowledged. Returns the ids acknowledged
@@ -352,8 +354,8 @@ impl NatsLog {
 
     /// The stream's leader and replicas, for the health answer and `hub smoke`.
     pub async fn describe(&self) -> Result<serde_json::Value> {
-        let mut stream = self.stream().await?;
-        let info = stream.info().await.map_err(unavailable)?;
+        let stream = self.stream().await?;
+        let info = stream.cached_info();
         let cluster = info.cluster.as_ref();
         let replicas: Vec<serde_json::Value> = cluster
             .map(|c| {
@@ -507,8 +509,8 @@ impl EventLog for NatsLog {
     /// Reads by sequence from the stream's leader, several requests in flight: no consumer is created, so a
     /// replay does not wait for JetStream's meta leader (which a node loss can take away for seconds).
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
-        let mut stream = self.stream().await?;
-        let bounds = Self::read_bounds(&mut stream).await?;
+        let stream = self.stream().await?;
+        let bounds = Self::bounds_of(stream.cached_info());
         let mut page = Page { events: Vec::new(), through: after.max(bounds.head), complete: true, bounds };
         let first = (after + 1).max(bounds.earliest);
         if first > bounds.head {
@@ -545,8 +547,7 @@ impl EventLog for NatsLog {
     }
 
     async fn bounds(&self) -> Result<LogBounds> {
-        let mut stream = self.stream().await?;
-        Self::read_bounds(&mut stream).await
+        Ok(Self::bounds_of(self.stream().await?.cached_info()))
     }
 
     async fn prune(&self) -> Result<u64> {
@@ -590,7 +591,7 @@ impl NatsFeed {
             return Err(Error::Unavailable("not connected to NATS".into()));
         }
         if self.answered.elapsed() >= LEADER_CHECK {
-            let head = NatsLog::read_bounds(&mut self.stream).await?.head;
+            let head = NatsLog::bounds_of(self.stream.info().await.map_err(unavailable)?).head;
             if self.cursor.as_ref().is_some_and(|c| c.peeked.is_none() && head >= c.next) {
                 tracing::warn!(head, "the NATS consumer stopped short of the stream's head; opening another");
                 self.cursor = None;
