@@ -23,7 +23,7 @@ pub trait Sink: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     /// The ids, in order, when the sink knows them at once (HTTP, memory). The PostgreSQL sink writes to the
-    /// inbox, whose events get their ids when a hub moves them into the log.
+    /// inbox, whose events get their ids when the cluster's sequencer moves them into the log.
     pub ids: Option<Vec<EventId>>,
 }
 

@@ -1,15 +1,23 @@
 //! The PostgreSQL event log: any number of hubs share it.
 //!
-//! Ids are assigned under the row lock of `realtime_log_state`, held until commit, so ids are gap-free in
-//! visibility order (see the migration and `docs/POSTGRES.md`). Appends from this process are coalesced into one
-//! `realtime_append` call per round trip (group commit in the application), so many concurrent publishers share
-//! one commit. Publishers inside their own transaction write to `realtime_inbox`; every hub moves committed inbox
-//! rows into the log, woken by `NOTIFY realtime_inbox` or by a poll. Hubs learn of new events from
-//! `NOTIFY realtime_events`, sent once per sequencing transaction, and read the log from their cursor.
+//! Ids are dense and become visible in id order: every id is given under the row lock of `realtime_log_state`,
+//! held until the giving transaction commits (see the migrations and `docs/POSTGRES.md`). Writers do not take
+//! that lock. One hub of the cluster, the *sequencer* (the holder of the advisory lock `realtime-sequencer` on a
+//! connection of its own; a dead hub's connection, and with it the lock, goes with it), gives the ids:
+//! - its own hub's publishes it stores directly, coalesced into one `realtime_append` per round trip;
+//! - every other writer inserts into `realtime_inbox` with no lock (the publisher crate, inside the caller's
+//!   transaction when it wants; the HTTP route of the other hubs), and the sequencer moves committed inbox rows into
+//!   the log in batches (`realtime_move_inbox`), woken by `NOTIFY realtime_inbox` or by a poll.
+//!
+//! A hub that published through the inbox learns its events' ids by reading the log, where each moved event keeps
+//! its inbox id. Hubs learn of new events from `NOTIFY realtime_events`, sent once per sequencing transaction, and
+//! read the log from their cursor.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,17 +26,19 @@ use protocol::{ENVELOPE_VERSION, Envelope, EventId, NewEvent, Scope, Topic, Topi
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{PgPool, QueryBuilder, Row};
+use sqlx::{ConnectOptions, PgConnection, PgPool, QueryBuilder, Row};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, StoredEvent, format_ts};
 use crate::{Error, Result, Retention};
 
 /// The channel hubs listen on for new events.
 pub const EVENTS_CHANNEL: &str = "realtime_events";
-/// The channel publishers may notify after committing inbox rows.
+/// The channel that wakes the sequencer when committed rows wait in the inbox.
 pub const INBOX_CHANNEL: &str = "realtime_inbox";
+/// The advisory lock whose holder is the cluster's sequencer.
+pub const SEQUENCER_LOCK: &str = "realtime-sequencer";
 
 /// Most events one `realtime_append` call carries.
 const MAX_EVENTS_PER_APPEND: usize = 5000;
@@ -36,23 +46,43 @@ const MAX_EVENTS_PER_APPEND: usize = 5000;
 const INBOX_MOVE_BATCH: i32 = 5000;
 /// Most rows one retention statement deletes, so no delete holds locks for long.
 const RETENTION_BATCH: i64 = 5000;
+/// How often a hub that is not the sequencer tries to become it: the longest a cluster goes without one after its
+/// sequencer's connection is gone.
+const SEQUENCER_RETRY: Duration = Duration::from_millis(250);
+/// How long a publish through the inbox waits for the sequencer before this hub looks the ids up itself, and moves
+/// the inbox itself if they are not there yet (a sequencer that died with its lock not yet released).
+const STEP_IN_AFTER: Duration = Duration::from_millis(500);
+/// How long a publish through the inbox waits for its ids in all before it answers that the log is unavailable
+/// (its events are stored, and will be delivered once a sequencer moves them).
+const IDS_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How the PostgreSQL log connects and behaves.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
     pub url: String,
     pub pool_size: u32,
-    /// How often the inbox is checked without a notification.
+    /// How often the sequencer checks the inbox without a notification (and that it still holds its lock).
     pub inbox_poll: Duration,
     pub retention: Retention,
 }
 
 pub struct PgLog {
-    pool: PgPool,
+    shared: Arc<Shared>,
     retention: Retention,
     appends: mpsc::UnboundedSender<AppendRequest>,
-    /// Woken when a publisher notifies that it committed inbox rows.
-    inbox_wake: Arc<Notify>,
+}
+
+/// What the log's tasks share.
+struct Shared {
+    pool: PgPool,
+    /// This hub holds the sequencer lock.
+    sequencing: AtomicBool,
+    /// Woken when committed rows may wait in the inbox (a notification, or this hub's own insert).
+    inbox_wake: Notify,
+    /// Inbox rows this hub inserted whose ids it waits for: inbox id → where the id goes.
+    pending: Mutex<HashMap<i64, oneshot::Sender<EventId>>>,
+    /// The newest id this process has read from the log.
+    read_through: AtomicU64,
 }
 
 struct AppendRequest {
@@ -64,20 +94,22 @@ fn unavailable(e: sqlx::Error) -> Error {
     Error::Unavailable(Box::new(e))
 }
 
-/// Connects a small pool to `url`, naming the connections so operators can tell them apart.
-pub async fn connect_pool(url: &str, size: u32, application: &str) -> Result<PgPool> {
+fn connect_options(url: &str, application: &str) -> Result<PgConnectOptions> {
     // No JIT: the log's statements are short lookups, but before autovacuum has analysed the tables their
     // estimated cost can pass `jit_above_cost`, and compiling a read then took 175 ms on a 40k-event log (every
     // execution, on every connection): the stalls of one batch in a hundred in the cross-hub benchmark.
-    let options =
-        PgConnectOptions::from_str(url).map_err(unavailable)?.application_name(application).options([("jit", "off")]);
+    Ok(PgConnectOptions::from_str(url).map_err(unavailable)?.application_name(application).options([("jit", "off")]))
+}
+
+/// Connects a small pool to `url`, naming the connections so operators can tell them apart.
+pub async fn connect_pool(url: &str, size: u32, application: &str) -> Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(size)
         // Every connection is opened and warmed at start-up, not in the middle of the first burst of traffic.
         .min_connections(size)
         .after_connect(|conn, _| Box::pin(async move { warm(conn).await }))
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+        .connect_with(connect_options(url, application)?)
         .await
         .map_err(unavailable)
 }
@@ -98,19 +130,60 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 }
 
 impl PgLog {
-    /// Connects, applies migrations, and starts the appender and the inbox mover.
+    /// Connects, applies migrations, and starts the appender and the sequencer (which waits for its lock).
     pub async fn connect(settings: PgSettings) -> Result<Self> {
         let pool = connect_pool(&settings.url, settings.pool_size, "realtime-hub").await?;
         migrate(&pool).await?;
+        // The sequencer's connection holds its lock: the server notices a peer that vanished without closing
+        // (a partitioned node) within about 20 s, and releases the lock for another hub.
+        let lock_options = connect_options(&settings.url, "realtime-hub-sequencer")?.options([
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "3"),
+            ("tcp_keepalives_count", "3"),
+        ]);
+        let shared = Arc::new(Shared {
+            pool,
+            sequencing: AtomicBool::new(false),
+            inbox_wake: Notify::new(),
+            pending: Mutex::new(HashMap::new()),
+            read_through: AtomicU64::new(0),
+        });
         let (appends, requests) = mpsc::unbounded_channel();
-        let inbox_wake = Arc::new(Notify::new());
-        tokio::spawn(run_appender(pool.clone(), requests));
-        tokio::spawn(run_inbox_mover(pool.clone(), inbox_wake.clone(), settings.inbox_poll));
-        Ok(Self { pool, retention: settings.retention, appends, inbox_wake })
+        let (local, local_requests) = mpsc::unbounded_channel();
+        let (remote_wake, remote_wakes) = mpsc::channel(1);
+        tokio::spawn(run_appender(shared.clone(), requests, local, remote_wake));
+        tokio::spawn(run_sequencer(shared.clone(), lock_options, local_requests, settings.inbox_poll));
+        tokio::spawn(run_waker(shared.pool.clone(), remote_wakes));
+        Ok(Self { shared, retention: settings.retention, appends })
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.shared.pool
+    }
+
+    /// Whether this hub is the cluster's sequencer now.
+    pub fn is_sequencer(&self) -> bool {
+        self.shared.sequencing.load(Ordering::Acquire)
+    }
+}
+
+impl Shared {
+    /// Hands `id` to the publish that waits for the event with inbox id `inbox_id`, if any.
+    fn resolve(&self, found: impl IntoIterator<Item = (i64, EventId)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_empty() {
+            return;
+        }
+        for (inbox_id, id) in found {
+            if let Some(waiter) = pending.remove(&inbox_id) {
+                let _ = waiter.send(id);
+            }
+        }
+    }
+
+    fn set_sequencing(&self, sequencing: bool) {
+        self.sequencing.store(sequencing, Ordering::Release);
+        metrics::gauge!("hub_sequencer").set(if sequencing { 1.0 } else { 0.0 });
     }
 }
 
@@ -201,64 +274,310 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Coalesces queued appends into one statement per round trip.
-async fn run_appender(pool: PgPool, mut requests: mpsc::UnboundedReceiver<AppendRequest>) {
-    while let Some(first) = requests.recv().await {
-        let mut batch = vec![first];
-        let mut count = batch[0].events.len();
-        while count < MAX_EVENTS_PER_APPEND {
-            match requests.try_recv() {
-                Ok(more) => {
-                    count += more.events.len();
-                    batch.push(more);
-                }
-                Err(_) => break,
+/// Takes every request queued behind `first`, up to `MAX_EVENTS_PER_APPEND` events.
+fn coalesce(first: AppendRequest, requests: &mut mpsc::UnboundedReceiver<AppendRequest>) -> Vec<AppendRequest> {
+    let mut count = first.events.len();
+    let mut batch = vec![first];
+    while count < MAX_EVENTS_PER_APPEND {
+        match requests.try_recv() {
+            Ok(more) => {
+                count += more.events.len();
+                batch.push(more);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Answers each request of `batch` with its share of `ids` (in order), or all of them with the error.
+fn answer(batch: Vec<AppendRequest>, ids: Result<Vec<EventId>>) {
+    match ids {
+        Ok(ids) => {
+            let mut ids = ids.into_iter();
+            for request in batch {
+                let mine = ids.by_ref().take(request.events.len()).collect();
+                // The publisher may have given up waiting; its events are stored all the same.
+                let _ = request.ids.send(Ok(mine));
             }
         }
-        let events: Vec<NewEvent> = batch.iter().flat_map(|r| r.events.iter().cloned()).collect();
-        match append_with(&pool, &events).await {
-            Ok(ids) => {
-                let mut ids = ids.into_iter();
-                for request in batch {
-                    let mine = ids.by_ref().take(request.events.len()).collect();
-                    // The publisher may have given up waiting; its events are stored all the same.
-                    let _ = request.ids.send(Ok(mine));
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, events = events.len(), "append failed");
-                for request in batch {
-                    let _ = request.ids.send(Err(Error::Unavailable(e.to_string().into())));
-                }
+        Err(e) => {
+            let message = e.to_string();
+            for request in batch {
+                let _ = request.ids.send(Err(Error::Unavailable(message.clone().into())));
             }
         }
     }
 }
 
-/// Moves committed inbox rows into the log, on a notification or every `poll`.
-async fn run_inbox_mover(pool: PgPool, wake: Arc<Notify>, poll: Duration) {
-    loop {
-        let _ = tokio::time::timeout(poll, wake.notified()).await;
+fn events_of(batch: &[AppendRequest]) -> Vec<NewEvent> {
+    batch.iter().flat_map(|r| r.events.iter().cloned()).collect()
+}
+
+/// Routes this hub's publishes: to the sequencer when this hub is it; otherwise into the inbox, one coalesced
+/// insert per round trip (batches with idempotency keys take the locked path, which answers a known key with its
+/// first id).
+async fn run_appender(
+    shared: Arc<Shared>,
+    mut requests: mpsc::UnboundedReceiver<AppendRequest>,
+    local: mpsc::UnboundedSender<AppendRequest>,
+    remote_wake: mpsc::Sender<()>,
+) {
+    while let Some(first) = requests.recv().await {
+        if shared.sequencing.load(Ordering::Acquire) {
+            // If the sequencer lost its lock meanwhile, it stores the request by the locked path.
+            let _ = local.send(first);
+            continue;
+        }
+        let batch = coalesce(first, &mut requests);
+        let events = events_of(&batch);
+        if events.iter().any(|e| e.idempotency_key.is_some()) {
+            let ids = append_with(&shared.pool, &events).await;
+            answer(batch, ids);
+            continue;
+        }
+        match insert_inbox(&shared.pool, &events).await {
+            Ok((inbox_ids, floor)) => {
+                let waiters = {
+                    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    inbox_ids
+                        .iter()
+                        .map(|inbox_id| {
+                            let (tx, rx) = oneshot::channel();
+                            pending.insert(*inbox_id, tx);
+                            rx
+                        })
+                        .collect()
+                };
+                if shared.sequencing.load(Ordering::Acquire) {
+                    shared.inbox_wake.notify_one();
+                } else {
+                    // Full means a wake-up is already on its way; it will find these rows too.
+                    let _ = remote_wake.try_send(());
+                }
+                tokio::spawn(wait_for_ids(shared.clone(), batch, inbox_ids, waiters, floor));
+            }
+            Err(e) => {
+                warn!(error = %e, events = events.len(), "publishing into the inbox failed");
+                answer(batch, Err(e));
+            }
+        }
+    }
+}
+
+/// Inserts `events` into the inbox in one statement; returns their inbox ids in order and the log's head as the
+/// statement saw it (every id the events get is above it: they are given after this commit).
+async fn insert_inbox(pool: &PgPool, events: &[NewEvent]) -> Result<(Vec<i64>, u64)> {
+    let columns = Columns::of(events);
+    let rows = columns
+        .bind(sqlx::query(
+            "WITH added AS (\
+               INSERT INTO realtime_inbox \
+               (topic, scope, stream_key, seq, payload, correlation_id, traceparent, idempotency_key) \
+               SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], \
+                                    $7::text[], $8::text[]) \
+               RETURNING inbox_id) \
+             SELECT inbox_id, (SELECT head FROM realtime_log_state WHERE singleton) AS head \
+             FROM added ORDER BY inbox_id",
+        ))
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    if rows.len() != events.len() {
+        return Err(Error::Corrupt(format!("{} inbox rows for {} events", rows.len(), events.len())));
+    }
+    let floor = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0);
+    // The inbox ids come from one sequence, drawn row after row in input order: sorted, they are in input order.
+    let ids = rows.iter().map(|r| r.try_get::<i64, _>("inbox_id")).collect::<std::result::Result<_, _>>();
+    Ok((ids.map_err(unavailable)?, floor as u64))
+}
+
+/// Waits until every event of `batch` has its id, found by this hub's reads of the log (the storage actor reads
+/// every new event). A publish that waits longer than `STEP_IN_AFTER` looks its ids up in the log itself and, if
+/// they are not there, moves the inbox itself: correct whoever else is moving it, as the head row lock serializes
+/// every mover.
+async fn wait_for_ids(
+    shared: Arc<Shared>,
+    batch: Vec<AppendRequest>,
+    inbox_ids: Vec<i64>,
+    waiters: Vec<oneshot::Receiver<EventId>>,
+    floor: u64,
+) {
+    let started = Instant::now();
+    // The log may have been read past these events between their insert and the registration of the waiters.
+    if shared.read_through.load(Ordering::Acquire) > floor {
+        let _ = look_up(&shared, &inbox_ids, floor).await;
+    }
+    let mut ids = Vec::with_capacity(waiters.len());
+    let mut stepped_in = false;
+    for mut waiter in waiters {
         loop {
-            match sqlx::query_scalar::<_, i32>("SELECT realtime_move_inbox($1)")
-                .bind(INBOX_MOVE_BATCH)
-                .fetch_one(&pool)
-                .await
-            {
-                Ok(moved) if moved == INBOX_MOVE_BATCH => continue,
-                Ok(moved) => {
-                    if moved > 0 {
-                        debug!(moved, "moved inbox rows into the log");
-                    }
+            match tokio::time::timeout(STEP_IN_AFTER, &mut waiter).await {
+                Ok(Ok(id)) => {
+                    ids.push(id);
                     break;
                 }
-                Err(e) => {
-                    debug!(error = %e, "moving the inbox failed; retrying");
-                    break;
+                Err(_) if started.elapsed() < IDS_DEADLINE => {
+                    let missing = &inbox_ids[ids.len()..];
+                    if let Err(e) = look_up(&shared, missing, floor).await {
+                        debug!(error = %e, "looking up published ids failed");
+                    } else if !stepped_in || started.elapsed() > STEP_IN_AFTER * 4 {
+                        stepped_in = true;
+                        debug!(events = missing.len(), "the sequencer is slow; moving the inbox");
+                        let moved = match shared.pool.acquire().await {
+                            Ok(mut conn) => move_inbox(&mut conn).await,
+                            Err(e) => Err(unavailable(e)),
+                        };
+                        if let Err(e) = moved {
+                            debug!(error = %e, "moving the inbox failed");
+                        }
+                        let _ = look_up(&shared, missing, floor).await;
+                    }
+                }
+                // Timed out for good, or (never expected) the waiter was dropped unanswered.
+                Err(_) | Ok(Err(_)) => {
+                    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    for inbox_id in &inbox_ids {
+                        pending.remove(inbox_id);
+                    }
+                    drop(pending);
+                    warn!(events = inbox_ids.len(), "no sequencer gave the published events ids in time");
+                    let e = Error::Unavailable(
+                        "the events are stored but no sequencer gave them ids in time; they will be delivered".into(),
+                    );
+                    return answer(batch, Err(e));
                 }
             }
         }
     }
+    answer(batch, Ok(ids));
+}
+
+/// Finds the ids of the inbox rows `inbox_ids` among the events after `floor`.
+async fn look_up(shared: &Shared, inbox_ids: &[i64], floor: u64) -> Result<()> {
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT inbox_id, id FROM realtime_events WHERE id > $1 AND inbox_id = ANY($2)")
+            .bind(floor as i64)
+            .bind(inbox_ids)
+            .fetch_all(&shared.pool)
+            .await
+            .map_err(unavailable)?;
+    let found = rows.into_iter().filter_map(|(inbox_id, id)| Some((inbox_id, EventId::new(id as u64).ok()?)));
+    shared.resolve(found);
+    Ok(())
+}
+
+/// Moves committed inbox rows into the log until the inbox is empty; returns how many moved.
+async fn move_inbox(conn: &mut PgConnection) -> Result<u64> {
+    let mut moved = 0;
+    loop {
+        let taken = sqlx::query_scalar::<_, i32>("SELECT realtime_move_inbox($1)")
+            .bind(INBOX_MOVE_BATCH)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        moved += taken as u64;
+        if taken < INBOX_MOVE_BATCH {
+            return Ok(moved);
+        }
+    }
+}
+
+/// Sends the coalesced `NOTIFY realtime_inbox` that wakes the sequencer on another hub. Without durability: a lost
+/// wake-up only costs latency (the sequencer polls), and a commit that waits for no disk holds PostgreSQL's
+/// cluster-wide notify lock only for a moment.
+async fn run_waker(pool: PgPool, mut wakes: mpsc::Receiver<()>) {
+    while wakes.recv().await.is_some() {
+        if let Err(e) = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+            .bind(INBOX_CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            debug!(error = %e, "waking the sequencer failed; it will find the events by polling");
+        }
+    }
+}
+
+/// Becomes the cluster's sequencer when its lock is free, then stores this hub's publishes and moves the inbox
+/// until the lock's connection fails. Requests that reach it while it is not the sequencer take the locked path.
+async fn run_sequencer(
+    shared: Arc<Shared>,
+    options: PgConnectOptions,
+    mut requests: mpsc::UnboundedReceiver<AppendRequest>,
+    poll: Duration,
+) {
+    let mut lock: Option<PgConnection> = None;
+    let mut retry = tokio::time::interval(SEQUENCER_RETRY);
+    let mut poll = tokio::time::interval(poll);
+    for ticker in [&mut retry, &mut poll] {
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            request = requests.recv() => {
+                let Some(first) = request else { break };
+                let batch = coalesce(first, &mut requests);
+                let ids = store(&shared, &mut lock, events_of(&batch)).await;
+                answer(batch, ids);
+            }
+            _ = shared.inbox_wake.notified(), if lock.is_some() => sequence_inbox(&shared, &mut lock).await,
+            _ = poll.tick(), if lock.is_some() => sequence_inbox(&shared, &mut lock).await,
+            _ = retry.tick(), if lock.is_none() => {
+                match take_lock(&options).await {
+                    Ok(Some(conn)) => {
+                        info!("this hub is the sequencer (it holds the lock {SEQUENCER_LOCK:?})");
+                        lock = Some(conn);
+                        shared.set_sequencing(true);
+                        sequence_inbox(&shared, &mut lock).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => debug!(error = %e, "cannot try the sequencer lock"),
+                }
+            }
+        }
+    }
+    shared.set_sequencing(false);
+}
+
+/// Stores `events` by the locked path: on the sequencer's connection, or on the pool when this hub is not the
+/// sequencer.
+async fn store(shared: &Shared, lock: &mut Option<PgConnection>, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
+    let Some(conn) = lock.as_mut() else {
+        let mut conn = shared.pool.acquire().await.map_err(unavailable)?;
+        return append_with(&mut *conn, &events).await;
+    };
+    let ids = append_with(&mut *conn, &events).await;
+    if let Err(e) = &ids {
+        lost_lock(shared, lock, e);
+    }
+    ids
+}
+
+/// Connects and tries the sequencer lock once; the connection is kept only if it got the lock.
+async fn take_lock(options: &PgConnectOptions) -> Result<Option<PgConnection>> {
+    let mut conn = options.connect().await.map_err(unavailable)?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+        .bind(SEQUENCER_LOCK)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(locked.then_some(conn))
+}
+
+async fn sequence_inbox(shared: &Shared, lock: &mut Option<PgConnection>) {
+    let Some(conn) = lock.as_mut() else { return };
+    match move_inbox(&mut *conn).await {
+        Ok(0) => {}
+        Ok(moved) => debug!(moved, "moved inbox rows into the log"),
+        Err(e) => lost_lock(shared, lock, &e),
+    }
+}
+
+/// The lock's connection failed: whatever it held is released with it, and another hub may be the sequencer now.
+fn lost_lock(shared: &Shared, lock: &mut Option<PgConnection>, e: &Error) {
+    warn!(error = %e, "the sequencer's connection failed; this hub is no longer the sequencer");
+    *lock = None;
+    shared.set_sequencing(false);
 }
 
 #[async_trait]
@@ -268,6 +587,9 @@ impl EventLog for PgLog {
     }
 
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let (ids, answer) = oneshot::channel();
         self.appends
             .send(AppendRequest { events, ids })
@@ -276,21 +598,21 @@ impl EventLog for PgLog {
     }
 
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
-        isolated(read_page(self.pool.clone(), after, query.clone(), limit)).await
+        isolated(read_page(self.shared.clone(), after, query.clone(), limit)).await
     }
 
     async fn bounds(&self) -> Result<LogBounds> {
-        let pool = self.pool.clone();
+        let pool = self.shared.pool.clone();
         isolated(async move { bounds(&pool).await }).await
     }
 
     async fn prune(&self) -> Result<u64> {
-        let (pool, cutoff) = (self.pool.clone(), Utc::now() - self.retention.max_age);
+        let (pool, cutoff) = (self.shared.pool.clone(), Utc::now() - self.retention.max_age);
         isolated(async move { prune(&pool, cutoff).await }).await
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
-        let pool = self.pool.clone();
+        let pool = self.shared.pool.clone();
         let listener = isolated(async move {
             let mut listener = PgListener::connect_with(&pool).await.map_err(unavailable)?;
             listener.listen_all([EVENTS_CHANNEL, INBOX_CHANNEL]).await.map_err(unavailable)?;
@@ -298,8 +620,12 @@ impl EventLog for PgLog {
         })
         .await?;
         // Inbox rows committed while nobody listened are moved now.
-        self.inbox_wake.notify_one();
-        Ok(Box::new(PgFeed { listener: Some(listener), inbox_wake: self.inbox_wake.clone() }))
+        self.shared.inbox_wake.notify_one();
+        Ok(Box::new(PgFeed { listener: Some(listener), shared: self.shared.clone() }))
+    }
+
+    async fn describe(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"sequencer": self.is_sequencer()}))
     }
 }
 
@@ -352,10 +678,10 @@ async fn prune(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64> {
 }
 
 /// One page of the log after `after` matching `query`, with the head read in the same snapshot.
-async fn read_page(pool: PgPool, after: u64, query: LogQuery, limit: usize) -> Result<Page> {
+async fn read_page(shared: Arc<Shared>, after: u64, query: LogQuery, limit: usize) -> Result<Page> {
     let mut sql = QueryBuilder::new(
         "SELECT s.head, s.earliest, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, \
-         e.traceparent, e.created_at \
+         e.traceparent, e.created_at, e.inbox_id \
          FROM (SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton) s \
          LEFT JOIN LATERAL (SELECT * FROM realtime_events WHERE id > ",
     );
@@ -370,15 +696,26 @@ async fn read_page(pool: PgPool, after: u64, query: LogQuery, limit: usize) -> R
         }
     }
     sql.push(" ORDER BY id LIMIT ").push_bind(limit as i64).push(") e ON true ORDER BY e.id");
-    let rows = sql.build().fetch_all(&pool).await.map_err(unavailable)?;
+    let rows = sql.build().fetch_all(&shared.pool).await.map_err(unavailable)?;
     let head = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0) as u64;
     let earliest = rows.first().map(|r| r.try_get::<Option<i64>, _>("earliest")).transpose().map_err(unavailable)?;
     let bounds = LogBounds { head, earliest: earliest.flatten().map_or(head + 1, |e| e as u64) };
     let mut events = Vec::with_capacity(rows.len());
+    let mut published = Vec::new();
     for row in &rows {
         let Some(id) = row.try_get::<Option<i64>, _>("id").map_err(unavailable)? else { continue };
-        events.push(Arc::new(decode(id, row)?));
+        let event = decode(id, row)?;
+        if let Some(inbox_id) = row.try_get::<Option<i64>, _>("inbox_id").map_err(unavailable)? {
+            published.push((inbox_id, event.envelope.id));
+        }
+        events.push(Arc::new(event));
     }
+    // Publishes of this hub that went through the inbox learn their ids here. The newest id read is recorded
+    // first: a publish that registers its waiters after this `resolve` sees it, and looks its ids up itself.
+    if let Some(newest) = events.last() {
+        shared.read_through.fetch_max(newest.id(), Ordering::AcqRel);
+    }
+    shared.resolve(published);
     let full = events.len() == limit;
     let through = if full { events.last().map_or(after, |e| e.id()) } else { head.max(after) };
     Ok(Page { events, through, complete: !full, bounds })
@@ -448,7 +785,7 @@ fn decode(id: i64, row: &sqlx::postgres::PgRow) -> Result<StoredEvent> {
 struct PgFeed {
     /// Always `Some` until dropped.
     listener: Option<PgListener>,
-    inbox_wake: Arc<Notify>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for PgFeed {
@@ -478,7 +815,9 @@ impl LiveFeed for PgFeed {
                 return Err(Error::Unavailable("the listener is closed".into()));
             };
             match listener.try_recv().await {
-                Ok(Some(notification)) if notification.channel() == INBOX_CHANNEL => self.inbox_wake.notify_one(),
+                Ok(Some(notification)) if notification.channel() == INBOX_CHANNEL => {
+                    self.shared.inbox_wake.notify_one()
+                }
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => return Err(Error::Unavailable("the listening connection was lost".into())),
                 Err(e) => return Err(unavailable(e)),

@@ -13,12 +13,17 @@ use crate::Result;
 use crate::events::Event;
 use crate::publisher::{Published, Publisher, Sink};
 
-/// Writes events to `realtime_inbox`. Hubs move committed inbox rows into the log (with ids) when woken by
-/// `NOTIFY realtime_inbox` and at least every `HUB_INBOX_POLL`. Publishing holds no lock and sends no NOTIFY
-/// inside the write, so many publishers commit concurrently; wake-ups are sent afterwards, coalesced.
 /// At most one wake-up per this interval; wake-ups asked for meanwhile are folded into the next. Every NOTIFY
 /// commit takes PostgreSQL's cluster-wide notify lock, so one per event would serialize publishers.
 const WAKE_INTERVAL: Duration = Duration::from_millis(5);
+/// The wake-up, committed without waiting for the disk: a lost one only costs latency (the sequencer polls), and
+/// the notify lock is then held for a moment rather than for a flush.
+const WAKE: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify('realtime_inbox', '')";
+
+/// Writes events to `realtime_inbox`. The cluster's sequencer (one hub) moves committed inbox rows into the log
+/// (with ids) when woken by `NOTIFY realtime_inbox` and at least every `HUB_INBOX_POLL`. Publishing holds no lock
+/// and sends no NOTIFY inside the write, so many publishers commit concurrently; wake-ups are sent afterwards,
+/// coalesced.
 
 #[derive(Clone)]
 pub struct PgSink {
@@ -34,8 +39,7 @@ impl PgSink {
         tokio::spawn(async move {
             loop {
                 task_wake.notified().await;
-                // A lost wake-up only costs latency: hubs poll the inbox anyway.
-                if let Err(e) = sqlx::query("SELECT pg_notify('realtime_inbox', '')").execute(&task_pool).await {
+                if let Err(e) = sqlx::query(WAKE).execute(&task_pool).await {
                     tracing::debug!(error = %e, "waking the hubs failed; they will find the events by polling");
                 }
                 tokio::time::sleep(WAKE_INTERVAL).await;
