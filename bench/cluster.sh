@@ -18,13 +18,15 @@ case "$BACKEND" in
   nats) backend_env=(HUB_BACKEND=nats NATS_URL=$NATS HUB_NATS_STREAM=hub_perf HUB_NATS_REPLICAS=${NATS_REPLICAS:-1}) ;;
   *) echo "BACKEND must be postgres, redis or nats" >&2; exit 2 ;;
 esac
+# The hubs start one after the other, each once the previous is ready: on PostgreSQL the first is the cluster's
+# sequencer (SEQUENCER=second starts 18092 first, so the loadgen's hub is not).
+ports=(18091 18092)
+[ "${SEQUENCER:-first}" = second ] && ports=(18092 18091)
 pids=()
-for port in 18091 18092; do
+for port in "${ports[@]}"; do
   env HUB_BIND=127.0.0.1:$port "${backend_env[@]}" HUB_PUBLISH_RATE=0 HUB_MAX_OUTBOUND_BYTES=67108864 RUST_LOG=warn \
       ${HUB_BIN:-target/release/hub} > /tmp/bench-hub-$port.log 2>&1 &
   pids+=($!)
-done
-for port in 18091 18092; do
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break; sleep 0.1; done
   if ! curl -sf "http://127.0.0.1:$port/readyz" > /dev/null; then
     echo "the hub on $port is not ready; see /tmp/bench-hub-$port.log" >&2
@@ -32,5 +34,6 @@ for port in 18091 18092; do
     exit 1
   fi
 done
+[ "${ports[0]}" = 18092 ] && pids=("${pids[1]}" "${pids[0]}")
 target/release/loadgen --hub http://127.0.0.1:18091 --hub-pid "${pids[0]}" "$@" 2>&1
 kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null

@@ -13,7 +13,7 @@
 //! its inbox id. Hubs learn of new events from `NOTIFY realtime_events`, sent once per sequencing transaction, and
 //! read the log from their cursor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,9 +49,20 @@ const RETENTION_BATCH: i64 = 5000;
 /// How often a hub that is not the sequencer tries to become it: the longest a cluster goes without one after its
 /// sequencer's connection is gone.
 const SEQUENCER_RETRY: Duration = Duration::from_millis(250);
+/// How often a busy sequencer moves the inbox.
+const MOVE_GAP: Duration = Duration::from_millis(2);
+/// How many moved inbox rows make the sequencer vacuum the inbox.
+const VACUUM_EVERY: u64 = 20_000;
+/// How long the sequencer stays busy after its last move that found rows. Writers wake it at most once per
+/// `WAKE_INTERVAL`, which must not be longer: a wake-up left out is then always covered by a busy spell.
+const LINGER: Duration = Duration::from_millis(50);
+/// The most often a hub wakes the sequencer on another hub.
+const WAKE_INTERVAL: Duration = Duration::from_millis(25);
 /// How long a publish through the inbox waits for the sequencer before this hub looks the ids up itself, and moves
 /// the inbox itself if they are not there yet (a sequencer that died with its lock not yet released).
 const STEP_IN_AFTER: Duration = Duration::from_millis(500);
+/// How many events after its floor a publish's own look-up reads.
+const LOOK_UP_WINDOW: i64 = 100_000;
 /// How long a publish through the inbox waits for its ids in all before it answers that the log is unavailable
 /// (its events are stored, and will be delivered once a sequencer moves them).
 const IDS_DEADLINE: Duration = Duration::from_secs(30);
@@ -79,10 +90,10 @@ struct Shared {
     sequencing: AtomicBool,
     /// Woken when committed rows may wait in the inbox (a notification, or this hub's own insert).
     inbox_wake: Notify,
-    /// Inbox rows this hub inserted whose ids it waits for: inbox id → where the id goes.
-    pending: Mutex<HashMap<i64, oneshot::Sender<EventId>>>,
-    /// The newest id this process has read from the log.
-    read_through: AtomicU64,
+    /// Inbox rows this hub inserted whose ids it waits for.
+    pending: Mutex<Pending>,
+    /// Inbox rows this hub moved since it last vacuumed the inbox.
+    moved_since_vacuum: Arc<AtomicU64>,
 }
 
 struct AppendRequest {
@@ -145,8 +156,8 @@ impl PgLog {
             pool,
             sequencing: AtomicBool::new(false),
             inbox_wake: Notify::new(),
-            pending: Mutex::new(HashMap::new()),
-            read_through: AtomicU64::new(0),
+            pending: Mutex::new(Pending::default()),
+            moved_since_vacuum: Arc::new(AtomicU64::new(0)),
         });
         let (appends, requests) = mpsc::unbounded_channel();
         let (local, local_requests) = mpsc::unbounded_channel();
@@ -167,16 +178,67 @@ impl PgLog {
     }
 }
 
+/// The ids this hub's publishes through the inbox wait for.
+#[derive(Default)]
+struct Pending {
+    /// Inbox id → where its event's id goes.
+    waiting: HashMap<i64, oneshot::Sender<EventId>>,
+    /// Inserts into the inbox whose waiters are not registered yet.
+    inserting: usize,
+    /// Ids read from the log while an insert was not registered yet, newest last: an insert's events may be moved
+    /// and read before its waiters exist, and then find their ids here.
+    recent: HashMap<i64, EventId>,
+    recent_order: VecDeque<i64>,
+}
+
+/// How many read ids `Pending::recent` keeps.
+const RECENT_IDS: usize = 65_536;
+
+impl Pending {
+    /// Registers waiters for `inbox_ids`, answering at once those already read.
+    fn register(&mut self, inbox_ids: &[i64]) -> Vec<oneshot::Receiver<EventId>> {
+        self.inserting -= 1;
+        let receivers = inbox_ids
+            .iter()
+            .map(|inbox_id| {
+                let (tx, rx) = oneshot::channel();
+                match self.recent.remove(inbox_id) {
+                    Some(id) => {
+                        let _ = tx.send(id);
+                    }
+                    None => {
+                        self.waiting.insert(*inbox_id, tx);
+                    }
+                }
+                rx
+            })
+            .collect();
+        if self.inserting == 0 {
+            self.recent.clear();
+            self.recent_order.clear();
+        }
+        receivers
+    }
+}
+
 impl Shared {
-    /// Hands `id` to the publish that waits for the event with inbox id `inbox_id`, if any.
+    /// Hands each id read from the log to the publish that waits for its event, if any.
     fn resolve(&self, found: impl IntoIterator<Item = (i64, EventId)>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.is_empty() {
+        if pending.waiting.is_empty() && pending.inserting == 0 {
             return;
         }
         for (inbox_id, id) in found {
-            if let Some(waiter) = pending.remove(&inbox_id) {
+            if let Some(waiter) = pending.waiting.remove(&inbox_id) {
                 let _ = waiter.send(id);
+            } else if pending.inserting > 0 {
+                pending.recent.insert(inbox_id, id);
+                pending.recent_order.push_back(inbox_id);
+                if pending.recent_order.len() > RECENT_IDS {
+                    if let Some(oldest) = pending.recent_order.pop_front() {
+                        pending.recent.remove(&oldest);
+                    }
+                }
             }
         }
     }
@@ -336,19 +398,13 @@ async fn run_appender(
             answer(batch, ids);
             continue;
         }
-        match insert_inbox(&shared.pool, &events).await {
+        shared.pending.lock().unwrap_or_else(|e| e.into_inner()).inserting += 1;
+        let inserted = insert_inbox(&shared.pool, &events).await;
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match inserted {
             Ok((inbox_ids, floor)) => {
-                let waiters = {
-                    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    inbox_ids
-                        .iter()
-                        .map(|inbox_id| {
-                            let (tx, rx) = oneshot::channel();
-                            pending.insert(*inbox_id, tx);
-                            rx
-                        })
-                        .collect()
-                };
+                let waiters = pending.register(&inbox_ids);
+                drop(pending);
                 if shared.sequencing.load(Ordering::Acquire) {
                     shared.inbox_wake.notify_one();
                 } else {
@@ -358,6 +414,8 @@ async fn run_appender(
                 tokio::spawn(wait_for_ids(shared.clone(), batch, inbox_ids, waiters, floor));
             }
             Err(e) => {
+                pending.inserting -= 1;
+                drop(pending);
                 warn!(error = %e, events = events.len(), "publishing into the inbox failed");
                 answer(batch, Err(e));
             }
@@ -404,10 +462,6 @@ async fn wait_for_ids(
     floor: u64,
 ) {
     let started = Instant::now();
-    // The log may have been read past these events between their insert and the registration of the waiters.
-    if shared.read_through.load(Ordering::Acquire) > floor {
-        let _ = look_up(&shared, &inbox_ids, floor).await;
-    }
     let mut ids = Vec::with_capacity(waiters.len());
     let mut stepped_in = false;
     for mut waiter in waiters {
@@ -438,7 +492,7 @@ async fn wait_for_ids(
                 Err(_) | Ok(Err(_)) => {
                     let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
                     for inbox_id in &inbox_ids {
-                        pending.remove(inbox_id);
+                        pending.waiting.remove(inbox_id);
                     }
                     drop(pending);
                     warn!(events = inbox_ids.len(), "no sequencer gave the published events ids in time");
@@ -455,13 +509,17 @@ async fn wait_for_ids(
 
 /// Finds the ids of the inbox rows `inbox_ids` among the events after `floor`.
 async fn look_up(shared: &Shared, inbox_ids: &[i64], floor: u64) -> Result<()> {
-    let rows: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT inbox_id, id FROM realtime_events WHERE id > $1 AND inbox_id = ANY($2)")
-            .bind(floor as i64)
-            .bind(inbox_ids)
-            .fetch_all(&shared.pool)
-            .await
-            .map_err(unavailable)?;
+    // By the primary key from the floor: the planner must not pick a scan of the whole log.
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT inbox_id, id FROM (SELECT inbox_id, id FROM realtime_events WHERE id > $1 ORDER BY id LIMIT $3) e \
+         WHERE inbox_id = ANY($2)",
+    )
+    .bind(floor as i64)
+    .bind(inbox_ids)
+    .bind(LOOK_UP_WINDOW)
+    .fetch_all(&shared.pool)
+    .await
+    .map_err(unavailable)?;
     let found = rows.into_iter().filter_map(|(inbox_id, id)| Some((inbox_id, EventId::new(id as u64).ok()?)));
     shared.resolve(found);
     Ok(())
@@ -483,9 +541,9 @@ async fn move_inbox(conn: &mut PgConnection) -> Result<u64> {
     }
 }
 
-/// Sends the coalesced `NOTIFY realtime_inbox` that wakes the sequencer on another hub. Without durability: a lost
-/// wake-up only costs latency (the sequencer polls), and a commit that waits for no disk holds PostgreSQL's
-/// cluster-wide notify lock only for a moment.
+/// Sends the coalesced `NOTIFY realtime_inbox` that wakes the sequencer on another hub, at most once per
+/// `WAKE_INTERVAL`. Without durability: a lost wake-up only costs latency (the sequencer polls), and a commit that
+/// waits for no disk holds PostgreSQL's cluster-wide notify lock only for a moment.
 async fn run_waker(pool: PgPool, mut wakes: mpsc::Receiver<()>) {
     while wakes.recv().await.is_some() {
         if let Err(e) = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
@@ -495,6 +553,7 @@ async fn run_waker(pool: PgPool, mut wakes: mpsc::Receiver<()>) {
         {
             debug!(error = %e, "waking the sequencer failed; it will find the events by polling");
         }
+        tokio::time::sleep(WAKE_INTERVAL).await;
     }
 }
 
@@ -507,12 +566,19 @@ async fn run_sequencer(
     poll: Duration,
 ) {
     let mut lock: Option<PgConnection> = None;
+    // While publishes keep coming the sequencer is *busy*: it moves the inbox every `MOVE_GAP` by itself, each
+    // move taking all that arrived meanwhile, so the per-move costs (a commit, a notification, every hub's read)
+    // are paid per batch and writers need not wake it. It stays busy until `LINGER` passes with nothing to move;
+    // a wake-up or the poll then starts the next busy spell, at once.
+    let mut busy_until: Option<Instant> = None;
+    let mut next_move = Instant::now();
     let mut retry = tokio::time::interval(SEQUENCER_RETRY);
     let mut poll = tokio::time::interval(poll);
     for ticker in [&mut retry, &mut poll] {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
+        let idle = lock.is_some() && busy_until.is_none();
         tokio::select! {
             request = requests.recv() => {
                 let Some(first) = request else { break };
@@ -520,15 +586,35 @@ async fn run_sequencer(
                 let ids = store(&shared, &mut lock, events_of(&batch)).await;
                 answer(batch, ids);
             }
-            _ = shared.inbox_wake.notified(), if lock.is_some() => sequence_inbox(&shared, &mut lock).await,
-            _ = poll.tick(), if lock.is_some() => sequence_inbox(&shared, &mut lock).await,
+            _ = shared.inbox_wake.notified(), if idle => {
+                if sequence_inbox(&shared, &mut lock).await > 0 {
+                    busy_until = Some(Instant::now() + LINGER);
+                    next_move = Instant::now() + MOVE_GAP;
+                }
+            }
+            _ = tokio::time::sleep_until(next_move.into()), if busy_until.is_some() => {
+                let now = Instant::now();
+                if sequence_inbox(&shared, &mut lock).await > 0 {
+                    busy_until = Some(now + LINGER);
+                } else if busy_until.is_some_and(|until| now >= until) || lock.is_none() {
+                    busy_until = None;
+                }
+                next_move = now + MOVE_GAP;
+            }
+            _ = poll.tick(), if idle => {
+                if sequence_inbox(&shared, &mut lock).await > 0 {
+                    busy_until = Some(Instant::now() + LINGER);
+                    next_move = Instant::now() + MOVE_GAP;
+                }
+            }
             _ = retry.tick(), if lock.is_none() => {
                 match take_lock(&options).await {
                     Ok(Some(conn)) => {
                         info!("this hub is the sequencer (it holds the lock {SEQUENCER_LOCK:?})");
                         lock = Some(conn);
                         shared.set_sequencing(true);
-                        sequence_inbox(&shared, &mut lock).await;
+                        busy_until = Some(Instant::now() + LINGER);
+                        next_move = Instant::now();
                     }
                     Ok(None) => {}
                     Err(e) => debug!(error = %e, "cannot try the sequencer lock"),
@@ -564,12 +650,30 @@ async fn take_lock(options: &PgConnectOptions) -> Result<Option<PgConnection>> {
     Ok(locked.then_some(conn))
 }
 
-async fn sequence_inbox(shared: &Shared, lock: &mut Option<PgConnection>) {
-    let Some(conn) = lock.as_mut() else { return };
+/// Moves the inbox on the lock's connection; returns how many rows moved. Every `VACUUM_EVERY` rows moved, the
+/// inbox is vacuumed on the pool: its dead rows would otherwise pile up for the minute autovacuum takes to come
+/// by, and every move would step over them.
+async fn sequence_inbox(shared: &Shared, lock: &mut Option<PgConnection>) -> u64 {
+    let Some(conn) = lock.as_mut() else { return 0 };
     match move_inbox(&mut *conn).await {
-        Ok(0) => {}
-        Ok(moved) => debug!(moved, "moved inbox rows into the log"),
-        Err(e) => lost_lock(shared, lock, &e),
+        Ok(moved) => {
+            let before = shared.moved_since_vacuum.fetch_add(moved, Ordering::AcqRel);
+            if before < VACUUM_EVERY && before + moved >= VACUUM_EVERY {
+                let pool = shared.pool.clone();
+                let shared_count = shared.moved_since_vacuum.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = sqlx::query("VACUUM realtime_inbox").execute(&pool).await {
+                        debug!(error = %e, "vacuuming the inbox failed");
+                    }
+                    shared_count.store(0, Ordering::Release);
+                });
+            }
+            moved
+        }
+        Err(e) => {
+            lost_lock(shared, lock, &e);
+            0
+        }
     }
 }
 
@@ -710,11 +814,7 @@ async fn read_page(shared: Arc<Shared>, after: u64, query: LogQuery, limit: usiz
         }
         events.push(Arc::new(event));
     }
-    // Publishes of this hub that went through the inbox learn their ids here. The newest id read is recorded
-    // first: a publish that registers its waiters after this `resolve` sees it, and looks its ids up itself.
-    if let Some(newest) = events.last() {
-        shared.read_through.fetch_max(newest.id(), Ordering::AcqRel);
-    }
+    // Publishes of this hub that went through the inbox learn their ids here.
     shared.resolve(published);
     let full = events.len() == limit;
     let through = if full { events.last().map_or(after, |e| e.id()) } else { head.max(after) };

@@ -14,8 +14,10 @@ use crate::events::Event;
 use crate::publisher::{Published, Publisher, Sink};
 
 /// At most one wake-up per this interval; wake-ups asked for meanwhile are folded into the next. Every NOTIFY
-/// commit takes PostgreSQL's cluster-wide notify lock, so one per event would serialize publishers.
-const WAKE_INTERVAL: Duration = Duration::from_millis(5);
+/// commit takes PostgreSQL's cluster-wide notify lock, so one per event would serialize publishers. A sequencer
+/// that moved rows keeps looking for more for longer than this (its "busy spell"), so a wake-up left out costs no
+/// latency.
+const WAKE_INTERVAL: Duration = Duration::from_millis(25);
 /// The wake-up, committed without waiting for the disk: a lost one only costs latency (the sequencer polls), and
 /// the notify lock is then held for a moment rather than for a flush.
 const WAKE: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify('realtime_inbox', '')";
