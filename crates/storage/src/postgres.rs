@@ -234,10 +234,10 @@ impl Shared {
             } else if pending.inserting > 0 {
                 pending.recent.insert(inbox_id, id);
                 pending.recent_order.push_back(inbox_id);
-                if pending.recent_order.len() > RECENT_IDS {
-                    if let Some(oldest) = pending.recent_order.pop_front() {
-                        pending.recent.remove(&oldest);
-                    }
+                if pending.recent_order.len() > RECENT_IDS
+                    && let Some(oldest) = pending.recent_order.pop_front()
+                {
+                    pending.recent.remove(&oldest);
                 }
             }
         }
