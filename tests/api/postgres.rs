@@ -118,3 +118,176 @@ async fn the_hub_pool_opens_its_connections_up_front_and_runs_without_jit() {
     }
     pool.close().await;
 }
+
+/// Whether the hub at `url` says it is the cluster's sequencer.
+async fn is_sequencer(client: &reqwest::Client, url: String) -> bool {
+    match client.get(url).send().await {
+        Ok(response) => response.json::<serde_json::Value>().await.is_ok_and(|h| h["log"]["sequencer"] == true),
+        Err(_) => false,
+    }
+}
+
+/// The hub holding the sequencer lock is SIGKILLed while eight publishers write (four over HTTP to the other hubs,
+/// four inside their own transactions through the inbox): another hub takes over, every publish is answered, and
+/// every subscriber gets every event once, in order, with dense ids.
+#[actix_web::test]
+async fn sigkilling_the_sequencing_hub_while_eight_publishers_write_loses_and_doubles_nothing() {
+    let db = test_db!();
+    let env = [("HUB_BACKEND", "postgres"), ("DATABASE_URL", db.url.as_str()), ("HUB_DB_POOL_SIZE", "3")];
+    let sequencer = crate::process::HubProcess::start(&env).await;
+    let http = reqwest::Client::new();
+    while !is_sequencer(&http, sequencer.url("/api/health/pubsub")).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hubs = [spawn_pg_hub(&db.url, |_| {}).await, spawn_pg_hub(&db.url, |_| {}).await];
+    let pool = db.pool().await;
+    let mut subscribers = vec![
+        hubs[0].ws("/ws?topics=*").await,
+        hubs[1].ws("/ws?topics=*").await,
+        hubs[1].ws("/ws?topics=chat:*&project_id=p1").await,
+    ];
+    for client in &mut subscribers {
+        client.expect("subscribed").await;
+    }
+
+    // Publishes answered so far, of 480.
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let done = &done;
+    let over_http = (0..4u64).map(|p| {
+        let hub = &hubs[p as usize % 2];
+        async move {
+            for i in 0..60u64 {
+                let n = 1000 * (p + 1) + i;
+                // Single events and batches of two.
+                let body = if i % 2 == 0 {
+                    event("chat:1", json!({"project_id":"p1"}), n)
+                } else {
+                    json!([event("chat:1", json!({"project_id":"p2"}), n), event("run.logs", json!({}), n + 500)])
+                };
+                hub.publish(body).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let in_transactions = (0..4u64).map(|t| {
+        let pool = pool.clone();
+        async move {
+            for i in 0..60u64 {
+                let n = 100_000 * (t + 1) + i;
+                let mut tx = pool.begin().await.unwrap();
+                storage::postgres::enqueue_with(&mut *tx, &[new_event("chat:2", "p1", n)]).await.unwrap();
+                tx.commit().await.unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let kill = async {
+        while done.load(std::sync::atomic::Ordering::Relaxed) < 160 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sequencer.stop_and_read_output().await; // SIGKILL
+        let killed_at = Instant::now();
+        let done_at_kill = done.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            for hub in &hubs {
+                if is_sequencer(&http, hub.url("/api/health/pubsub")).await {
+                    return (killed_at.elapsed(), done_at_kill);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let ((), (), (takeover, done_at_kill)) = tokio::join!(
+        async {
+            join_all(over_http).await;
+        },
+        async {
+            join_all(in_transactions).await;
+        },
+        kill
+    );
+    assert!(done_at_kill < 400, "the sequencer was killed while the publishers wrote ({done_at_kill} of 480 done)");
+    eprintln!("another hub took over as the sequencer {takeover:?} after the SIGKILL");
+    assert!(takeover < Duration::from_secs(3), "no hub took over as the sequencer: {takeover:?}");
+
+    let all: BTreeSet<u64> = (0..4u64)
+        .flat_map(|p| {
+            (0..60).flat_map(move |i| {
+                if i % 2 == 0 { vec![1000 * (p + 1) + i] } else { vec![1000 * (p + 1) + i, 1000 * (p + 1) + i + 500] }
+            })
+        })
+        .chain((0..4u64).flat_map(|t| (0..60).map(move |i| 100_000 * (t + 1) + i)))
+        .collect();
+    let p1_chat: BTreeSet<u64> =
+        all.iter().copied().filter(|n| *n >= 100_000 || (n % 1000 < 500 && n % 2 == 0)).collect();
+    for (which, client) in subscribers.iter_mut().enumerate() {
+        let expected = if which < 2 { &all } else { &p1_chat };
+        let got = events_with_markers(client, expected).await;
+        assert_exactly_once_in_order(&format!("subscriber {which}"), &got, expected);
+        if which < 2 {
+            let got_ids = ids(&got);
+            assert!(got_ids.windows(2).all(|w| w[1] == w[0] + 1), "subscriber {which}: ids have gaps: {got_ids:?}");
+        }
+    }
+}
+
+/// A database of the first scheme (every publish under the head lock) moves to the sequencer with `hub migrate`:
+/// its ids stay, a service still calling `realtime_append` and a hub of the previous release moving the inbox
+/// keep working beside the new hubs, and the ids go on, dense.
+#[actix_web::test]
+async fn a_log_of_the_first_scheme_keeps_its_ids_and_its_old_callers_after_hub_migrate() {
+    let db = test_db!();
+    let pool = db.pool().await;
+    // Only the first migration, as a database of the first release has it.
+    let first = std::env::temp_dir().join(format!("hub-first-migration-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&first).unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/storage/migrations");
+    std::fs::copy(migrations.join("20261122000001_event_log.sql"), first.join("20261122000001_event_log.sql")).unwrap();
+    sqlx::migrate::Migrator::new(first.as_path()).await.unwrap().run(&pool).await.unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+    let old_append = |n: u64| {
+        let pool = pool.clone();
+        async move { storage::postgres::append_with(&pool, &[new_event("chat:1", "p1", n)]).await.unwrap()[0].get() }
+    };
+    let before = [old_append(1).await, old_append(2).await];
+    assert_eq!(before, [1, 2]);
+    storage::postgres::enqueue_with(&pool, &[new_event("chat:1", "p1", 3)]).await.unwrap();
+
+    let migrate = tokio::process::Command::new(crate::process::hub_binary())
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(migrate.status.success(), "hub migrate failed: {}", String::from_utf8_lossy(&migrate.stderr));
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
+    assert_eq!(applied, [20261122000001, 20261124000001]);
+
+    // Still the old callers: a hub of the previous release moves the inbox, a service appends under the lock.
+    let moved: i32 = sqlx::query_scalar("SELECT realtime_move_inbox(100)").fetch_one(&pool).await.unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(old_append(4).await, 4);
+
+    let hub = spawn_pg_hub(&db.url, |_| {}).await;
+    let mut client = hub.ws("/ws?topics=*&since=0").await;
+    client.expect("subscribed").await;
+    let history = client.events(4).await;
+    client.expect("live").await;
+    let published = hub.publish(event("chat:1", json!({"project_id":"p1"}), 5)).await;
+    let live = client.events(1).await;
+    storage::postgres::enqueue_with(&pool, &[new_event("chat:1", "p1", 6)]).await.unwrap();
+    let from_inbox = client.events(1).await;
+    assert_eq!(old_append(7).await, 7, "realtime_append still works beside the sequencer");
+    let last = client.events(1).await;
+
+    assert_eq!(ids(&history), [1, 2, 3, 4]);
+    let markers: Vec<u64> = history.iter().map(|e| e["payload"]["n"].as_u64().unwrap()).collect();
+    assert_eq!(markers, [1, 2, 3, 4]);
+    assert_eq!(published, [5]);
+    assert_eq!(ids(&live), [5]);
+    assert_eq!((ids(&from_inbox), from_inbox[0]["payload"]["n"].as_u64()), (vec![6], Some(6)));
+    assert_eq!(ids(&last), [7]);
+}
