@@ -20,8 +20,10 @@ case "$BACKEND" in
 esac
 # The hubs start one after the other, each once the previous is ready: on PostgreSQL the first is the cluster's
 # sequencer (SEQUENCER=second starts 18092 first, so the loadgen's hub is not).
+# HUBS=1 starts only the loadgen's hub (the one-hub baseline of a two-hub figure).
 ports=(18091 18092)
 [ "${SEQUENCER:-first}" = second ] && ports=(18092 18091)
+[ "${HUBS:-2}" = 1 ] && ports=(18091)
 pids=()
 for port in "${ports[@]}"; do
   env HUB_BIND=127.0.0.1:$port "${backend_env[@]}" HUB_PUBLISH_RATE=0 HUB_MAX_OUTBOUND_BYTES=67108864 RUST_LOG=warn \
@@ -35,5 +37,6 @@ for port in "${ports[@]}"; do
   fi
 done
 [ "${ports[0]}" = 18092 ] && pids=("${pids[1]}" "${pids[0]}")
+true
 target/release/loadgen --hub http://127.0.0.1:18091 --hub-pid "${pids[0]}" "$@" 2>&1
 kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null

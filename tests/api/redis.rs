@@ -45,3 +45,42 @@ async fn an_unreachable_or_malformed_redis_url_is_a_clear_start_up_error() {
         assert!(text.contains(says), "{url}: {text}");
     }
 }
+
+/// How many times the Redis at `url` ran each of `commands` since its statistics were reset.
+async fn command_calls(url: &str, commands: &[&str]) -> Vec<u64> {
+    let mut connection = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.unwrap();
+    commands
+        .iter()
+        .map(|command| {
+            stats
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+                .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+/// A hub delivers what its blocking read returned: each live event costs the following hub one `XREAD`, not an
+/// `XREAD` and then a read of the log.
+#[actix_web::test]
+async fn a_live_event_is_delivered_from_the_blocking_read_without_reading_the_log_again() {
+    let server = throwaway_redis!();
+    let hub = spawn_redis_hub(&server.url(), "reads", |_| {}).await;
+    let mut client = hub.ws("/ws?topics=*").await;
+    client.expect("subscribed").await;
+    let mut connection = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut connection).await.unwrap();
+
+    let mut published = Vec::new();
+    for n in 0..50 {
+        published.extend(hub.publish(crate::helpers::event("a", serde_json::json!({}), n)).await);
+        // One event per wake-up of the storage actor.
+        assert_eq!(ids(&client.events(1).await), published[published.len() - 1..]);
+    }
+    let [scripts, xreads] = command_calls(&server.url(), &["evalsha", "xread"]).await[..] else { unreachable!() };
+
+    // 50 appends are scripts; a read of the log per wake-up would be 50 more.
+    assert!(scripts < 60, "{scripts} scripts ran for 50 appends");
+    assert!(xreads >= 50, "{xreads} blocking reads for 50 wake-ups");
+}

@@ -14,8 +14,8 @@
 //! hub saw. See `docs/REDIS.md`.
 //!
 //! Live delivery: each hub's storage actor blocks in `XREAD` on a connection of its own, from its cursor, so an
-//! append wakes it at once and a dropped connection or a restarted Redis only delays it: the actor then reads the
-//! log from its cursor again.
+//! append wakes it at once, and what that read returned is what it delivers (one read and one decode per event).
+//! A dropped connection or a restarted Redis only delays it: the actor then reads the log from its cursor again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -409,22 +409,31 @@ impl EventLog for RedisLog {
             .exec_async(&mut connection.clone())
             .await
             .map_err(unavailable)?;
-        Ok(Box::new(RedisFeed { connection, stream: self.keys.stream.clone() }))
+        Ok(Box::new(RedisFeed { connection, stream: self.keys.stream.clone(), seen: self.seen.clone(), read: None }))
     }
 }
 
+/// The storage actor's feed: a blocking `XREAD` from its cursor, whose answer it then serves as the next page, so a
+/// wake-up costs one read of the new entries and each is decoded once.
 struct RedisFeed {
     connection: MultiplexedConnection,
     stream: String,
+    /// The log's newest id this process has seen (shared with the log, for the epoch floor).
+    seen: Arc<AtomicU64>,
+    /// What the last `XREAD` returned: the cursor it read after, and the entries (at most `FEED_COUNT`).
+    read: Option<(u64, Vec<Value>)>,
 }
+
+/// Most entries one blocking read takes; a full read is continued by reading the log.
+const FEED_COUNT: usize = 1000;
 
 #[async_trait]
 impl LiveFeed for RedisFeed {
     async fn changed(&mut self, cursor: u64) -> Result<()> {
-        // Answers at once when an entry after the cursor exists, else when one is appended or the block ends.
-        let _: Value = redis::cmd("XREAD")
+        // Answers at once when entries after the cursor exist, else when one is appended or the block ends.
+        let answer: Value = redis::cmd("XREAD")
             .arg("COUNT")
-            .arg(1)
+            .arg(FEED_COUNT)
             .arg("BLOCK")
             .arg(FEED_BLOCK.as_millis() as u64)
             .arg("STREAMS")
@@ -433,7 +442,36 @@ impl LiveFeed for RedisFeed {
             .query_async(&mut self.connection)
             .await
             .map_err(unavailable)?;
+        self.read = xread_entries(answer).map(|entries| (cursor, entries));
         Ok(())
+    }
+
+    /// The entries the last wake-up read, when they follow `after` without a gap; otherwise (nothing read, a read
+    /// from another cursor, a gap that retention or a new epoch made) the log is read, which says what was lost.
+    async fn read(&mut self, after: u64, limit: usize) -> Result<Option<Page>> {
+        let Some((cursor, entries)) = self.read.take() else { return Ok(None) };
+        if cursor != after || entries.is_empty() || entries.len() > limit {
+            return Ok(None);
+        }
+        let events = entries.iter().map(|entry| decode(entry).map(Arc::new)).collect::<Result<Vec<_>>>()?;
+        let (first, last) = (events[0].id(), events[events.len() - 1].id());
+        if first != after + 1 {
+            return Ok(None);
+        }
+        self.seen.fetch_max(last, Ordering::Relaxed);
+        // Fewer than asked for: the stream ended there when it was read. A full read may have more behind it.
+        let complete = entries.len() < FEED_COUNT;
+        Ok(Some(Page { events, through: last, complete, bounds: LogBounds { head: last, earliest: first } }))
+    }
+}
+
+/// The entries of an `XREAD` answer on one stream: `[[stream, [entry, …]]]`, or nil when the block ended.
+fn xread_entries(answer: Value) -> Option<Vec<Value>> {
+    let Value::Array(mut streams) = answer else { return None };
+    let Value::Array(mut stream) = streams.pop()? else { return None };
+    match stream.pop()? {
+        Value::Array(entries) => Some(entries),
+        _ => None,
     }
 }
 
