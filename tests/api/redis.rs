@@ -84,3 +84,81 @@ async fn a_live_event_is_delivered_from_the_blocking_read_without_reading_the_lo
     assert!(scripts < 60, "{scripts} scripts ran for 50 appends");
     assert!(xreads >= 50, "{xreads} blocking reads for 50 wake-ups");
 }
+
+/// A log of the first release (events stored as published, re-serialized by every reader) is read as it is and
+/// written in its format until `hub migrate` moves it to storing envelopes; from then on a reader's JSON is the
+/// stored text, `ts` being the entry's time.
+#[actix_web::test]
+async fn a_first_release_log_is_read_and_kept_until_hub_migrate_moves_it_to_stored_envelopes() {
+    let redis = test_redis!();
+    let (meta, stream) = (format!("{{{}}}:meta", redis.prefix), format!("{{{}}}:log", redis.prefix));
+    let mut connection =
+        redis::Client::open(redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let () = redis::pipe()
+        .cmd("HSET")
+        .arg(&meta)
+        .arg("head")
+        .arg(1)
+        .arg("epoch")
+        .arg(1)
+        .ignore()
+        .cmd("XADD")
+        .arg(&stream)
+        .arg("1-0")
+        .arg("t")
+        .arg(now)
+        .arg("e")
+        .arg(r#"{"topic":"a","scope":{},"payload":{"n":1}}"#)
+        .ignore()
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let stored_fields = |id: u64| {
+        let mut connection = connection.clone();
+        let stream = stream.clone();
+        async move {
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(format!("{id}-0"))
+                .arg(format!("{id}-0"))
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            entries[0].1.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>()
+        }
+    };
+
+    let hub = spawn_redis_hub(&redis.url, &redis.prefix, |_| {}).await;
+    let mut client = hub.ws("/ws?topics=*&since=0").await;
+    client.expect("subscribed").await;
+    let old = client.events(1).await;
+    client.expect("live").await;
+    let before = hub.publish(crate::helpers::event("a", serde_json::json!({}), 2)).await;
+    assert_eq!(stored_fields(before[0]).await, ["t", "e"], "kept in the first release's format");
+
+    let migrate = tokio::process::Command::new(crate::process::hub_binary())
+        .arg("migrate")
+        .env_clear()
+        .env("REDIS_URL", &redis.url)
+        .env("HUB_REDIS_PREFIX", &redis.prefix)
+        .output()
+        .await
+        .unwrap();
+    assert!(migrate.status.success(), "hub migrate failed: {}", String::from_utf8_lossy(&migrate.stderr));
+    let after = hub.publish(crate::helpers::event("a", serde_json::json!({}), 3)).await;
+    let live = client.events(2).await;
+
+    assert_eq!((ids(&old), old[0]["payload"]["n"].as_u64()), (vec![1], Some(1)));
+    assert_eq!((ids(&live), after[0]), (vec![2, 3], 3));
+    assert_eq!(stored_fields(3).await, ["t", "j"], "stored as the envelope");
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+        redis::cmd("XRANGE").arg(&stream).arg("3-0").arg("3-0").query_async(&mut connection).await.unwrap();
+    let (millis, json) = (&entries[0].1["t"], &entries[0].1["j"]);
+    let stored: serde_json::Value = serde_json::from_str(json).unwrap();
+    let mut delivered = live[1].as_object().unwrap().clone();
+    delivered.retain(|field, _| field != "type" && field != "sub");
+    assert_eq!(stored, serde_json::Value::Object(delivered), "the stored text is the envelope the subscriber got");
+    let ts = chrono::DateTime::from_timestamp_millis(millis.parse().unwrap()).unwrap();
+    assert_eq!(stored["ts"], ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+}

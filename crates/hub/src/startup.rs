@@ -274,11 +274,28 @@ fn database_url(settings: &Settings) -> anyhow::Result<String> {
     settings.database_url.clone().context("the postgres backend needs DATABASE_URL")
 }
 
-/// Applies the PostgreSQL migrations and returns (`hub migrate`).
+/// Brings the log's storage up to this release and returns (`hub migrate`): the PostgreSQL migrations, or the Redis
+/// log's format (run it once every hub of the cluster runs this release). Memory and NATS have nothing to migrate.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = storage::postgres::connect_pool(&database_url(settings)?, 1, "realtime-hub-migrate").await?;
-    storage::postgres::migrate(&pool).await.context("migrations failed")?;
-    info!("migrations applied");
+    match settings.resolve_backend().map_err(anyhow::Error::msg)? {
+        Backend::Postgres => {
+            let pool = storage::postgres::connect_pool(&database_url(settings)?, 1, "realtime-hub-migrate").await?;
+            storage::postgres::migrate(&pool).await.context("migrations failed")?;
+            info!("migrations applied");
+        }
+        Backend::Redis => {
+            let url = settings.redis_url.clone().context("the redis backend needs REDIS_URL")?;
+            let retention = Retention { max_age: settings.retention_for(Backend::Redis), max_events: 0 };
+            let redis = RedisSettings { url, prefix: settings.redis_prefix.clone(), retention };
+            let log = RedisLog::connect(redis).await.context("cannot open the Redis event log")?;
+            if log.upgrade_format().await? {
+                info!(prefix = settings.redis_prefix, "the Redis log now stores envelopes (format 2)");
+            } else {
+                info!(prefix = settings.redis_prefix, "the Redis log already stores envelopes (format 2)");
+            }
+        }
+        backend => info!(?backend, "nothing to migrate"),
+    }
     Ok(())
 }
 

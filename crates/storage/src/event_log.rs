@@ -46,6 +46,16 @@ impl StoredEvent {
         Self { envelope, created_at, traceparent, json }
     }
 
+    /// An event whose log stores the envelope's JSON as delivered: `json` must be what `envelope` serializes to.
+    pub fn with_json(
+        envelope: Envelope,
+        created_at: DateTime<Utc>,
+        traceparent: Option<String>,
+        json: Box<str>,
+    ) -> Self {
+        Self { envelope, created_at, traceparent, json }
+    }
+
     pub fn id(&self) -> u64 {
         self.envelope.id.get()
     }

@@ -18,14 +18,16 @@
 //! A dropped connection or a restarted Redis only delays it: the actor then reads the log from its cursor again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use protocol::{EventId, NewEvent};
+use protocol::{ENVELOPE_VERSION, Envelope, EventId, NewEvent, Scope, Topic};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
+use serde::Serialize;
+use serde_json::Map;
 
 use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, StoredEvent};
 use crate::{Error, Result, Retention};
@@ -54,8 +56,27 @@ local function ensure_epoch(meta, stream, floor)
     local id = tonumber(string.match(last[1][1], '^(%d+)'))
     if id + 1 > start then start = id + 1 end
   end
-  redis.call('HSET', meta, 'head', string.format('%.0f', start - 1), 'epoch', string.format('%.0f', start))
+  redis.call('HSET', meta, 'head', string.format('%.0f', start - 1), 'epoch', string.format('%.0f', start),
+             'format', '2')
   return start - 1
+end
+-- RFC 3339 UTC with milliseconds, as the envelope's `ts` (days to a civil date: H. Hinnant's algorithm).
+local function iso(ms)
+  local sec = math.floor(ms / 1000)
+  local days = math.floor(sec / 86400)
+  local rem = sec - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d, math.floor(rem / 3600),
+                       math.floor(rem % 3600 / 60), rem % 60, ms % 1000)
 end
 local function earliest_of(stream, head)
   local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
@@ -64,15 +85,28 @@ local function earliest_of(stream, head)
 end
 "#;
 
-/// KEYS: meta, stream, idempotency hash, idempotency ids. ARGV: floor, length cap (0: none), then for each event
-/// its idempotency key (or '') and its JSON. Returns the ids in order.
+/// KEYS: meta, stream, idempotency hash, idempotency ids. ARGV: floor, length cap (0: none), format, then for each
+/// event its idempotency key (or '') and, in format 1, its JSON; in format 2, the envelope's JSON before `ts` and
+/// after it (each without its braces) and its trace context (or ''). Returns the ids in order.
+///
+/// Format 2 stores each event's envelope as the JSON every reader delivers, `ts` and `id` included (`j`), with its
+/// trace context beside it (`p`); format 1 (the first release's) stores the published event (`e`), which readers
+/// re-serialize. A log is in format 2 once its metadata says so: a new epoch is, and `hub migrate` moves an existing
+/// log there once no hub of the first release reads it.
 const APPEND_LUA: &str = r#"
 local meta, stream, idem, idem_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local head = ensure_epoch(meta, stream, tonumber(ARGV[1]))
 local now = redis.call('TIME')
-local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+local millis = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ms = string.format('%.0f', millis)
+local format = ARGV[3]
+if format ~= (redis.call('HGET', meta, 'format') or '1') then
+  return redis.error_reply('FORMAT the log is in another format')
+end
+local ts = iso(millis)
+local stride = format == '2' and 4 or 2
 local ids = {}
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, stride do
   local key = ARGV[i]
   local known = false
   if key ~= '' then known = redis.call('HGET', idem, key) end
@@ -81,7 +115,16 @@ for i = 3, #ARGV, 2 do
   else
     head = head + 1
     local id = string.format('%.0f', head)
-    redis.call('XADD', stream, id .. '-0', 't', ms, 'e', ARGV[i + 1])
+    if format == '2' then
+      local json = '{"id":' .. id .. ',' .. ARGV[i + 1] .. ',"ts":"' .. ts .. '",' .. ARGV[i + 2] .. '}'
+      if ARGV[i + 3] ~= '' then
+        redis.call('XADD', stream, id .. '-0', 't', ms, 'j', json, 'p', ARGV[i + 3])
+      else
+        redis.call('XADD', stream, id .. '-0', 't', ms, 'j', json)
+      end
+    else
+      redis.call('XADD', stream, id .. '-0', 't', ms, 'e', ARGV[i + 1])
+    end
     if key ~= '' then
       redis.call('HSET', idem, key, id)
       redis.call('ZADD', idem_ids, id, key)
@@ -94,7 +137,7 @@ if ARGV[2] ~= '0' then redis.call('XTRIM', stream, 'MAXLEN', '~', ARGV[2]) end
 return ids
 "#;
 
-/// KEYS: meta, stream. ARGV: floor, after, count (0: bounds only). Returns {head, earliest, entries}.
+/// KEYS: meta, stream. ARGV: floor, after, count (0: bounds only). Returns {head, earliest, entries, format}.
 const READ_LUA: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
 local head = ensure_epoch(meta, stream, tonumber(ARGV[1]))
@@ -103,7 +146,7 @@ local entries = {}
 if ARGV[3] ~= '0' then
   entries = redis.call('XRANGE', stream, '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
 end
-return {head, earliest, entries}
+return {head, earliest, entries, tonumber(redis.call('HGET', meta, 'format') or '1')}
 "#;
 
 /// KEYS: meta, stream, idempotency hash, idempotency ids. ARGV: cutoff in milliseconds. Removes the entries
@@ -189,6 +232,8 @@ pub struct RedisLog {
     prune: Script,
     /// The newest id this process has seen: a floor for the next epoch's first id.
     seen: Arc<AtomicU64>,
+    /// The format the log stores new events in (1 or 2, see `APPEND_LUA`), as the last read said.
+    format: AtomicU8,
 }
 
 fn unavailable(e: redis::RedisError) -> Error {
@@ -220,11 +265,28 @@ impl RedisLog {
             read: Script::new(&format!("{EPOCH_LUA}{READ_LUA}")),
             prune: Script::new(&format!("{EPOCH_LUA}{PRUNE_LUA}")),
             seen: Arc::new(AtomicU64::new(0)),
+            format: AtomicU8::new(2),
         };
         // The first read creates the epoch if there is none, and fails here rather than later if the keys hold
         // something else.
         log.bounds().await?;
         Ok(log)
+    }
+
+    /// Moves a log of the first release's format to storing envelopes (`hub migrate`, once no hub of the first
+    /// release reads it); returns whether it changed anything. A log that does not exist yet starts in the new format.
+    pub async fn upgrade_format(&self) -> Result<bool> {
+        let mut connection = self.connection.clone();
+        let changed: i64 = redis::Script::new(
+            "if redis.call('HGET', KEYS[1], 'format') == '2' then return 0 end \
+             redis.call('HSET', KEYS[1], 'format', '2') return 1",
+        )
+        .key(&self.keys.meta)
+        .invoke_async(&mut connection)
+        .await
+        .map_err(unavailable)?;
+        self.format.store(2, Ordering::Relaxed);
+        Ok(changed == 1)
     }
 
     fn saw(&self, id: u64) {
@@ -244,9 +306,11 @@ impl RedisLog {
             .await
             .map_err(unavailable)?;
         let Value::Array(mut parts) = answer else { return Err(corrupt("a read answered no array")) };
-        if parts.len() != 3 {
+        if parts.len() != 4 {
             return Err(corrupt("a read answered the wrong number of parts"));
         }
+        let format = integer(&parts.pop().expect("four parts"))?;
+        self.format.store(if format >= 2 { 2 } else { 1 }, Ordering::Relaxed);
         let entries = match parts.pop() {
             Some(Value::Array(entries)) => entries,
             _ => return Err(corrupt("a read answered no entries")),
@@ -255,6 +319,31 @@ impl RedisLog {
         let head = integer(&parts[0])?;
         self.saw(head);
         Ok((LogBounds { head, earliest }, entries))
+    }
+}
+
+impl RedisLog {
+    async fn append_as(&self, format: u8, events: &[NewEvent]) -> redis::RedisResult<Vec<u64>> {
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(&self.keys.meta)
+            .key(&self.keys.stream)
+            .key(&self.keys.idempotency)
+            .key(&self.keys.idempotency_ids)
+            .arg(self.seen.load(Ordering::Relaxed))
+            .arg(self.retention.max_events)
+            .arg(format);
+        for event in events {
+            invocation.arg(event.idempotency_key.as_deref().unwrap_or(""));
+            if format >= 2 {
+                let (head, tail) = encode_envelope(event);
+                invocation.arg(head).arg(tail).arg(event.traceparent.as_deref().unwrap_or(""));
+            } else {
+                invocation.arg(encode(event));
+            }
+        }
+        let mut connection = self.connection.clone();
+        invocation.invoke_async(&mut connection).await
     }
 }
 
@@ -294,34 +383,79 @@ fn entry_id(value: &Value) -> Result<u64> {
         .ok_or_else(|| corrupt(format!("entry id {text:?} is not <id>-0")))
 }
 
-/// A stream entry `[id, [field, value, …]]` → the stored event.
+/// A stream entry `[id, [field, value, …]]` → the stored event: the envelope's JSON as stored (format 2), or the
+/// published event, serialized here (format 1).
 fn decode(entry: &Value) -> Result<StoredEvent> {
     let Value::Array(parts) = entry else { return Err(corrupt("an entry is not an array")) };
     let [id, Value::Array(fields)] = parts.as_slice() else { return Err(corrupt("an entry has no fields")) };
     let id = entry_id(id)?;
-    let (mut millis, mut json) = (None, None);
+    let (mut millis, mut event, mut envelope, mut traceparent) = (None, None, None, None);
     for pair in fields.chunks(2) {
         let [Value::BulkString(name), Value::BulkString(value)] = pair else { continue };
         match name.as_slice() {
             b"t" => millis = std::str::from_utf8(value).ok().and_then(|t| t.parse::<i64>().ok()),
-            b"e" => json = Some(value.as_slice()),
+            b"j" => envelope = Some(value.as_slice()),
+            b"p" => traceparent = std::str::from_utf8(value).ok(),
+            b"e" => event = Some(value.as_slice()),
             _ => {}
         }
     }
     let created_at = millis
         .and_then(DateTime::<Utc>::from_timestamp_millis)
         .ok_or_else(|| corrupt(format!("event {id} has no time")))?;
-    let event: NewEvent = serde_json::from_slice(json.ok_or_else(|| corrupt(format!("event {id} has no body")))?)
+    if let Some(json) = envelope {
+        let json = std::str::from_utf8(json).map_err(|_| corrupt(format!("event {id} is not text")))?;
+        let parsed: Envelope = serde_json::from_str(json).map_err(|e| corrupt(format!("event {id}: {e}")))?;
+        if parsed.id.get() != id {
+            return Err(corrupt(format!("entry {id} holds event {}", parsed.id)));
+        }
+        return Ok(StoredEvent::with_json(parsed, created_at, traceparent.map(str::to_owned), json.into()));
+    }
+    let event: NewEvent = serde_json::from_slice(event.ok_or_else(|| corrupt(format!("event {id} has no body")))?)
         .map_err(|e| corrupt(format!("event {id}: {e}")))?;
     let id = EventId::new(id).map_err(|e| corrupt(format!("event {id}: {e}")))?;
     Ok(StoredEvent::from_new(id, created_at, event))
 }
 
-/// What a stream entry holds of an event: everything but the id, the time and the idempotency key.
+/// What a format 1 stream entry holds of an event: everything but the id, the time and the idempotency key.
 fn encode(event: &NewEvent) -> String {
     let stored = NewEvent { key: event.effective_key(), idempotency_key: None, ..event.clone() };
     // A new event is strings, integers and JSON values: serializing cannot fail.
     serde_json::to_string(&stored).expect("an event always serializes")
+}
+
+/// The envelope's fields before `ts`, in `Envelope`'s order.
+#[derive(Serialize)]
+struct EnvelopeHead<'a> {
+    topic: &'a Topic,
+    scope: &'a Scope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+}
+
+/// The envelope's fields after `ts`, in `Envelope`'s order.
+#[derive(Serialize)]
+struct EnvelopeTail<'a> {
+    v: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    payload: &'a Map<String, serde_json::Value>,
+}
+
+/// What a format 2 append sends of an event: the envelope's JSON before and after `ts`, without the braces (the
+/// script puts `id` and `ts` between them), so the stored text is exactly what `Envelope` serializes to.
+fn encode_envelope(event: &NewEvent) -> (String, String) {
+    let head = EnvelopeHead { topic: &event.topic, scope: &event.scope, key: event.effective_key(), seq: event.seq };
+    let tail =
+        EnvelopeTail { v: ENVELOPE_VERSION, correlation_id: event.correlation_id.as_deref(), payload: &event.payload };
+    // Plain data: serializing cannot fail, and an object always has its braces.
+    let inner = |json: String| json[1..json.len() - 1].to_owned();
+    (
+        inner(serde_json::to_string(&head).expect("an envelope serializes")),
+        inner(serde_json::to_string(&tail).expect("an envelope serializes")),
+    )
 }
 
 #[async_trait]
@@ -334,19 +468,15 @@ impl EventLog for RedisLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.append.prepare_invoke();
-        invocation
-            .key(&self.keys.meta)
-            .key(&self.keys.stream)
-            .key(&self.keys.idempotency)
-            .key(&self.keys.idempotency_ids)
-            .arg(self.seen.load(Ordering::Relaxed))
-            .arg(self.retention.max_events);
-        for event in &events {
-            invocation.arg(event.idempotency_key.as_deref().unwrap_or("")).arg(encode(event));
+        let mut ids = self.append_as(self.format.load(Ordering::Relaxed), &events).await;
+        if let Err(e) = &ids
+            && e.code() == Some("FORMAT")
+        {
+            // `hub migrate` moved the log on (or a new epoch began) since this hub last read it.
+            self.bounds().await?;
+            ids = self.append_as(self.format.load(Ordering::Relaxed), &events).await;
         }
-        let mut connection = self.connection.clone();
-        let ids: Vec<u64> = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        let ids = ids.map_err(unavailable)?;
         if ids.len() != events.len() {
             return Err(corrupt(format!("{} ids for {} events", ids.len(), events.len())));
         }
@@ -485,6 +615,28 @@ mod tests {
         assert!(check_version("redis_version:6.2.0\r\n").is_ok());
         assert!(matches!(check_version("redis_version:6.0.9\r\n"), Err(Error::Config(_))));
         assert!(matches!(check_version("nothing"), Err(Error::Config(_))));
+    }
+
+    /// The script joins the two halves around `id` and `ts`; the result must be the envelope's own serialization.
+    #[test]
+    fn a_stored_envelope_is_exactly_what_the_envelope_serializes_to() {
+        let mut full = NewEvent::new(
+            Topic::parse("run.logs").unwrap(),
+            Scope::try_from([("run_id", "r1")]).unwrap(),
+            serde_json::json!({"line": "a \"quoted\" ✓"}).as_object().cloned().unwrap(),
+        );
+        full.key = Some("run:r1".into());
+        full.seq = Some(7);
+        full.correlation_id = Some("c-1".into());
+        let bare = NewEvent::new(Topic::parse("a").unwrap(), Scope::default(), Map::new());
+        for event in [full, bare] {
+            let (head, tail) = encode_envelope(&event);
+            let ts = "2026-11-24T21:00:00.123Z";
+            let stored = format!("{{\"id\":42,{head},\"ts\":\"{ts}\",{tail}}}");
+            let at = DateTime::parse_from_rfc3339(ts).unwrap().with_timezone(&Utc);
+            let expected = StoredEvent::from_new(EventId::new(42).unwrap(), at, event);
+            assert_eq!(stored, expected.json());
+        }
     }
 
     #[test]
