@@ -274,10 +274,15 @@ fn database_url(settings: &Settings) -> anyhow::Result<String> {
     settings.database_url.clone().context("the postgres backend needs DATABASE_URL")
 }
 
-/// Brings the log's storage up to this release and returns (`hub migrate`): the PostgreSQL migrations, or the Redis
-/// log's format (run it once every hub of the cluster runs this release). Memory and NATS have nothing to migrate.
+/// Brings the log's storage up to this release and returns (`hub migrate`): the PostgreSQL migrations (for
+/// `DATABASE_URL`, unless another backend is named), or the Redis log's format (run it once every hub of the
+/// cluster runs this release). NATS has nothing to migrate.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    match settings.resolve_backend().map_err(anyhow::Error::msg)? {
+    let backend = match settings.resolve_backend().map_err(anyhow::Error::msg)? {
+        Backend::Memory if settings.database_url.is_some() => Backend::Postgres,
+        backend => backend,
+    };
+    match backend {
         Backend::Postgres => {
             let pool = storage::postgres::connect_pool(&database_url(settings)?, 1, "realtime-hub-migrate").await?;
             storage::postgres::migrate(&pool).await.context("migrations failed")?;

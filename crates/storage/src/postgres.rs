@@ -53,11 +53,9 @@ const SEQUENCER_RETRY: Duration = Duration::from_millis(250);
 const MOVE_GAP: Duration = Duration::from_millis(2);
 /// How many moved inbox rows make the sequencer vacuum the inbox.
 const VACUUM_EVERY: u64 = 20_000;
-/// How long the sequencer stays busy after its last move that found rows. Writers wake it at most once per
-/// `WAKE_INTERVAL`, which must not be longer: a wake-up left out is then always covered by a busy spell.
+/// How long the sequencer stays busy after its last move that found rows. The publisher crate's sink wakes it at
+/// most every 25 ms, which must not be longer: a wake-up left out is then always covered by a busy spell.
 const LINGER: Duration = Duration::from_millis(50);
-/// The most often a hub wakes the sequencer on another hub.
-const WAKE_INTERVAL: Duration = Duration::from_millis(25);
 /// How long a publish through the inbox waits for the sequencer before this hub looks the ids up itself, and moves
 /// the inbox itself if they are not there yet (a sequencer that died with its lock not yet released).
 const STEP_IN_AFTER: Duration = Duration::from_millis(500);
@@ -541,8 +539,8 @@ async fn move_inbox(conn: &mut PgConnection) -> Result<u64> {
     }
 }
 
-/// Sends the coalesced `NOTIFY realtime_inbox` that wakes the sequencer on another hub, at most once per
-/// `WAKE_INTERVAL`. Without durability: a lost wake-up only costs latency (the sequencer polls), and a commit that
+/// Sends the coalesced `NOTIFY realtime_inbox` that wakes the sequencer on another hub: one at a time, the
+/// inserts made meanwhile folded into the next. Without durability: a lost wake-up only costs latency (the sequencer polls), and a commit that
 /// waits for no disk holds PostgreSQL's cluster-wide notify lock only for a moment.
 async fn run_waker(pool: PgPool, mut wakes: mpsc::Receiver<()>) {
     while wakes.recv().await.is_some() {
@@ -553,7 +551,6 @@ async fn run_waker(pool: PgPool, mut wakes: mpsc::Receiver<()>) {
         {
             debug!(error = %e, "waking the sequencer failed; it will find the events by polling");
         }
-        tokio::time::sleep(WAKE_INTERVAL).await;
     }
 }
 
@@ -566,60 +563,53 @@ async fn run_sequencer(
     poll: Duration,
 ) {
     let mut lock: Option<PgConnection> = None;
-    // While publishes keep coming the sequencer is *busy*: it moves the inbox every `MOVE_GAP` by itself, each
-    // move taking all that arrived meanwhile, so the per-move costs (a commit, a notification, every hub's read)
-    // are paid per batch and writers need not wake it. It stays busy until `LINGER` passes with nothing to move;
-    // a wake-up or the poll then starts the next busy spell, at once.
+    // Moves come at most every `MOVE_GAP`, each taking all that arrived meanwhile: the per-move costs (a commit, a
+    // notification, every hub's read) are paid per batch, not per publish. A wake-up moves at once when the last
+    // move is older than that. After a move that found rows the sequencer is *busy*: it also moves every
+    // `MOVE_GAP` by itself, so writers that wake it at most every `WAKE_INTERVAL` lose no latency, until `LINGER`
+    // passes with nothing to move.
+    let mut last_move = Instant::now();
     let mut busy_until: Option<Instant> = None;
-    let mut next_move = Instant::now();
     let mut retry = tokio::time::interval(SEQUENCER_RETRY);
     let mut poll = tokio::time::interval(poll);
     for ticker in [&mut retry, &mut poll] {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
-        let idle = lock.is_some() && busy_until.is_none();
+        let next_move = last_move + MOVE_GAP;
         tokio::select! {
             request = requests.recv() => {
                 let Some(first) = request else { break };
                 let batch = coalesce(first, &mut requests);
                 let ids = store(&shared, &mut lock, events_of(&batch)).await;
                 answer(batch, ids);
+                continue;
             }
-            _ = shared.inbox_wake.notified(), if idle => {
-                if sequence_inbox(&shared, &mut lock).await > 0 {
-                    busy_until = Some(Instant::now() + LINGER);
-                    next_move = Instant::now() + MOVE_GAP;
-                }
+            _ = shared.inbox_wake.notified(), if lock.is_some() => {
+                tokio::time::sleep_until(next_move.into()).await;
             }
-            _ = tokio::time::sleep_until(next_move.into()), if busy_until.is_some() => {
-                let now = Instant::now();
-                if sequence_inbox(&shared, &mut lock).await > 0 {
-                    busy_until = Some(now + LINGER);
-                } else if busy_until.is_some_and(|until| now >= until) || lock.is_none() {
-                    busy_until = None;
-                }
-                next_move = now + MOVE_GAP;
-            }
-            _ = poll.tick(), if idle => {
-                if sequence_inbox(&shared, &mut lock).await > 0 {
-                    busy_until = Some(Instant::now() + LINGER);
-                    next_move = Instant::now() + MOVE_GAP;
-                }
-            }
+            _ = tokio::time::sleep_until(next_move.into()), if busy_until.is_some() => {}
+            _ = poll.tick(), if lock.is_some() && busy_until.is_none() => {}
             _ = retry.tick(), if lock.is_none() => {
                 match take_lock(&options).await {
                     Ok(Some(conn)) => {
                         info!("this hub is the sequencer (it holds the lock {SEQUENCER_LOCK:?})");
                         lock = Some(conn);
                         shared.set_sequencing(true);
-                        busy_until = Some(Instant::now() + LINGER);
-                        next_move = Instant::now();
                     }
-                    Ok(None) => {}
-                    Err(e) => debug!(error = %e, "cannot try the sequencer lock"),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        debug!(error = %e, "cannot try the sequencer lock");
+                        continue;
+                    }
                 }
             }
+        }
+        last_move = Instant::now();
+        if sequence_inbox(&shared, &mut lock).await > 0 {
+            busy_until = Some(last_move + LINGER);
+        } else if busy_until.is_some_and(|until| last_move >= until) || lock.is_none() {
+            busy_until = None;
         }
     }
     shared.set_sequencing(false);

@@ -20,8 +20,12 @@ pub enum Via {
     Http,
     /// The publisher crate's PostgreSQL sink (the inbox), with its own pool.
     Crate,
-    /// Plain `INSERT` of the same rows into a table of the same shape: the baseline.
+    /// Plain `INSERT` of the same rows into a table of the inbox's shape (a primary key, no other index): the
+    /// baseline.
     Insert,
+    /// Plain `INSERT` of the same rows into a table of the log's shape (`realtime_events`: its generated columns
+    /// and indexes): what storing the rows costs wherever they are stored.
+    InsertLog,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -43,16 +47,29 @@ const BASELINE_TABLE: &str = "CREATE TABLE IF NOT EXISTS loadgen_plain_events (\
     id bigserial PRIMARY KEY, topic text NOT NULL, scope jsonb NOT NULL, stream_key text, seq bigint, \
     payload jsonb NOT NULL, correlation_id text, queued_at timestamptz NOT NULL DEFAULT now())";
 
+/// A table like `realtime_events`, ids from a sequence of its own.
+const BASELINE_LOG_TABLE: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS loadgen_log_events (LIKE realtime_events INCLUDING ALL)",
+    "CREATE SEQUENCE IF NOT EXISTS loadgen_log_events_id",
+    "ALTER TABLE loadgen_log_events ALTER COLUMN id SET DEFAULT nextval('loadgen_log_events_id')",
+    "ALTER TABLE loadgen_log_events ALTER COLUMN created_at SET DEFAULT now()",
+];
+
 pub async fn run(config: PublishConfig) -> anyhow::Result<Report> {
     let published = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(config.duration_s);
     let pool = match config.via {
         Via::Http => None,
-        Via::Crate | Via::Insert => {
+        Via::Crate | Via::Insert | Via::InsertLog => {
             let url = config.database_url.as_deref().ok_or_else(|| anyhow::anyhow!("--database-url is needed"))?;
             let pool = PgPoolOptions::new().max_connections(config.publishers as u32).connect(url).await?;
             sqlx::query(BASELINE_TABLE).execute(&pool).await?;
+            if config.via == Via::InsertLog {
+                for statement in BASELINE_LOG_TABLE {
+                    sqlx::query(statement).execute(&pool).await?;
+                }
+            }
             Some(pool)
         }
     };
@@ -84,15 +101,17 @@ pub async fn run(config: PublishConfig) -> anyhow::Result<Report> {
                         // Present whenever via is Crate.
                         publisher.as_ref().expect("a pool").publish_batch(events).await.is_ok()
                     }
-                    Via::Insert => {
+                    Via::Insert | Via::InsertLog => {
                         let pool = pool.as_ref().expect("a pool");
                         let topics = vec!["bench.publish"; batch];
                         let scopes = vec![json!({"project_id":"p1"}); batch];
                         let payloads: Vec<_> = (0..batch).map(|k| payload(i + k as u64, config.payload_bytes)).collect();
-                        sqlx::query(
-                            "INSERT INTO loadgen_plain_events (topic, scope, payload) \
-                             SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[])",
-                        )
+                        let table =
+                            if config.via == Via::Insert { "loadgen_plain_events" } else { "loadgen_log_events" };
+                        sqlx::query(&format!(
+                            "INSERT INTO {table} (topic, scope, payload) \
+                             SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[])"
+                        ))
                         .bind(&topics)
                         .bind(&scopes)
                         .bind(&payloads)
