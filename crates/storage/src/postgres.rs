@@ -157,6 +157,7 @@ impl PgLog {
             pending: Mutex::new(Pending::default()),
             moved_since_vacuum: Arc::new(AtomicU64::new(0)),
         });
+        shared.set_sequencing(false);
         let (appends, requests) = mpsc::unbounded_channel();
         let (local, local_requests) = mpsc::unbounded_channel();
         let (remote_wake, remote_wakes) = mpsc::channel(1);
