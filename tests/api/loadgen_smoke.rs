@@ -99,7 +99,8 @@ async fn the_publish_scenario_runs_over_http_the_crate_and_plain_inserts() {
     let db = test_db!();
     let hub = spawn_pg_hub(&db.url, |_| {}).await;
 
-    for via in [Via::Http, Via::Crate, Via::Insert] {
+    let runs = [Via::Http, Via::Crate, Via::Insert, Via::InsertLog].into_iter().map(|via| (via, false));
+    for (via, in_transaction) in runs.chain([(Via::Crate, true), (Via::InsertLog, true)]) {
         let config = PublishConfig {
             hub: hub.url(""),
             database_url: Some(db.url.clone()),
@@ -107,12 +108,13 @@ async fn the_publish_scenario_runs_over_http_the_crate_and_plain_inserts() {
             publishers: 2,
             batch: 5,
             duration_s: 0.3,
+            in_transaction,
             payload_bytes: 100,
             hub_pids: Vec::new(),
         };
         let report = scenarios::publish::run(config).await.unwrap();
         assert_clean(&report);
-        assert!(report.events_per_s.unwrap() > 0.0, "{via:?}: {}", report.summary());
+        assert!(report.events_per_s.unwrap() > 0.0, "{via:?} ({in_transaction}): {}", report.summary());
     }
     let pool = db.pool().await;
     let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM realtime_inbox").fetch_one(&pool).await.unwrap();

@@ -98,6 +98,10 @@ enum Scenario {
         batch: usize,
         #[arg(long, default_value_t = 5.0)]
         duration_s: f64,
+        /// Each publish in a transaction of its own (`BEGIN`, the insert, `COMMIT`): the publisher crate's
+        /// `publish_batch_in`, or the plain `INSERT`s (`--via crate`, `insert`, `insert-log`).
+        #[arg(long)]
+        in_transaction: bool,
     },
     /// A client resuming K events behind.
     Catchup {
@@ -171,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?
         }
-        Scenario::Publish { via, database_url, publishers, batch, duration_s } => {
+        Scenario::Publish { via, database_url, publishers, batch, duration_s, in_transaction } => {
             scenarios::publish::run(PublishConfig {
                 hub: cli.hub,
                 database_url,
@@ -179,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
                 publishers,
                 batch,
                 duration_s,
+                in_transaction,
                 payload_bytes: 100,
                 hub_pids: pids.clone(),
             })

@@ -38,6 +38,8 @@ pub struct PublishConfig {
     /// Events per request or statement.
     pub batch: usize,
     pub duration_s: f64,
+    /// Each database publish in a transaction of its own.
+    pub in_transaction: bool,
     pub payload_bytes: usize,
     #[serde(skip)]
     pub hub_pids: Vec<u32>,
@@ -99,7 +101,19 @@ pub async fn run(config: PublishConfig) -> anyhow::Result<Report> {
                                 .expect("a valid event")
                         });
                         // Present whenever via is Crate.
-                        publisher.as_ref().expect("a pool").publish_batch(events).await.is_ok()
+                        let publisher = publisher.as_ref().expect("a pool");
+                        if config.in_transaction {
+                            let published = async {
+                                let mut tx = pool.as_ref().expect("a pool").begin().await?;
+                                publisher.publish_batch_in(&mut tx, events).await?;
+                                tx.commit().await?;
+                                publisher.sink().wake();
+                                anyhow::Ok(())
+                            };
+                            published.await.is_ok()
+                        } else {
+                            publisher.publish_batch(events).await.is_ok()
+                        }
                     }
                     Via::Insert | Via::InsertLog => {
                         let pool = pool.as_ref().expect("a pool");
@@ -108,16 +122,22 @@ pub async fn run(config: PublishConfig) -> anyhow::Result<Report> {
                         let payloads: Vec<_> = (0..batch).map(|k| payload(i + k as u64, config.payload_bytes)).collect();
                         let table =
                             if config.via == Via::Insert { "loadgen_plain_events" } else { "loadgen_log_events" };
-                        sqlx::query(&format!(
+                        let sql = format!(
                             "INSERT INTO {table} (topic, scope, payload) \
                              SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[])"
-                        ))
-                        .bind(&topics)
-                        .bind(&scopes)
-                        .bind(&payloads)
-                        .execute(pool)
-                        .await
-                        .is_ok()
+                        );
+                        let insert = sqlx::query(&sql).bind(&topics).bind(&scopes).bind(&payloads);
+                        if config.in_transaction {
+                            let inserted = async {
+                                let mut tx = pool.begin().await?;
+                                insert.execute(&mut *tx).await?;
+                                tx.commit().await?;
+                                anyhow::Ok(())
+                            };
+                            inserted.await.is_ok()
+                        } else {
+                            insert.execute(pool).await.is_ok()
+                        }
                     }
                 };
                 if ok {
