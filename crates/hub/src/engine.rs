@@ -119,6 +119,9 @@ where
     fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver>;
     /// Writes one frame to the connection.
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString);
+    /// The client has not taken what earlier turns wrote, past the bound: cut it (contract section 2.5) so that
+    /// what it got is a prefix of what was written, and it resumes from its last id without a gap.
+    fn cut_slow_consumer(&mut self, ctx: &mut Self::Context);
     /// The bounds are known: tell the client (WebSocket: `subscribed`, maybe `reset`; SSE: maybe `reset`).
     fn subscription_started(&mut self, ctx: &mut Self::Context, name: &SubName, start: Start);
     /// Events the subscription waited for are gone: tell the client (the `reset` frame or SSE block).
@@ -130,11 +133,18 @@ where
 }
 
 /// Writes the frames of a delivery that the connection's subscriptions take.
+///
+/// A slow consumer is one that has not taken what earlier deliveries wrote: the bound is checked before this
+/// delivery's frames, not after each of them, so one burst larger than the bound (a big batch) does not cut a
+/// reader that keeps up. What the connection may hold is then the bound plus one delivery.
 pub fn deliver<A>(act: &mut A, ctx: &mut A::Context, msg: Deliver)
 where
     A: SubscriptionHost,
     A::Context: AsyncContext<A>,
 {
+    if act.outbound().pending() > act.hub().settings.max_outbound_bytes as u64 {
+        return act.cut_slow_consumer(ctx);
+    }
     if let Some(info) = &msg.lost {
         let resets = act.subscriptions().lost(info);
         crate::instruments::resets(resets.len() as u64);
@@ -241,10 +251,12 @@ where
     A: SubscriptionHost,
     A::Context: AsyncContext<A>,
 {
+    let pause_at = act.hub().settings.max_outbound_bytes as u64 / REPLAY_PAUSE_FRACTION;
+    let budget = pause_at.saturating_sub(act.outbound().pending()) as usize;
     let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
     let format = subscription.format;
     let frame_of = |event: &SharedEvent| build_frame(event, format, name.as_str());
-    let outcome = subscription.on_page(page, frame_of);
+    let outcome = subscription.on_page(page, budget, frame_of);
     if let Some(reset) = outcome.reset {
         crate::instruments::resets(1);
         act.reset(ctx, &name, reset);

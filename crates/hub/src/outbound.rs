@@ -2,7 +2,9 @@
 //!
 //! The session writes into the queue and the HTTP response body drains it only as fast as the socket accepts
 //! bytes. The difference (`pending`) is what a reader that does not read costs the hub; past the bound the
-//! session is a slow consumer: the queue is emptied and the connection closed.
+//! session is a slow consumer and is [cut](Outbound::cut): the queue is emptied and nothing more of the session's
+//! output goes out but its last word (a WebSocket close frame). What the client got is then a prefix of what was
+//! written, so resuming from its last id loses nothing; a gap followed by later frames would.
 //!
 //! WebSocket sessions need one more step. An actix-web-actors context runs its actor only while the response
 //! body is polled, and the HTTP layer stops polling once the socket is full. A stalled reader would then stall its
@@ -34,6 +36,8 @@ struct Queue {
     finished: bool,
     /// The response body was dropped: the client is gone.
     reader_gone: bool,
+    /// The session was cut as a slow consumer: later chunks are refused.
+    cut: bool,
     waker: Option<Waker>,
 }
 
@@ -54,10 +58,10 @@ impl Outbound {
         self.produced.load(Ordering::Relaxed).saturating_sub(self.taken.load(Ordering::Relaxed))
     }
 
-    /// Queues a chunk for the network; `false` when the client is gone.
+    /// Queues a chunk for the network; `false` when the client is gone or was cut.
     pub fn push(&self, chunk: Bytes) -> bool {
         let mut queue = self.queue();
-        if queue.reader_gone {
+        if queue.reader_gone || queue.cut {
             return false;
         }
         queue.chunks.push_back(chunk);
@@ -73,11 +77,23 @@ impl Outbound {
         self.push(chunk)
     }
 
-    /// Drops everything queued and not yet taken (a slow consumer is being cut).
-    pub fn discard(&self) {
+    /// Cuts a slow consumer: drops everything queued and not yet taken, refuses every later chunk, and ends the
+    /// body after `last` (a WebSocket close frame), if given. Only the first cut does anything.
+    pub fn cut(&self, last: Option<Bytes>) {
         let mut queue = self.queue();
+        if queue.cut {
+            return;
+        }
+        queue.cut = true;
         let dropped: usize = queue.chunks.drain(..).map(|c| c.len()).sum();
         self.taken.fetch_add(dropped as u64, Ordering::Relaxed);
+        if let Some(last) = last {
+            queue.chunks.push_back(last);
+        }
+        queue.finished = true;
+        if let Some(waker) = queue.waker.take() {
+            waker.wake();
+        }
     }
 
     /// No more chunks: the body ends once the queue is drained.
@@ -174,9 +190,23 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(c))) if c == "hello"));
         assert_eq!(outbound.pending(), 6);
-        outbound.discard();
+        outbound.cut(None);
         assert_eq!(outbound.pending(), 0);
-        outbound.finish();
+        assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_cut_sends_its_last_word_and_refuses_everything_after_it() {
+        let outbound = Arc::new(Outbound::default());
+        let mut body = OutboundBody::new(outbound.clone());
+        outbound.write(Bytes::from_static(b"queued"));
+        outbound.cut(Some(Bytes::from_static(b"close")));
+        outbound.cut(Some(Bytes::from_static(b"again")));
+
+        assert!(!outbound.write(Bytes::from_static(b"later")), "a chunk after the cut was taken");
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(c))) if c == "close"));
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
     }
 

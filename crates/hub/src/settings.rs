@@ -280,6 +280,12 @@ pub struct Settings {
     /// and is closed (4008).
     #[arg(long = "hub-max-outbound-bytes", env = "HUB_MAX_OUTBOUND_BYTES", default_value_t = DEFAULT_MAX_OUTBOUND_BYTES)]
     pub max_outbound_bytes: usize,
+
+    /// The kernel's send buffer of each connection, in bytes (`SO_SNDBUF`); 0 leaves it to the kernel, which
+    /// grows it up to `net.ipv4.tcp_wmem` (4 MiB by default) for a reader that stopped. A cap bounds what a
+    /// stalled connection holds in the kernel and makes it a slow consumer that much sooner.
+    #[arg(long = "hub-socket-send-buffer", env = "HUB_SOCKET_SEND_BUFFER", default_value_t = 0)]
+    pub socket_send_buffer: usize,
 }
 
 impl Default for Settings {
@@ -335,6 +341,7 @@ impl Default for Settings {
             subscribe_rate: DEFAULT_SUBSCRIBE_RATE,
             protocol_tolerance: DEFAULT_PROTOCOL_TOLERANCE,
             max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
+            socket_send_buffer: 0,
         }
     }
 }

@@ -99,6 +99,12 @@ impl Application {
         EventLogActor::new(log.clone(), dispatcher.clone().recipient(), health.clone(), tail).start();
 
         let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
+        if settings.socket_send_buffer > 0 {
+            // Accepted connections inherit the listening socket's buffer size.
+            socket2::SockRef::from(&listener)
+                .set_send_buffer_size(settings.socket_send_buffer)
+                .context("HUB_SOCKET_SEND_BUFFER")?;
+        }
         let port = listener.local_addr()?.port();
         let (signal, shutdown_rx) = watch::channel(false);
         let node = settings.node_id();

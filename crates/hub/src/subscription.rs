@@ -168,14 +168,23 @@ impl Subscription {
     }
 
     /// A replay page: the frames to write, and what comes next.
-    pub fn on_page(&mut self, page: Page, frame_of: impl Fn(&SharedEvent) -> ByteString) -> PageOutcome {
+    ///
+    /// At most `budget` bytes of frames are taken from the page (always at least one): the rest is read again
+    /// later, so that a page of large events cannot on its own push a connection past its outbound bound.
+    pub fn on_page(&mut self, page: Page, budget: usize, frame_of: impl Fn(&SharedEvent) -> ByteString) -> PageOutcome {
         // The same rule as for a resume point: `through == 0` is "everything retained", never truncated.
         let reset = if page.bounds.truncates(self.through) { self.skip_to(page.bounds.reset()) } else { None };
         let mut frames = Vec::with_capacity(page.events.len());
+        let mut bytes = 0;
         for event in &page.events {
             if event.id() > self.through {
+                if bytes >= budget && !frames.is_empty() {
+                    return PageOutcome { reset, frames, next: AfterPage::ReadMore };
+                }
                 self.through = event.id();
-                frames.push(frame_of(event));
+                let frame = frame_of(event);
+                bytes += frame.len();
+                frames.push(frame);
             }
         }
         self.through = self.through.max(page.through);
@@ -242,7 +251,7 @@ mod tests {
             complete: true,
             bounds: LogBounds::default(),
         };
-        let out = s.on_page(page, frame);
+        let out = s.on_page(page, usize::MAX, frame);
         assert_eq!(out.frames, vec!["3", "4", "5"]);
         assert_eq!(
             out.next,
@@ -259,7 +268,7 @@ mod tests {
         assert_eq!(start.reset, Some(ResetInfo::history_truncated(5000, 9000)));
         let page =
             Page { events: vec![], through: 9000, complete: true, bounds: LogBounds { head: 9000, earliest: 5000 } };
-        let out = s.on_page(page, frame);
+        let out = s.on_page(page, usize::MAX, frame);
         assert!(out.frames.is_empty());
         assert_eq!(out.next, AfterPage::Live { reset: None, frames: vec![], announce: true, last_id: 9000 });
     }
@@ -270,7 +279,11 @@ mod tests {
         s.on_live(delivery(3));
         s.on_live(delivery(5));
         s.start(LogBounds { head: 4, earliest: 1 });
-        let out = s.on_page(Page { events: vec![], through: 4, complete: true, bounds: LogBounds::default() }, frame);
+        let out = s.on_page(
+            Page { events: vec![], through: 4, complete: true, bounds: LogBounds::default() },
+            usize::MAX,
+            frame,
+        );
         assert_eq!(
             out.next,
             AfterPage::Live { reset: None, frames: vec![ByteString::from("5")], announce: false, last_id: 5 }
@@ -284,10 +297,14 @@ mod tests {
         for id in 1..=(MAX_BUFFERED as u64 + 1) {
             s.on_live(delivery(id));
         }
-        let out = s.on_page(Page { events: vec![], through: 0, complete: true, bounds: LogBounds::default() }, frame);
+        let out = s.on_page(
+            Page { events: vec![], through: 0, complete: true, bounds: LogBounds::default() },
+            usize::MAX,
+            frame,
+        );
         assert_eq!(out.next, AfterPage::ReadMore);
         let page = Page { events: vec![event(1), event(2)], through: 2, complete: true, bounds: LogBounds::default() };
-        let out = s.on_page(page, frame);
+        let out = s.on_page(page, usize::MAX, frame);
         assert_eq!(out.frames.len(), 2);
         assert!(matches!(out.next, AfterPage::Live { .. }));
     }
@@ -303,7 +320,7 @@ mod tests {
             complete: true,
             bounds: LogBounds { head: 20, earliest: 15 },
         };
-        let out = s.on_page(page, frame);
+        let out = s.on_page(page, usize::MAX, frame);
         assert_eq!(out.reset, Some(Reset { info: ResetInfo::history_truncated(15, 20), through: 14 }));
         assert_eq!(out.frames, vec!["15", "16"]);
     }
@@ -320,7 +337,7 @@ mod tests {
             complete: true,
             bounds: LogBounds { head: 12, earliest: 1 },
         };
-        let out = s.on_page(page, frame);
+        let out = s.on_page(page, usize::MAX, frame);
         let AfterPage::Live { reset, frames, .. } = out.next else { panic!("not live") };
         assert_eq!(reset, Some(Reset { info: ResetInfo::history_truncated(100, 120), through: 99 }));
         assert_eq!(frames, vec!["100"]);
@@ -334,10 +351,35 @@ mod tests {
             complete: true,
             bounds: LogBounds { head: 120, earliest: 100 },
         };
-        let out = passed.on_page(page, frame);
+        let out = passed.on_page(page, usize::MAX, frame);
         assert!(out.reset.is_some(), "the page itself shows the loss");
         let AfterPage::Live { reset, .. } = out.next else { panic!("not live") };
         assert_eq!(reset, None, "said once");
+    }
+
+    #[test]
+    fn a_page_larger_than_the_budget_is_taken_in_parts_and_read_on_from_the_last_frame_taken() {
+        let mut s = sub(Some(0));
+        s.start(LogBounds { head: 4, earliest: 1 });
+        let page = || Page {
+            events: vec![event(1), event(2), event(3), event(4)],
+            through: 4,
+            complete: true,
+            bounds: LogBounds { head: 4, earliest: 1 },
+        };
+
+        // Each frame is one byte: a budget of 2 takes two, then the rest of the same page read again.
+        let first = s.on_page(page(), 2, frame);
+        assert_eq!(
+            (first.frames, first.next),
+            (vec![ByteString::from("1"), ByteString::from("2")], AfterPage::ReadMore)
+        );
+        assert_eq!(s.through, 2);
+        let none_left = s.on_page(page(), 0, frame);
+        assert_eq!(none_left.frames, vec!["3"], "at least one frame per page, whatever the budget");
+        let rest = s.on_page(page(), usize::MAX, frame);
+        assert_eq!(rest.frames, vec!["4"]);
+        assert!(matches!(rest.next, AfterPage::Live { .. }));
     }
 
     #[test]
@@ -346,6 +388,7 @@ mod tests {
         s.start(LogBounds { head: 5, earliest: 1 });
         s.on_page(
             Page { events: vec![], through: 5, complete: true, bounds: LogBounds { head: 5, earliest: 1 } },
+            usize::MAX,
             frame,
         );
         assert_eq!(s.on_lost(ResetInfo::history_truncated(6, 9)), None, "nothing after 5 was lost");

@@ -22,8 +22,17 @@ pub fn socket_addr(hub: &str) -> anyhow::Result<SocketAddr> {
 
 /// Opens a WebSocket to `hub` + `path` from source address 127.0.0.(1 + n % 8).
 pub async fn connect(hub: &str, path: &str, n: usize) -> anyhow::Result<Ws> {
+    connect_with_buffer(hub, path, n, None).await
+}
+
+/// [`connect`], with the socket's receive buffer set to `recv_buffer` bytes when given (a slow consumer whose
+/// kernel buffers little, so that what it does not read stays in the hub's outbound queue).
+pub async fn connect_with_buffer(hub: &str, path: &str, n: usize, recv_buffer: Option<u32>) -> anyhow::Result<Ws> {
     let addr = socket_addr(hub)?;
     let socket = TcpSocket::new_v4()?;
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
     if addr.ip().is_loopback() {
         let source = Ipv4Addr::new(127, 0, 0, 1 + (n % SOURCE_ADDRESSES as usize) as u8);
         socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;

@@ -237,20 +237,30 @@ impl SubscriptionHost for WsSession {
         ctx.address().recipient()
     }
 
-    /// Writes a text frame, accounting its bytes; closes the connection as a slow consumer past the bound.
+    /// Writes a text frame, accounting its bytes.
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString) {
         if self.closing {
             return;
         }
         self.outbound.produced(ws_frame_len(frame.len()));
         ctx.text(frame);
-        if self.outbound.pending() > self.hub.settings.max_outbound_bytes as u64 {
-            warn!(session = %self.id(), pending = self.outbound.pending(), "slow consumer; closing with 4008");
-            crate::instruments::slow_consumer_closed(Transport::WebSocket);
-            // What the reader did not take is dropped: it resumes with `since` after the close.
-            self.outbound.discard();
-            self.close(ctx, CloseCode::Other(CLOSE_SLOW_CONSUMER), "slow consumer");
+    }
+
+    fn cut_slow_consumer(&mut self, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
         }
+        warn!(session = %self.id(), pending = self.outbound.pending(), "slow consumer; closing with 4008");
+        crate::instruments::slow_consumer_closed(Transport::WebSocket);
+        // What the reader did not take is dropped, and so is every frame after it, even those the context still
+        // holds: the close follows the last frame the reader took, and `since` resumes without a gap.
+        let reason =
+            CloseReason { code: CloseCode::Other(CLOSE_SLOW_CONSUMER), description: Some("slow consumer".into()) };
+        let mut close = bytes::BytesMut::new();
+        actix_http::ws::Parser::write_close(&mut close, Some(reason), false);
+        self.outbound.cut(Some(close.freeze()));
+        self.closing = true;
+        ctx.stop();
     }
 
     fn subscription_started(&mut self, ctx: &mut Self::Context, name: &SubName, start: Start) {

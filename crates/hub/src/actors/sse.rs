@@ -55,13 +55,7 @@ impl SseSession {
 
     fn write_bytes(&mut self, ctx: &mut Context<Self>, bytes: Bytes) {
         if !self.outbound.write(bytes) {
-            // The client went away and the body was dropped.
-            return ctx.stop();
-        }
-        if self.outbound.pending() > self.hub.settings.max_outbound_bytes as u64 {
-            warn!(session = %self.subs.session(), "slow consumer; ending the SSE stream");
-            crate::instruments::slow_consumer_closed(Transport::ServerSentEvents);
-            self.outbound.discard();
+            // The client went away and the body was dropped, or the stream was cut.
             ctx.stop();
         }
     }
@@ -99,6 +93,14 @@ impl SubscriptionHost for SseSession {
 
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString) {
         self.write_bytes(ctx, frame.into_bytes());
+    }
+
+    fn cut_slow_consumer(&mut self, ctx: &mut Self::Context) {
+        warn!(session = %self.subs.session(), pending = self.outbound.pending(), "slow consumer; ending the SSE stream");
+        crate::instruments::slow_consumer_closed(Transport::ServerSentEvents);
+        // The stream ends with what the client already took: its Last-Event-ID resumes without a gap.
+        self.outbound.cut(None);
+        ctx.stop();
     }
 
     fn subscription_started(&mut self, ctx: &mut Self::Context, _: &SubName, start: Start) {
