@@ -5,13 +5,11 @@
 //! started once per test process with the system's `initdb`/`postgres`. With `HUB_REQUIRE_PG=1` a missing
 //! PostgreSQL fails the test instead of skipping it.
 
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -117,132 +115,4 @@ async fn reachable(url: &str) -> bool {
 }
 
 /// A PostgreSQL cluster of the test's own: initdb in a temporary directory, a free port.
-pub struct Cluster {
-    dir: PathBuf,
-    port: u16,
-    bin: PathBuf,
-}
-
-impl Cluster {
-    /// Starts a throwaway cluster, or `None` when the system has no `initdb`.
-    pub async fn start() -> Option<Self> {
-        let bin = postgres_bindir()?;
-        let dir = std::env::temp_dir().join(format!("hub-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        if running_as_root() {
-            let (uid, gid) = postgres_ids().await?;
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown of the cluster directory");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let cluster = Self { dir, port, bin };
-        let data = cluster.dir.join("data");
-        let initdb = cluster.bin.join("initdb");
-        let status = cluster
-            .command(&initdb)
-            .args(["-D", path(&data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .status()
-            .await
-            .ok()?;
-        assert!(status.success(), "initdb failed");
-        cluster.start_again().await;
-        Some(cluster)
-    }
-
-    pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-
-    /// Starts the (stopped) cluster and waits until it accepts connections.
-    pub async fn start_again(&self) {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, path(&self.dir));
-        let status = self
-            .command(&self.bin.join("pg_ctl"))
-            .args([
-                "-D",
-                path(&self.dir.join("data")),
-                "-l",
-                path(&self.dir.join("log")),
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ])
-            .status()
-            .await
-            .expect("pg_ctl runs");
-        assert!(status.success(), "pg_ctl start failed; see {}", self.dir.join("log").display());
-    }
-
-    /// Stops the cluster (fast shutdown: open connections are terminated).
-    pub async fn stop(&self) {
-        let status = self
-            .command(&self.bin.join("pg_ctl"))
-            .args(["-D", path(&self.dir.join("data")), "-m", "fast", "-w", "stop"])
-            .status()
-            .await
-            .expect("pg_ctl runs");
-        assert!(status.success(), "pg_ctl stop failed");
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        let mut command = if running_as_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        };
-        command.stdout(std::process::Stdio::null());
-        command
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let pg_ctl = self.bin.join("pg_ctl");
-        let data = self.dir.join("data");
-        let mut command = if running_as_root() {
-            let mut command = std::process::Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-            command
-        } else {
-            std::process::Command::new(&pg_ctl)
-        };
-        let _ = command.args(["-D", path(&data), "-m", "immediate", "stop"]).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
-
-fn running_as_root() -> bool {
-    std::env::var("USER").is_ok_and(|u| u == "root")
-        || std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-async fn postgres_ids() -> Option<(u32, u32)> {
-    let id = |flag: &'static str| async move {
-        let out = Command::new("id").args([flag, "postgres"]).output().await.ok()?;
-        String::from_utf8(out.stdout).ok()?.trim().parse::<u32>().ok()
-    };
-    Some((id("-u").await?, id("-g").await?))
-}
-
-/// Where `initdb` and `pg_ctl` live: next to `initdb` on the PATH, else the newest Debian install.
-fn postgres_bindir() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("initdb")).find(|p| p.exists()));
-    let initdb = on_path.or_else(|| {
-        let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin/initdb")))
-            .filter(|p| p.exists())
-            .collect();
-        found.sort();
-        found.pop()
-    })?;
-    // Follow a symlink (e.g. /usr/local/bin/initdb) to the directory that also holds pg_ctl and postgres.
-    std::fs::canonicalize(initdb).ok()?.parent().map(Path::to_path_buf)
-}
+pub use loadgen::servers::PgCluster as Cluster;

@@ -4,10 +4,8 @@
 //! The shared server is `REDIS_URL` when set, else the local server at 127.0.0.1:6379. With `HUB_REQUIRE_REDIS=1`
 //! a missing Redis fails the test instead of skipping it.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
 use tokio::sync::OnceCell;
 
 const LOCAL_SERVER: &str = "redis://127.0.0.1:6379";
@@ -133,55 +131,5 @@ async fn kill_clients(url: &str, name: &str) -> usize {
     killed
 }
 
-/// A Redis server of the test's own on a free port, keeping nothing on disk (as on these machines); killed when
-/// dropped.
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    pub async fn start() -> Option<Self> {
-        which("redis-server")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let mut server = Self { port, child: None };
-        server.start_again().await;
-        Some(server)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the (stopped) server, empty, on the same port, and waits until it answers.
-    pub async fn start_again(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if ping(&self.url()).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the throwaway redis-server did not answer on port {}", self.port);
-    }
-
-    /// Kills the server (its data is gone: it keeps nothing on disk).
-    pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
-    }
-}
-
-fn which(program: &str) -> Option<()> {
-    let found = std::process::Command::new("which").arg(program).stdout(Stdio::null()).status().ok()?;
-    found.success().then_some(())
-}
+/// A Redis server of the test's own on a free port.
+pub use loadgen::servers::RedisServer;

@@ -27,6 +27,7 @@ mod redis;
 mod security;
 mod slow_consumer;
 mod smoke;
+mod soak;
 mod sources;
 mod sse;
 mod tokens;

@@ -6,10 +6,17 @@
 //! - [`client`]: WebSocket clients spread over several 127.0.0.x source addresses; payload helpers.
 //! - [`measure`]: the hub process's CPU and RSS from `/proc`, latency summaries, the [`Report`].
 //! - [`scenarios`]: `fanout`, `idle`, `publish`, `cluster` (fan-out across two hubs), `catchup`, `churn`.
+//! - [`soak`]: a long steady mix (churn, resumes, slow consumers, every transport and publisher), every event
+//!   checked against what was published.
+//! - [`servers`]: throwaway PostgreSQL clusters and Redis servers, for tests and storms.
+//! - [`storm`]: the soak against hubs and a log server of its own, with faults on a seeded random schedule.
 
 pub mod client;
 pub mod measure;
 pub mod scenarios;
+pub mod servers;
+pub mod soak;
+pub mod storm;
 
 pub use measure::Report;
 

@@ -14,7 +14,9 @@ use loadgen::scenarios::churn::ChurnConfig;
 use loadgen::scenarios::fanout::FanoutConfig;
 use loadgen::scenarios::idle::{IdleConfig, SubscribeBy};
 use loadgen::scenarios::publish::{PublishConfig, Via};
-use loadgen::{Report, scenarios};
+use loadgen::soak::SoakConfig;
+use loadgen::storm::{Backend, StormConfig};
+use loadgen::{Report, scenarios, soak, storm};
 
 #[derive(Parser)]
 #[command(name = "loadgen", about = "Load generator for the realtime hub")]
@@ -115,6 +117,95 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// A steady mix for a long time against `--hub` and `--other-hubs`, every event checked; a JSON line every
+    /// `--interval`. Exits 1 on any violation.
+    Soak {
+        /// More hubs of the same cluster (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        other_hubs: Vec<String>,
+        /// The hubs' PostgreSQL: the publisher crate writes into it too.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// The hubs' Redis (with --redis-prefix): the publisher crate writes into it too.
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[arg(long, default_value = "realtime")]
+        redis_prefix: String,
+        #[command(flatten)]
+        mix: Mix,
+    },
+    /// The soak against hubs (`--hub-bin`) and a log server of its own, with faults on a seeded schedule.
+    /// Exits 1 on any violation or when a subscriber was not live again within 5 s of the last fault.
+    Storm {
+        #[arg(long, default_value = "target/release/hub")]
+        hub_bin: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "postgres")]
+        backend: Backend,
+        #[arg(long, default_value_t = 2)]
+        hubs: usize,
+        /// The mean time between faults.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        fault_every: Duration,
+        /// No fault starts in the run's last this long.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        quiet: Duration,
+        #[arg(long, default_value_t = 65_536)]
+        max_outbound_bytes: usize,
+        #[command(flatten)]
+        mix: Mix,
+    },
+}
+
+/// What the soak does, for `soak` and `storm`.
+#[derive(clap::Args)]
+struct Mix {
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Subscribers kept connected.
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+    /// New connections per second.
+    #[arg(long, default_value_t = 200.0)]
+    churn: f64,
+    /// Events per second, all publishers together.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 300)]
+    payload_bytes: usize,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Append the JSON lines to this file too.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Share of WebSocket subscribers that stop reading once per connection.
+    #[arg(long, default_value_t = 0.01)]
+    slow_share: f64,
+    /// How long they stop reading.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    slow_stall: Duration,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl Mix {
+    fn soak(self, hubs: Vec<String>, hub_pids: Vec<u32>) -> SoakConfig {
+        SoakConfig {
+            hubs,
+            hub_pids: std::sync::Arc::new(std::sync::Mutex::new(hub_pids.into_iter().map(Some).collect())),
+            duration: self.duration,
+            connections: self.connections,
+            churn: self.churn,
+            rate: self.rate,
+            payload_bytes: self.payload_bytes,
+            database_url: None,
+            redis: None,
+            interval: self.interval,
+            out: self.out,
+            slow_share: self.slow_share,
+            slow_stall: self.slow_stall,
+            seed: self.seed,
+        }
+    }
 }
 
 #[tokio::main]
@@ -123,6 +214,37 @@ async fn main() -> anyhow::Result<()> {
     loadgen::raise_file_limit();
     let pids = cli.hub_pid;
     let report: Report = match cli.scenario {
+        Scenario::Soak { other_hubs, database_url, redis_url, redis_prefix, mix } => {
+            let mut hubs = vec![cli.hub];
+            hubs.extend(other_hubs);
+            let mut config = mix.soak(hubs, pids);
+            config.database_url = database_url;
+            config.redis = redis_url.map(|url| (url, redis_prefix));
+            let out = config.out.clone();
+            let outcome = soak::run(config).await?;
+            soak::emit(&out, &outcome).await;
+            eprintln!("{}", outcome.summary());
+            std::process::exit(if outcome.violations() == 0 { 0 } else { 1 });
+        }
+        Scenario::Storm { hub_bin, backend, hubs, fault_every, quiet, max_outbound_bytes, mix } => {
+            let seed = mix.seed;
+            let config = StormConfig {
+                hub_bin,
+                backend,
+                hubs,
+                seed,
+                mean_gap: fault_every,
+                quiet,
+                max_outbound_bytes,
+                soak: mix.soak(Vec::new(), Vec::new()),
+            };
+            let out = config.soak.out.clone();
+            let outcome = storm::run(config).await?;
+            soak::emit(&out, &outcome).await;
+            eprintln!("{}", outcome.summary());
+            let live_again = outcome.recovered_s.is_some_and(|s| s <= 5.0);
+            std::process::exit(if outcome.soak.violations() == 0 && live_again { 0 } else { 1 });
+        }
         Scenario::Fanout { subscribers, events, rate, topics, projects, payload_bytes, batch, publishers } => {
             scenarios::fanout::run(FanoutConfig {
                 peer: cli.peer,

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The soak against two release hubs (ports 18091, 18092) sharing one log, started fresh here and stopped after.
+#   BACKEND=postgres (default): a fresh database hub_soak on 127.0.0.1:5432; the publisher crate writes into it too
+#   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under a fresh prefix soak<epoch>
+#   bench/soak.sh --duration 30m --connections 5000 --churn 200 --out /tmp/soak-pg.jsonl
+# For faults, loadgen starts hubs and a log server of its own: target/release/loadgen storm --help.
+set -u
+cd "$(dirname "$0")/.."
+BACKEND=${BACKEND:-postgres}
+REDIS=${REDIS:-redis://127.0.0.1:6379}
+case "$BACKEND" in
+  postgres)
+    psql -q -h 127.0.0.1 -U postgres -c 'drop database if exists hub_soak with (force)' -c 'create database hub_soak'
+    DB=postgres://postgres@127.0.0.1:5432/hub_soak
+    backend_env=(HUB_BACKEND=postgres DATABASE_URL=$DB HUB_DB_POOL_SIZE=8)
+    sink=(--database-url "$DB") ;;
+  redis)
+    prefix=soak$(date +%s)
+    backend_env=(HUB_BACKEND=redis REDIS_URL=$REDIS HUB_REDIS_PREFIX=$prefix)
+    sink=(--redis-url "$REDIS" --redis-prefix "$prefix") ;;
+  *) echo "BACKEND must be postgres or redis" >&2; exit 2 ;;
+esac
+pids=()
+for port in 18091 18092; do
+  env HUB_BIND=127.0.0.1:$port HUB_NODE_ID=soak-$port "${backend_env[@]}" HUB_PUBLISH_RATE=0 \
+      HUB_MAX_OUTBOUND_BYTES=${MAX_OUTBOUND:-65536} \
+      HUB_SOCKET_SEND_BUFFER=${MAX_OUTBOUND:-65536} RUST_LOG=warn target/release/hub > /tmp/soak-hub-$port.log 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break; sleep 0.1; done
+  if ! curl -sf "http://127.0.0.1:$port/readyz" > /dev/null; then
+    echo "the hub on $port is not ready; see /tmp/soak-hub-$port.log" >&2
+    kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null
+    exit 1
+  fi
+done
+target/release/loadgen --hub http://127.0.0.1:18091 --hub-pid "${pids[0]},${pids[1]}" soak \
+  --other-hubs http://127.0.0.1:18092 "${sink[@]}" "$@"
+status=$?
+kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
+exit $status

@@ -1,0 +1,87 @@
+//! The soak and the fault storm, for a minute each: every event of a steady mix checked against what was
+//! published (in order, once per connection, nothing missing that the log holds, or a `reset`), first on two
+//! healthy hubs, then on two hubs whose processes and PostgreSQL are killed and restarted on a seeded schedule.
+//! The long runs (30 minutes, thousands of connections) are `loadgen soak` / `loadgen storm`: docs/RELIABILITY.md.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use loadgen::soak::{self, SoakConfig};
+use loadgen::storm::{self, Backend, StormConfig};
+
+use crate::process::{HubProcess, hub_binary};
+
+fn mix(seed: u64) -> SoakConfig {
+    SoakConfig {
+        hubs: Vec::new(),
+        hub_pids: Arc::new(Mutex::new(Vec::new())),
+        duration: Duration::from_secs(60),
+        connections: 150,
+        churn: 20.0,
+        rate: 30.0,
+        payload_bytes: 1000,
+        database_url: None,
+        redis: None,
+        interval: Duration::from_secs(20),
+        out: None,
+        slow_share: 0.05,
+        slow_stall: Duration::from_secs(15),
+        seed,
+    }
+}
+
+#[actix_web::test]
+async fn a_minute_of_churn_resumes_and_slow_consumers_on_two_postgres_hubs_breaks_no_guarantee() {
+    // Arrange: two hub processes on one fresh database, a small outbound bound so that slow consumers are cut.
+    let db = test_db!();
+    let env = [
+        ("HUB_BACKEND", "postgres"),
+        ("DATABASE_URL", db.url.as_str()),
+        ("HUB_DB_POOL_SIZE", "3"),
+        ("HUB_MAX_OUTBOUND_BYTES", "65536"),
+        ("HUB_SOCKET_SEND_BUFFER", "65536"),
+        ("HUB_PUBLISH_RATE", "0"),
+    ];
+    let first = HubProcess::start(&env).await;
+    let second = HubProcess::start(&env).await;
+    let mut config = mix(7);
+    config.hubs = vec![first.url(""), second.url("")];
+    config.database_url = Some(db.url.clone());
+
+    // Act
+    let outcome = soak::run(config).await.expect("the soak runs");
+
+    // Assert: every guarantee held, and the mix did what it is for.
+    assert_eq!(outcome.violations(), 0, "{:#?}", outcome.verdict.violations);
+    assert!(outcome.verdict.acked > 1000 && outcome.verdict.verified_segments > 500, "{}", outcome.summary());
+    assert!(outcome.slow_consumer_cuts > 0, "no slow consumer was cut: {}", outcome.summary());
+    assert_eq!(outcome.verdict.read_by_auditors, outcome.verdict.acked, "{}", outcome.summary());
+}
+
+#[actix_web::test]
+async fn a_minute_of_faults_on_postgres_loses_doubles_and_reorders_nothing() {
+    // Arrange: hubs of the storm's own on a PostgreSQL of its own, which it restarts.
+    if !loadgen::servers::postgres_installed() {
+        assert_ne!(std::env::var("HUB_REQUIRE_PG").as_deref(), Ok("1"), "HUB_REQUIRE_PG=1 but there is no initdb");
+        eprintln!("skipped: no initdb");
+        return;
+    }
+    let config = StormConfig {
+        hub_bin: hub_binary(),
+        backend: Backend::Postgres,
+        hubs: 2,
+        seed: 11,
+        mean_gap: Duration::from_secs(6),
+        quiet: Duration::from_secs(15),
+        max_outbound_bytes: 65536,
+        soak: mix(11),
+    };
+
+    // Act
+    let outcome = storm::run(config).await.expect("the storm runs");
+
+    // Assert
+    assert_eq!(outcome.soak.violations(), 0, "{:#?}\n{:#?}", outcome.soak.verdict.violations, outcome.faults);
+    assert!(outcome.faults.len() >= 4, "{:#?}", outcome.faults);
+    assert!(outcome.recovered_s.is_some_and(|s| s <= 5.0), "{}", outcome.summary());
+}
