@@ -406,6 +406,15 @@ export class HubClient {
         break;
       case 'error':
         this.emit('error', frame);
+        // The log failed under the subscription and the hub removed it: subscribe again from its cursor, as the
+        // frame asks, once the hub has had a moment (the hub itself waits 30 s for the log before saying so).
+        if (subscription && frame.code === 'internal') {
+          setTimeout(() => {
+            if (this.subscriptions.get(subscription.name) === subscription && this.socket?.readyState === 1) {
+              this.sendSubscribe(subscription);
+            }
+          }, 1000);
+        }
         break;
       default:
         break;

@@ -129,3 +129,45 @@ test('a client on a fallback probes WebSocket and moves back, resubscribing from
   assert.deepEqual(applied, [7]);
   hub.close();
 });
+
+test('a subscription the hub failed with internal is subscribed again from its cursor', async () => {
+  /** @type {any[]} */
+  const sockets = [];
+  class FakeSocket {
+    /** @param {string} url */
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      /** @type {string[]} */
+      this.sent = [];
+      sockets.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.onopen?.();
+        this.onmessage?.({ data: JSON.stringify({ type: 'welcome', session: 's', node: 'n', protocol: 1 }) });
+      }, 1);
+    }
+    /** @param {string} frame */
+    send(frame) { this.sent.push(frame); }
+    close() { this.readyState = 3; }
+  }
+  const fetch = async () => new Response('ok');
+  const hub = new HubClient({ url: 'http://hub.invalid', fetch, WebSocket: /** @type {any} */ (FakeSocket), transports: ['websocket'] });
+  const applied = [];
+  hub.subscribe('a', (data) => applied.push(data.n), { since: 0 });
+  const until = async (/** @type {() => boolean} */ condition) => {
+    for (let i = 0; i < 600 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.ok(condition());
+  };
+  await until(() => sockets.length === 1 && sockets[0].sent.length === 1);
+  const socket = sockets[0];
+  const deliver = (/** @type {object} */ frame) => socket.onmessage?.({ data: JSON.stringify(frame) });
+  deliver({ type: 'event', sub: 's1', id: 4, topic: 'a', scope: {}, payload: { n: 4 } });
+
+  deliver({ type: 'error', sub: 's1', code: 'internal', message: 'the event log is unavailable; subscribe again with since to resume' });
+
+  await until(() => socket.sent.length === 2);
+  assert.deepEqual(JSON.parse(socket.sent[1]), { op: 'subscribe', sub: 's1', topics: ['a'], filter: {}, since: 4 });
+  assert.deepEqual(applied, [4]);
+  hub.close();
+});

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::web;
@@ -22,6 +22,10 @@ use crate::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
 /// connection holds this fraction of its outbound bound.
 const REPLAY_PAUSE_FRACTION: u64 = 4;
 const REPLAY_PAUSE: Duration = Duration::from_millis(5);
+/// How long a subscription waits for an unavailable log before it fails with `internal`, and how often it reads
+/// again meanwhile.
+const LOG_RETRY_FOR: Duration = Duration::from_secs(30);
+const LOG_RETRY_EVERY: Duration = Duration::from_millis(250);
 
 /// The subscriptions of one connection: a short list (nearly every connection has one, and the hub allows a few
 /// dozen at most), searched by name or by generation.
@@ -166,7 +170,6 @@ where
     A::Context: AsyncContext<A>,
 {
     let hub_dispatcher = act.hub().dispatcher.clone();
-    let log = act.hub().log.clone();
     let recipient = act.recipient(ctx);
     let format = FrameFormat { transport: act.transport(), profile: request.profile };
     let stats = act.hub().stats.clone();
@@ -190,27 +193,59 @@ where
     let (joined, joined_rx) = oneshot::channel();
     hub_dispatcher.do_send(Join { subscriber, patterns: request.topics, joined });
     let name = request.sub;
-    ctx.spawn(
-        async move {
-            joined_rx.await.map_err(|_| "the dispatcher stopped".to_owned())?;
-            log.bounds().await.map_err(|e| e.to_string())
+    ctx.spawn(async move { joined_rx.await.is_ok() }.into_actor(act).map(move |joined, act, ctx| {
+        if joined {
+            read_bounds(act, ctx, name, generation, None);
+        } else {
+            fail(act, ctx, &name, "the dispatcher stopped".to_owned());
         }
-        .into_actor(act)
-        .map(move |bounds, act, ctx| {
-            let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
-            match bounds {
-                Ok(bounds) => {
-                    let start = subscription.start(bounds);
-                    if start.reset.is_some() {
-                        crate::instruments::resets(1);
-                    }
-                    act.subscription_started(ctx, &name, start);
-                    read_replay(act, ctx, name, generation);
+    }));
+}
+
+/// Learns the log's bounds, then starts the replay (or goes live).
+fn read_bounds<A>(act: &mut A, ctx: &mut A::Context, name: SubName, generation: u64, failing: Option<Instant>)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let log = act.hub().log.clone();
+    ctx.spawn(async move { log.bounds().await }.into_actor(act).map(move |bounds, act, ctx| {
+        let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
+        match bounds {
+            Ok(bounds) => {
+                let start = subscription.start(bounds);
+                if start.reset.is_some() {
+                    crate::instruments::resets(1);
                 }
-                Err(cause) => fail(act, ctx, &name, cause),
+                act.subscription_started(ctx, &name, start);
+                read_replay(act, ctx, name, generation, None);
             }
-        }),
-    );
+            Err(e) => retry_or_fail(act, ctx, name, generation, failing, e.to_string(), read_bounds),
+        }
+    }));
+}
+
+/// A read of the log failed: read again shortly while the log has been unavailable for less than
+/// [`LOG_RETRY_FOR`] (a database restarting, a failover: the subscription only waits, its live events buffered),
+/// else fail the subscription.
+fn retry_or_fail<A>(
+    act: &mut A,
+    ctx: &mut A::Context,
+    name: SubName,
+    generation: u64,
+    failing: Option<Instant>,
+    cause: String,
+    again: fn(&mut A, &mut A::Context, SubName, u64, Option<Instant>),
+) where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let since = failing.unwrap_or_else(Instant::now);
+    if since.elapsed() >= LOG_RETRY_FOR {
+        return fail(act, ctx, &name, cause);
+    }
+    tracing::debug!(sub = %name, cause, "the log is unavailable; reading again shortly");
+    ctx.run_later(LOG_RETRY_EVERY, move |act, ctx| again(act, ctx, name, generation, Some(since)));
 }
 
 fn fail<A>(act: &mut A, ctx: &mut A::Context, name: &SubName, cause: String)
@@ -224,7 +259,7 @@ where
     act.failed(ctx, name, cause);
 }
 
-fn read_replay<A>(act: &mut A, ctx: &mut A::Context, name: SubName, generation: u64)
+fn read_replay<A>(act: &mut A, ctx: &mut A::Context, name: SubName, generation: u64, failing: Option<Instant>)
 where
     A: SubscriptionHost,
     A::Context: AsyncContext<A>,
@@ -234,14 +269,14 @@ where
     let log = act.hub().log.clone();
     let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
     if pending > pause_at {
-        ctx.run_later(REPLAY_PAUSE, move |act, ctx| read_replay(act, ctx, name, generation));
+        ctx.run_later(REPLAY_PAUSE, move |act, ctx| read_replay(act, ctx, name, generation, failing));
         return;
     }
     let (after, query) = (subscription.through, subscription.query.clone());
     ctx.spawn(async move { log.read_after(after, &query, REPLAY_PAGE).await }.into_actor(act).map(
         move |page, act, ctx| match page {
             Ok(page) => on_page(act, ctx, name, generation, page),
-            Err(e) => fail(act, ctx, &name, e.to_string()),
+            Err(e) => retry_or_fail(act, ctx, name, generation, failing, e.to_string(), read_replay),
         },
     ));
 }
@@ -266,7 +301,7 @@ where
         act.write(ctx, frame);
     }
     match outcome.next {
-        AfterPage::ReadMore => read_replay(act, ctx, name, generation),
+        AfterPage::ReadMore => read_replay(act, ctx, name, generation, None),
         AfterPage::Live { reset, frames, announce, last_id } => {
             if let Some(reset) = reset {
                 crate::instruments::resets(1);
