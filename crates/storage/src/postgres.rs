@@ -51,8 +51,11 @@ const RETENTION_BATCH: i64 = 5000;
 const SEQUENCER_RETRY: Duration = Duration::from_millis(250);
 /// How often a busy sequencer moves the inbox.
 const MOVE_GAP: Duration = Duration::from_millis(2);
-/// How many moved inbox rows make the sequencer vacuum the inbox.
+/// How many moved inbox rows make the sequencer vacuum the inbox, and how long it waits at most between two
+/// vacuums while rows are moved (at a few events a second the count alone would leave the dead rows growing
+/// for hours where autovacuum is slow or off).
 const VACUUM_EVERY: u64 = 20_000;
+const VACUUM_INTERVAL: Duration = Duration::from_secs(10);
 /// How long the sequencer stays busy after its last move that found rows. The publisher crate's sink wakes it at
 /// most every 25 ms, which must not be longer: a wake-up left out is then always covered by a busy spell.
 const LINGER: Duration = Duration::from_millis(50);
@@ -90,8 +93,11 @@ struct Shared {
     inbox_wake: Notify,
     /// Inbox rows this hub inserted whose ids it waits for.
     pending: Mutex<Pending>,
-    /// Inbox rows this hub moved since it last vacuumed the inbox.
+    /// Inbox rows this hub moved since it last vacuumed the inbox, and when that was.
     moved_since_vacuum: Arc<AtomicU64>,
+    vacuumed_at: Arc<Mutex<Instant>>,
+    /// A vacuum of the inbox runs.
+    vacuuming: Arc<AtomicBool>,
 }
 
 struct AppendRequest {
@@ -156,6 +162,8 @@ impl PgLog {
             inbox_wake: Notify::new(),
             pending: Mutex::new(Pending::default()),
             moved_since_vacuum: Arc::new(AtomicU64::new(0)),
+            vacuumed_at: Arc::new(Mutex::new(Instant::now())),
+            vacuuming: Arc::new(AtomicBool::new(false)),
         });
         shared.set_sequencing(false);
         let (appends, requests) = mpsc::unbounded_channel();
@@ -663,22 +671,27 @@ async fn take_lock(options: &PgConnectOptions) -> Result<Option<PgConnection>> {
     Ok(locked.then_some(conn))
 }
 
-/// Moves the inbox on the lock's connection; returns how many rows moved. Every `VACUUM_EVERY` rows moved, the
-/// inbox is vacuumed on the pool: its dead rows would otherwise pile up for the minute autovacuum takes to come
-/// by, and every move would step over them.
+/// Moves the inbox on the lock's connection; returns how many rows moved. Every `VACUUM_EVERY` rows moved, and
+/// at least every `VACUUM_INTERVAL` while rows are moved, the inbox is vacuumed on the pool: its dead rows would
+/// otherwise pile up until autovacuum comes by (never, where it is off), and every move would step over them.
 async fn sequence_inbox(shared: &Shared, lock: &mut Option<PgConnection>) -> u64 {
     let Some(conn) = lock.as_mut() else { return 0 };
     match move_inbox(&mut *conn).await {
         Ok(moved) => {
-            let before = shared.moved_since_vacuum.fetch_add(moved, Ordering::AcqRel);
-            if before < VACUUM_EVERY && before + moved >= VACUUM_EVERY {
+            let since = shared.moved_since_vacuum.fetch_add(moved, Ordering::AcqRel) + moved;
+            let waited = shared.vacuumed_at.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+            let due = since >= VACUUM_EVERY || (since > 0 && waited >= VACUUM_INTERVAL);
+            if due && !shared.vacuuming.swap(true, Ordering::AcqRel) {
                 let pool = shared.pool.clone();
-                let shared_count = shared.moved_since_vacuum.clone();
+                let (count, at, running) =
+                    (shared.moved_since_vacuum.clone(), shared.vacuumed_at.clone(), shared.vacuuming.clone());
                 tokio::spawn(async move {
                     if let Err(e) = sqlx::query("VACUUM realtime_inbox").execute(&pool).await {
                         debug!(error = %e, "vacuuming the inbox failed");
                     }
-                    shared_count.store(0, Ordering::Release);
+                    count.store(0, Ordering::Release);
+                    *at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    running.store(false, Ordering::Release);
                 });
             }
             moved
