@@ -7,7 +7,8 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -40,7 +41,10 @@ pub async fn connect_with_buffer(hub: &str, path: &str, n: usize, recv_buffer: O
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
     let url = format!("ws://{addr}{path}");
-    let (ws, _) = client_async(url, stream).await.context("the WebSocket handshake failed")?;
+    // tungstenite reads into 128 KiB by default: 8 KiB keeps thousands of connections small.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (ws, _) =
+        client_async_with_config(url, stream, Some(config)).await.context("the WebSocket handshake failed")?;
     Ok(ws)
 }
 

@@ -168,7 +168,7 @@ struct Mix {
     #[arg(long, default_value_t = 200.0)]
     churn: f64,
     /// Events per second, all publishers together.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 20.0)]
     rate: f64,
     #[arg(long, default_value_t = 300)]
     payload_bytes: usize,
@@ -180,8 +180,9 @@ struct Mix {
     /// Share of WebSocket subscribers that stop reading once per connection.
     #[arg(long, default_value_t = 0.01)]
     slow_share: f64,
-    /// How long they stop reading.
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    /// How long they stop reading (past the hubs' bound at the default rate and `HUB_MAX_OUTBOUND_BYTES` and
+    /// `HUB_SOCKET_SEND_BUFFER` of 64 KiB; under the 50 s a silent WebSocket is given).
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     slow_stall: Duration,
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -199,6 +200,7 @@ impl Mix {
             payload_bytes: self.payload_bytes,
             database_url: None,
             redis: None,
+            nats: None,
             interval: self.interval,
             out: self.out,
             slow_share: self.slow_share,

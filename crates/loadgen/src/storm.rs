@@ -1,7 +1,8 @@
 //! `storm`: the soak against hubs and a log server of its own, with faults on a random schedule from a fixed
 //! seed, overlapping: hubs SIGKILLed and SIGTERMed (and started again), the PostgreSQL listener's connection
 //! killed, PostgreSQL restarted (fast and immediate), Redis restarted empty and with its data, the Redis
-//! reader's connection killed, and a subscriber process (`curl -N` on SSE) stopped with SIGSTOP past the slow
+//! reader's connection killed, a node of a three-node NATS JetStream cluster killed (any node, or the stream's
+//! leader) and started again, and a subscriber process (`curl -N` on SSE) stopped with SIGSTOP past the slow
 //! consumer bound. Every fault is a JSON line, so a failing seed replays the same schedule.
 
 use std::path::PathBuf;
@@ -11,20 +12,23 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::servers::{PgCluster, RedisServer, StopMode};
-use crate::soak::{self, Context, HubPids, Outcome, SoakConfig};
+use crate::servers::{NatsCluster, PgCluster, RedisServer, StopMode};
+use crate::soak::{self, Context, HubPids, Outcome, SoakConfig, clients};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Postgres,
     Redis,
+    /// A three-node JetStream cluster, the stream replicated on all three.
+    Nats,
 }
 
 #[derive(Debug, Clone)]
@@ -48,13 +52,27 @@ pub struct StormConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "fault", rename_all = "snake_case")]
 pub enum Fault {
-    HubKill { slot: usize },
-    HubTerm { slot: usize },
+    HubKill {
+        slot: usize,
+    },
+    HubTerm {
+        slot: usize,
+    },
     ListenerKill,
-    PostgresRestart { immediate: bool },
-    RedisRestart { keep_data: bool },
+    PostgresRestart {
+        immediate: bool,
+    },
+    RedisRestart {
+        keep_data: bool,
+    },
     RedisReaderKill,
-    SubscriberStop { slot: usize },
+    /// SIGKILL of a NATS node (the stream's leader when `leader`), started again after a pause.
+    NatsNodeKill {
+        leader: bool,
+    },
+    SubscriberStop {
+        slot: usize,
+    },
 }
 
 /// A fault as it happened.
@@ -94,10 +112,14 @@ impl StormOutcome {
     }
 }
 
+/// The Redis key prefix or NATS stream of a storm's log.
+const STREAM: &str = "storm";
+
 /// The log server the hubs share.
 enum LogServer {
     Postgres(PgCluster),
     Redis(RedisServer),
+    Nats(NatsCluster),
 }
 
 /// A hub process in a slot: same port and settings every time it is started again.
@@ -214,13 +236,25 @@ pub async fn run(mut config: StormConfig) -> anyhow::Result<StormOutcome> {
         }
         Backend::Redis => {
             let server = RedisServer::start().await.ok_or_else(|| anyhow::anyhow!("no redis-server: install Redis"))?;
-            config.soak.redis = Some((server.url(), "storm".into()));
+            config.soak.redis = Some((server.url(), STREAM.into()));
             let env = vec![
                 ("HUB_BACKEND", "redis".to_owned()),
                 ("REDIS_URL", server.url()),
                 ("HUB_REDIS_PREFIX", "storm".into()),
             ];
             (LogServer::Redis(server), env)
+        }
+        Backend::Nats => {
+            let cluster =
+                NatsCluster::start(3).await.ok_or_else(|| anyhow::anyhow!("no nats-server: install nats-server"))?;
+            config.soak.nats = Some((cluster.urls(), STREAM.into()));
+            let env = vec![
+                ("HUB_BACKEND", "nats".to_owned()),
+                ("NATS_URL", cluster.urls()),
+                ("HUB_NATS_STREAM", STREAM.into()),
+                ("HUB_NATS_REPLICAS", "3".into()),
+            ];
+            (LogServer::Nats(cluster), env)
         }
     };
     let pids: HubPids = Arc::new(std::sync::Mutex::new(vec![None; config.hubs]));
@@ -282,12 +316,13 @@ async fn faults(cluster: Arc<Cluster>, config: StormConfig) -> anyhow::Result<(V
     let last_start = config.soak.duration.saturating_sub(config.quiet);
     let mut at = Duration::ZERO;
     let mut tasks = tokio::task::JoinSet::new();
+    let mut deck = Deck::new(config.backend, config.hubs);
     loop {
         at += Duration::from_secs_f64(-config.mean_gap.as_secs_f64() * (1.0 - rng.random::<f64>()).ln());
         if at >= last_start {
             break;
         }
-        let fault = pick(&mut rng, config.backend, config.hubs);
+        let fault = deck.draw(&mut rng);
         let pause = Duration::from_millis(rng.random_range(200..3000));
         tokio::time::sleep_until(cluster.started + at).await;
         let cluster = cluster.clone();
@@ -318,17 +353,37 @@ async fn faults(cluster: Arc<Cluster>, config: StormConfig) -> anyhow::Result<(V
     Ok((records, recovered))
 }
 
-fn pick(rng: &mut SmallRng, backend: Backend, hubs: usize) -> Fault {
-    let slot = rng.random_range(0..hubs);
-    let choice = rng.random_range(0..5);
-    match (backend, choice) {
-        (_, 0) => Fault::HubKill { slot },
-        (_, 1) => Fault::HubTerm { slot },
-        (_, 2) => Fault::SubscriberStop { slot },
-        (Backend::Postgres, 3) => Fault::ListenerKill,
-        (Backend::Postgres, _) => Fault::PostgresRestart { immediate: rng.random_bool(0.5) },
-        (Backend::Redis, 3) => Fault::RedisReaderKill,
-        (Backend::Redis, _) => Fault::RedisRestart { keep_data: rng.random_bool(0.5) },
+/// The kinds of fault a backend has, drawn like cards: every kind once, in a random order, then again, so that
+/// even a short storm meets each of them.
+struct Deck {
+    kinds: Vec<u8>,
+    backend: Backend,
+    hubs: usize,
+}
+
+impl Deck {
+    const KINDS: u8 = 5;
+
+    fn new(backend: Backend, hubs: usize) -> Self {
+        Self { kinds: Vec::new(), backend, hubs }
+    }
+
+    fn draw(&mut self, rng: &mut SmallRng) -> Fault {
+        if self.kinds.is_empty() {
+            self.kinds = (0..Self::KINDS).collect();
+            self.kinds.shuffle(rng);
+        }
+        let slot = rng.random_range(0..self.hubs);
+        match (self.backend, self.kinds.pop().unwrap_or(0)) {
+            (_, 0) => Fault::HubKill { slot },
+            (_, 1) => Fault::HubTerm { slot },
+            (_, 2) => Fault::SubscriberStop { slot },
+            (Backend::Postgres, 3) => Fault::ListenerKill,
+            (Backend::Postgres, _) => Fault::PostgresRestart { immediate: rng.random_bool(0.5) },
+            (Backend::Redis, 3) => Fault::RedisReaderKill,
+            (Backend::Redis, _) => Fault::RedisRestart { keep_data: rng.random_bool(0.5) },
+            (Backend::Nats, kind) => Fault::NatsNodeKill { leader: kind == 3 },
+        }
     }
 }
 
@@ -350,7 +405,7 @@ impl Cluster {
             }
             Fault::ListenerKill => match &*self.log.lock().await {
                 LogServer::Postgres(cluster) => kill_listeners(&cluster.url("postgres")).await,
-                LogServer::Redis(_) => "no PostgreSQL".into(),
+                _ => "no PostgreSQL".into(),
             },
             Fault::PostgresRestart { immediate } => match &*self.log.lock().await {
                 LogServer::Postgres(cluster) => {
@@ -359,7 +414,7 @@ impl Cluster {
                     cluster.start_again().await;
                     format!("down for {} ms", pause.as_millis())
                 }
-                LogServer::Redis(_) => "no PostgreSQL".into(),
+                _ => "no PostgreSQL".into(),
             },
             Fault::RedisRestart { keep_data } => match &mut *self.log.lock().await {
                 LogServer::Redis(server) => {
@@ -373,13 +428,27 @@ impl Cluster {
                         format!("empty, down for {} ms", pause.as_millis())
                     }
                 }
-                LogServer::Postgres(_) => "no Redis".into(),
+                _ => "no Redis".into(),
             },
             Fault::RedisReaderKill => match &*self.log.lock().await {
                 LogServer::Redis(server) => {
                     format!("{} connections killed", server.kill_clients("realtime-hub-reader").await)
                 }
-                LogServer::Postgres(_) => "no Redis".into(),
+                _ => "no Redis".into(),
+            },
+            Fault::NatsNodeKill { leader } => match &mut *self.log.lock().await {
+                LogServer::Nats(cluster) => {
+                    let leading = cluster.stream_leader(STREAM).await;
+                    let name = match (leader, &leading) {
+                        (true, Some(name)) => name.clone(),
+                        _ => cluster.nodes[(pause.as_millis() % 3) as usize].name.clone(),
+                    };
+                    cluster.node_mut(&name).kill().await;
+                    tokio::time::sleep(pause).await;
+                    cluster.node_mut(&name).start().await;
+                    format!("{name} killed (leader {leading:?}), started again after {} ms", pause.as_millis())
+                }
+                _ => "no NATS".into(),
             },
             Fault::SubscriberStop { slot } => self.stop_subscriber(slot).await,
         }
@@ -437,8 +506,6 @@ impl Cluster {
         )
     }
 }
-
-use crate::soak::clients;
 
 /// Terminates the hubs' `LISTEN` connections; returns a note of how many.
 async fn kill_listeners(url: &str) -> String {

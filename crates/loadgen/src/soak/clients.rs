@@ -18,8 +18,11 @@ use super::truth::{Filter, Kind, Meta, Segment};
 use super::{Context, Stats};
 use crate::client::{SOURCE_ADDRESSES, connect_with_buffer, now_ns};
 
-/// How long a client waits before it tries again after a connection failed.
-const BACKOFF: Duration = Duration::from_millis(200);
+/// After a connection failed, a client waits a random time up to `BACKOFF × 2^attempt`, at most `MAX_BACKOFF`
+/// (full jitter, as the JavaScript client does), so that thousands of clients of a hub that went away do not come
+/// back in one wave, nor keep a recovering log overloaded.
+const BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// Bytes a slow consumer's socket buffers, so that the hub's outbound bound is what fills.
 const SLOW_RECV_BUFFER: u32 = 4096;
 
@@ -152,6 +155,7 @@ pub async fn run(ctx: Arc<Context>, plan: Plan, lifetime: Duration, mut rng: Sma
     let start_live = plan.kind == Kind::Ws && rng.random_bool(0.5);
     let mut since = (!start_live).then(|| ctx.truth.watermark().saturating_sub(rng.random_range(0..200)));
     let mut reconnecting = false;
+    let mut attempt = 0u32;
     loop {
         let hub = rng.random_range(0..ctx.hubs.len());
         let source = rng.random_range(0..SOURCE_ADDRESSES as usize);
@@ -178,11 +182,16 @@ pub async fn run(ctx: Arc<Context>, plan: Plan, lifetime: Duration, mut rng: Sma
                     break;
                 }
                 ctx.stats.drops.fetch_add(1, Ordering::Relaxed);
-                if !reconnecting {
+                if reconnecting {
+                    // The last attempt did not get back: wait longer before the next.
+                    attempt = (attempt + 1).min(10);
+                } else {
+                    attempt = 0;
                     reconnecting = true;
                     ctx.stats.reconnecting.fetch_add(1, Ordering::Relaxed);
                 }
-                tokio::time::sleep(BACKOFF).await;
+                let cap = BACKOFF.saturating_mul(1 << attempt).min(MAX_BACKOFF);
+                tokio::time::sleep(cap.mul_f64(rng.random::<f64>())).await;
             }
         }
         ctx.stats.resumes.fetch_add(1, Ordering::Relaxed);
@@ -490,7 +499,7 @@ pub async fn audit(ctx: Arc<Context>, auditor: usize, stop: Arc<AtomicBool>) {
             Ok(answer) => answer,
             Err(_) => {
                 hub = (hub + 1) % ctx.hubs.len();
-                tokio::time::sleep(BACKOFF).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };

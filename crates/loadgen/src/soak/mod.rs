@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use publisher::events::CustomEvent;
-use publisher::{PgSink, Publisher, RedisSink};
+use publisher::{NatsSink, PgSink, Publisher, RedisSink};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -59,6 +59,9 @@ pub struct SoakConfig {
     /// The publisher crate writes into this Redis log: URL and key prefix.
     #[serde(skip)]
     pub redis: Option<(String, String)>,
+    /// The publisher crate writes into this NATS stream: server URLs and stream name.
+    #[serde(skip)]
+    pub nats: Option<(String, String)>,
     /// A line every this long.
     #[serde(with = "humantime_serde_secs")]
     pub interval: Duration,
@@ -197,6 +200,9 @@ pub struct Line {
     pub publish_retries: u64,
     pub publish_failures: u64,
     pub hubs: Vec<HubSample>,
+    /// The load generator's own CPU seconds and RSS so far: its share of the machine, beside the hubs'.
+    pub loadgen_cpu_s: f64,
+    pub loadgen_rss_kib: u64,
     pub violations: usize,
 }
 
@@ -323,6 +329,7 @@ async fn report_lines(ctx: &Arc<Context>, config: &SoakConfig) -> Vec<Line> {
             stats.deliveries.load(Ordering::Relaxed),
             stats.published.load(Ordering::Relaxed),
         );
+        let own = measure::sample(&[std::process::id()]);
         let (ws, sse, poll) = (
             stats.open_ws.load(Ordering::Relaxed),
             stats.open_sse.load(Ordering::Relaxed),
@@ -345,6 +352,8 @@ async fn report_lines(ctx: &Arc<Context>, config: &SoakConfig) -> Vec<Line> {
             publish_retries: stats.publish_retries.load(Ordering::Relaxed),
             publish_failures: stats.publish_failures.load(Ordering::Relaxed),
             hubs: sample_hubs(&config.hub_pids),
+            loadgen_cpu_s: own.map_or(0.0, |o| o.cpu_s),
+            loadgen_rss_kib: own.map_or(0, |o| o.rss_kib),
             violations: ctx.truth.violations(),
         };
         emit(&config.out, &line).await;
@@ -417,6 +426,7 @@ fn plan(client: u64, config: &SoakConfig, rng: &mut SmallRng) -> clients::Plan {
 enum CrateSink {
     Postgres(Publisher<PgSink>, PgPool),
     Redis(Box<Publisher<RedisSink>>),
+    Nats(Box<Publisher<NatsSink>>),
 }
 
 /// Starts the publishers: HTTP single events and batches, and the crate (single and batched) when the run names
@@ -427,16 +437,20 @@ async fn start_publishers(
     run_id: &str,
     rng: &mut SmallRng,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let sink = match (&config.database_url, &config.redis) {
-        (Some(url), _) => {
+    let sink = match (&config.database_url, &config.redis, &config.nats) {
+        (Some(url), _, _) => {
             let pool = PgPoolOptions::new().max_connections(3).connect(url).await?;
-            Some(Arc::new(CrateSink::Postgres(Publisher::new(PgSink::new(pool.clone())), pool)))
+            Some(CrateSink::Postgres(Publisher::new(PgSink::new(pool.clone())), pool))
         }
-        (None, Some((url, prefix))) => {
-            Some(Arc::new(CrateSink::Redis(Box::new(Publisher::new(RedisSink::connect(url, prefix).await?)))))
+        (None, Some((url, prefix)), _) => {
+            Some(CrateSink::Redis(Box::new(Publisher::new(RedisSink::connect(url, prefix).await?))))
         }
-        (None, None) => None,
-    };
+        (None, None, Some((urls, stream))) => {
+            Some(CrateSink::Nats(Box::new(Publisher::new(NatsSink::connect(urls, stream, None).await?))))
+        }
+        (None, None, None) => None,
+    }
+    .map(Arc::new);
     let next_i = Arc::new(AtomicU64::new(1));
     // (events per request, share of the rate, through the crate)
     let mut kinds = vec![(1, 0.4, false), (10, 0.3, false)];
@@ -455,8 +469,12 @@ async fn start_publishers(
             let mut rng = SmallRng::seed_from_u64(rng.random());
             tasks.push(tokio::spawn(async move {
                 let client = reqwest::Client::new();
+                // Publishes overlap (a service publishes as its requests come, not one after the other), up to
+                // this many in flight, so a slow answer does not lower the rate.
+                let in_flight = Arc::new(tokio::sync::Semaphore::new(32));
                 let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_s));
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut publishes = tokio::task::JoinSet::new();
                 while !ctx.stopping() {
                     ticks.tick().await;
                     let size = if batch == 1 { 1 } else { rng.random_range(2..=2 * batch) };
@@ -467,11 +485,19 @@ async fn start_publishers(
                             project: rng.random_range(0..PROJECTS),
                         })
                         .collect();
-                    match (&sink, through_crate) {
-                        (Some(sink), true) => publish_crate(&ctx, sink, &events, payload_bytes).await,
-                        _ => publish_http(&ctx, &client, &mut rng, &events, payload_bytes, &run_id).await,
-                    }
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                    let (ctx, sink, client, run_id) = (ctx.clone(), sink.clone(), client.clone(), run_id.clone());
+                    let mut publish_rng = SmallRng::seed_from_u64(rng.random());
+                    publishes.spawn(async move {
+                        match (&sink, through_crate) {
+                            (Some(sink), true) => publish_crate(&ctx, sink, &events, payload_bytes).await,
+                            _ => publish_http(&ctx, &client, &mut publish_rng, &events, payload_bytes, &run_id).await,
+                        }
+                        drop(permit);
+                    });
+                    while publishes.try_join_next().is_some() {}
                 }
+                while publishes.join_next().await.is_some() {}
             }));
         }
     }
@@ -554,7 +580,7 @@ async fn publish_http(
 }
 
 /// Publishes through the crate: on PostgreSQL inside a transaction of its own (the event exists if and only if
-/// it commits), on Redis straight into the log. A failure is not retried: its outcome is unknown, and the
+/// it commits), on Redis and NATS straight into the log. A failure is not retried: its outcome is unknown, and the
 /// event, if it was stored after all, must still be delivered exactly like any other.
 async fn publish_crate(ctx: &Context, sink: &CrateSink, events: &[Planned], payload_bytes: usize) {
     let typed: Vec<CustomEvent> = events
@@ -577,6 +603,7 @@ async fn publish_crate(ctx: &Context, sink: &CrateSink, events: &[Planned], payl
             published.await
         }
         CrateSink::Redis(publisher) => publisher.publish_batch(typed).await.map(|p| p.ids).map_err(Into::into),
+        CrateSink::Nats(publisher) => publisher.publish_batch(typed).await.map(|p| p.ids).map_err(Into::into),
     };
     match stored {
         Ok(ids) => {
