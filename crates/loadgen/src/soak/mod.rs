@@ -194,6 +194,8 @@ pub struct Line {
     pub published_per_s: f64,
     pub latency_ms: Option<Latency>,
     pub resets: u64,
+    /// Connections that resumed a subscriber's earlier position (after a drop, a cut or the end of a lifetime).
+    pub resumes: u64,
     pub slow_consumer_cuts: u64,
     pub drops: u64,
     pub reconnecting: u64,
@@ -346,6 +348,7 @@ async fn report_lines(ctx: &Arc<Context>, config: &SoakConfig) -> Vec<Line> {
             published_per_s: (counts.2 - last.2) as f64 / seconds,
             latency_ms: ctx.take_latency(),
             resets: stats.resets.load(Ordering::Relaxed),
+            resumes: stats.resumes.load(Ordering::Relaxed),
             slow_consumer_cuts: stats.slow_cuts.load(Ordering::Relaxed),
             drops: stats.drops.load(Ordering::Relaxed),
             reconnecting: stats.reconnecting.load(Ordering::Relaxed),
