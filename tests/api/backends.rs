@@ -151,7 +151,7 @@ impl TestLog {
                 let pool = db.pool().await;
                 let killed: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()) k",
+                     WHERE datname = current_database() AND application_name = 'realtime-hub-listener') k",
                 )
                 .fetch_one(&pool)
                 .await

@@ -17,6 +17,7 @@ mod nats;
 mod observability;
 mod operations;
 mod ordering;
+mod partition;
 mod poll;
 mod postgres;
 mod process;

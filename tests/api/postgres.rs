@@ -348,3 +348,56 @@ async fn at_a_few_events_a_second_the_sequencer_still_vacuums_the_inbox_within_s
             .unwrap();
     assert!(vacuumed.is_some(), "the inbox was never vacuumed");
 }
+
+/// The network to PostgreSQL goes silent (a failover that moved the address, a NAT that dropped the flows): no
+/// connection is closed, none answers. Without deadlines the hub waited on those connections for as long as TCP
+/// retransmits (minutes; for ever here): publishes hung and `/readyz` said ready throughout.
+#[actix_web::test]
+async fn a_hub_cut_off_from_postgres_without_a_word_refuses_in_seconds_and_recovers_once_it_answers() {
+    // Arrange: a hub reaching its database through a proxy that can cut the network, a live subscriber.
+    let db = test_db!();
+    let (proxy, url) = crate::partition::SilentProxy::for_database(&db.url).await;
+    let hub = spawn_pg_hub(&url, |s| s.db_timeout = Duration::from_secs(2)).await;
+    let mut ws = hub.ws("/ws?topics=a").await;
+    ws.expect("subscribed").await;
+    let first = hub.publish(event("a", json!({}), 1)).await;
+    assert_eq!(ids(&[ws.expect("event").await]), first);
+
+    // Act: the network goes silent.
+    proxy.cut();
+    let started = Instant::now();
+    let refused = tokio::time::timeout(Duration::from_secs(30), hub.publish_as(&event("a", json!({}), 2), None)).await;
+
+    // Assert: the publish is refused as unavailable within the deadline and the pool's wait, not left hanging;
+    // the hub stops saying it is ready.
+    let (status, answer) = refused.expect("the publish hung on a silent connection");
+    assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("unavailable")), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(12), "refused only after {:?}", started.elapsed());
+    hub.wait_ready(503, Duration::from_secs(10)).await;
+
+    // Act: the network answers again; the connections open before the cut stay silent.
+    proxy.heal();
+    let healed = Instant::now();
+
+    // Assert: within seconds the hub is ready, publishes, and the subscriber gets what is published with
+    // nothing lost or doubled (the log is the truth: every event after the first, in order).
+    hub.wait_ready(200, Duration::from_secs(15)).await;
+    let third = loop {
+        let (status, answer) = hub.publish_as(&event("a", json!({}), 3), None).await;
+        if status == 200 {
+            break answer["ids"][0].as_u64().expect("an id");
+        }
+        assert!(healed.elapsed() < Duration::from_secs(15), "still refused after the network healed: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut got = Vec::new();
+    while got.last() != Some(&third) {
+        match ws.next_within(Duration::from_secs(20)).await {
+            Some(crate::helpers::Incoming::Json(frame)) if frame["type"] == "event" => got.extend(ids(&[frame])),
+            other => panic!("the subscriber got {other:?} after {got:?}, waiting for {third}"),
+        }
+    }
+    let (_, log) = hub.get_json("/api/events?topics=a&after=0&wait=0").await;
+    let stored: Vec<u64> = log["events"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!([first.clone(), got].concat(), stored);
+}

@@ -33,6 +33,7 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SUBJECT: usize = 1000;
 pub const DEFAULT_MAX_POLL_WAITERS: usize = 10_000;
 pub const DEFAULT_PUBLISH_RATE: u32 = 5000;
 pub const DEFAULT_INBOX_POLL: &str = "100ms";
+pub const DEFAULT_DB_TIMEOUT: &str = "10s";
 
 /// The realtime hub: WebSocket, SSE and long-poll delivery of events from an event log.
 #[derive(Debug, Clone, Parser)]
@@ -96,6 +97,11 @@ pub struct Settings {
     /// Connections in the PostgreSQL pool (the listener uses one more).
     #[arg(long = "hub-db-pool-size", env = "HUB_DB_POOL_SIZE", default_value_t = DEFAULT_DB_POOL_SIZE)]
     pub db_pool_size: u32,
+
+    /// The longest the hub waits for PostgreSQL to answer one statement; a connection that does not answer in time
+    /// is taken for dead (a peer gone without closing it) and the pool is opened anew.
+    #[arg(long = "hub-db-timeout", env = "HUB_DB_TIMEOUT", default_value = DEFAULT_DB_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub db_timeout: Duration,
 
     /// How often the PostgreSQL inbox (events published inside publishers' own transactions) is checked when no
     /// notification came.
@@ -298,6 +304,7 @@ impl Default for Settings {
             database_url: None,
             db_pool_size: DEFAULT_DB_POOL_SIZE,
             inbox_poll: duration(DEFAULT_INBOX_POLL),
+            db_timeout: duration(DEFAULT_DB_TIMEOUT),
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             redis_max_events: DEFAULT_REDIS_MAX_EVENTS,

@@ -230,7 +230,13 @@ async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<d
         Backend::Memory => Ok(Arc::new(MemoryLog::new(retention))),
         Backend::Postgres => {
             let url = database_url(settings)?;
-            let pg = PgSettings { url, pool_size: settings.db_pool_size, inbox_poll: settings.inbox_poll, retention };
+            let pg = PgSettings {
+                url,
+                pool_size: settings.db_pool_size,
+                timeout: settings.db_timeout,
+                inbox_poll: settings.inbox_poll,
+                retention,
+            };
             let log = PgLog::connect(pg).await.context("cannot open the PostgreSQL event log")?;
             Ok(Arc::new(log))
         }

@@ -513,7 +513,7 @@ async fn kill_listeners(url: &str) -> String {
         let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
         let killed: Vec<(bool,)> = sqlx::query_as(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'realtime-hub' AND query ILIKE 'LISTEN%'",
+             WHERE application_name = 'realtime-hub-listener'",
         )
         .fetch_all(&mut connection)
         .await?;

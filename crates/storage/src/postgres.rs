@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,9 +24,10 @@ use chrono::{DateTime, Utc};
 use protocol::scope::WELL_KNOWN_KEYS;
 use protocol::{ENVELOPE_VERSION, Envelope, EventId, NewEvent, Scope, Topic, TopicPattern};
 use serde_json::{Map, Value};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{ConnectOptions, PgConnection, PgPool, QueryBuilder, Row};
+use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -68,11 +69,21 @@ const LOOK_UP_WINDOW: i64 = 100_000;
 /// (its events are stored, and will be delivered once a sequencer moves them).
 const IDS_DEADLINE: Duration = Duration::from_secs(30);
 
+/// How long the hub waits, by default, for PostgreSQL to answer one statement (see [`PgSettings::timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long acquires may time out with no statement answered before the pool is taken for stuck and replaced.
+const STUCK_AFTER: Duration = Duration::from_secs(15);
+/// How long the pool waits for a connection, free or new, for one acquire.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How the PostgreSQL log connects and behaves.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
     pub url: String,
     pub pool_size: u32,
+    /// The longest the hub waits for any one statement (and the sequencer's and listener's connections for
+    /// theirs); a connection that does not answer in time is taken for dead (see [`Db`]).
+    pub timeout: Duration,
     /// How often the sequencer checks the inbox without a notification (and that it still holds its lock).
     pub inbox_poll: Duration,
     pub retention: Retention,
@@ -86,7 +97,9 @@ pub struct PgLog {
 
 /// What the log's tasks share.
 struct Shared {
-    pool: PgPool,
+    db: Db,
+    /// How the live feed's listener connects (a pool of one of its own each time: see `live_feed`).
+    listen_options: PgConnectOptions,
     /// This hub holds the sequencer lock.
     sequencing: AtomicBool,
     /// Woken when committed rows may wait in the inbox (a notification, or this hub's own insert).
@@ -94,10 +107,10 @@ struct Shared {
     /// Inbox rows this hub inserted whose ids it waits for.
     pending: Mutex<Pending>,
     /// Inbox rows this hub moved since it last vacuumed the inbox, and when that was.
-    moved_since_vacuum: Arc<AtomicU64>,
-    vacuumed_at: Arc<Mutex<Instant>>,
+    moved_since_vacuum: AtomicU64,
+    vacuumed_at: Mutex<Instant>,
     /// A vacuum of the inbox runs.
-    vacuuming: Arc<AtomicBool>,
+    vacuuming: AtomicBool,
 }
 
 struct AppendRequest {
@@ -116,17 +129,138 @@ fn connect_options(url: &str, application: &str) -> Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(url).map_err(unavailable)?.application_name(application).options([("jit", "off")]))
 }
 
+/// Asks the server to probe the connection when idle: it notices a peer that vanished without closing (a hub on a
+/// partitioned node, a flow a NAT dropped) within about 20 s, and releases what its backend held (the sequencer's
+/// lock, a slot of `max_connections`).
+fn with_keepalives(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("tcp_keepalives_idle", "10"), ("tcp_keepalives_interval", "3"), ("tcp_keepalives_count", "3")])
+}
+
 /// Connects a small pool to `url`, naming the connections so operators can tell them apart.
 pub async fn connect_pool(url: &str, size: u32, application: &str) -> Result<PgPool> {
+    pool_options(size).connect_with(connect_options(url, application)?).await.map_err(unavailable)
+}
+
+fn pool_options(size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
         // Every connection is opened and warmed at start-up, not in the middle of the first burst of traffic.
         .min_connections(size)
         .after_connect(|conn, _| Box::pin(async move { warm(conn).await }))
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(connect_options(url, application)?)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+/// A statement that got no answer within its deadline: its connection is taken for dead.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL did not answer within {0:?}; the connection is taken for dead")]
+struct Silent(Duration);
+
+/// Awaits `statement` for at most `timeout`; past it, the statement fails with [`Silent`].
+async fn within<T>(timeout: Duration, statement: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(timeout, statement)
         .await
-        .map_err(unavailable)
+        .unwrap_or_else(|_| Err(Error::Unavailable(Box::new(Silent(timeout)))))
+}
+
+/// A statement's outcome, with the log's error.
+async fn fetch<T>(statement: impl Future<Output = sqlx::Result<T>>) -> Result<T> {
+    statement.await.map_err(unavailable)
+}
+
+fn is_silent(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(source) if source.is::<Silent>())
+}
+
+/// The hub's pool of connections to the log, with a deadline on every statement.
+///
+/// A connection whose peer vanished without closing it (a failover that moved the address, a NAT or firewall that
+/// dropped the flow, a partition) neither answers nor fails: TCP retransmits for up to fifteen minutes, and sqlx
+/// waits as long, holding the pool's slot (even a connection handed back is pinged first). So every statement
+/// has a deadline ([`PgSettings::timeout`]). A connection that misses it is closed, not handed back, and the pool
+/// is replaced by a fresh one that opens its connections anew once PostgreSQL answers again: the other idle
+/// connections took the same path and are as dead, and each would cost an acquire its full timeout before sqlx
+/// dropped it. The same replacement covers a pool that stops giving out connections at all (acquires time out
+/// with no statement answered for [`STUCK_AFTER`]); the old pool goes once its last connection is back.
+struct Db {
+    options: PgConnectOptions,
+    size: u32,
+    timeout: Duration,
+    /// The pool and how many pools came before it.
+    pool: RwLock<(u64, PgPool)>,
+    /// When a statement last got its answer.
+    answered: Mutex<Instant>,
+}
+
+/// A connection of [`Db`]'s pool, and which pool it came from.
+struct DbConn {
+    conn: PoolConnection<Postgres>,
+    generation: u64,
+}
+
+impl Db {
+    fn new(pool: PgPool, options: PgConnectOptions, size: u32, timeout: Duration) -> Self {
+        Self { options, size, timeout, pool: RwLock::new((0, pool)), answered: Mutex::new(Instant::now()) }
+    }
+
+    fn pool(&self) -> (u64, PgPool) {
+        self.pool.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn acquire(&self) -> Result<DbConn> {
+        let (generation, pool) = self.pool();
+        match pool.acquire().await {
+            Ok(conn) => Ok(DbConn { conn, generation }),
+            Err(e) => {
+                let quiet = self.answered.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                if matches!(e, sqlx::Error::PoolTimedOut) && quiet >= STUCK_AFTER {
+                    self.renew(generation, "no statement was answered for 15 s and the pool gives out no connection");
+                }
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    /// Runs `op` (whose statements are each bounded by the deadline it is given) on a connection of the pool.
+    async fn run<T>(&self, op: impl AsyncFnOnce(&mut PgConnection, Duration) -> Result<T>) -> Result<T> {
+        let mut conn = self.acquire().await?;
+        let result = op(&mut conn.conn, self.timeout).await;
+        self.settle(&mut conn, result)
+    }
+
+    /// What `conn`'s statements came to: a connection that missed a deadline is closed rather than handed back,
+    /// and its pool replaced.
+    fn settle<T>(&self, conn: &mut DbConn, result: Result<T>) -> Result<T> {
+        match &result {
+            Ok(_) => *self.answered.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),
+            Err(e) if is_silent(e) => {
+                conn.conn.close_on_drop();
+                self.renew(conn.generation, "a connection did not answer in time");
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// A connection of the hub's own outside the pool (the sequencer's, the listener's) got no answer: the pool's
+    /// idle connections went by the same network and are as dead.
+    fn went_silent(&self, e: &Error) {
+        if is_silent(e) {
+            self.renew(self.pool().0, "a connection of the hub's own did not answer in time");
+        }
+    }
+
+    /// Replaces the pool `generation`, unless that was done already.
+    fn renew(&self, generation: u64, why: &str) {
+        let mut current = self.pool.write().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        warn!(why, "replacing the PostgreSQL pool; its connections are opened anew as PostgreSQL answers");
+        metrics::counter!("hub_db_pool_renewals_total").increment(1);
+        *current = (generation + 1, pool_options(self.size).connect_lazy_with(self.options.clone()));
+        // Until a statement is answered on the new pool, it gets as long as the first one did.
+        *self.answered.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
 }
 
 /// Reads the log's bounds once on a new connection. A new PostgreSQL backend loads its catalog caches on first use:
@@ -147,23 +281,20 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 impl PgLog {
     /// Connects, applies migrations, and starts the appender and the sequencer (which waits for its lock).
     pub async fn connect(settings: PgSettings) -> Result<Self> {
-        let pool = connect_pool(&settings.url, settings.pool_size, "realtime-hub").await?;
+        let options = with_keepalives(connect_options(&settings.url, "realtime-hub")?);
+        let pool = pool_options(settings.pool_size).connect_with(options.clone()).await.map_err(unavailable)?;
+        let listen_options = options.clone().application_name("realtime-hub-listener");
         migrate(&pool).await?;
-        // The sequencer's connection holds its lock: the server notices a peer that vanished without closing
-        // (a partitioned node) within about 20 s, and releases the lock for another hub.
-        let lock_options = connect_options(&settings.url, "realtime-hub-sequencer")?.options([
-            ("tcp_keepalives_idle", "10"),
-            ("tcp_keepalives_interval", "3"),
-            ("tcp_keepalives_count", "3"),
-        ]);
+        let lock_options = with_keepalives(connect_options(&settings.url, "realtime-hub-sequencer")?);
         let shared = Arc::new(Shared {
-            pool,
+            db: Db::new(pool, options, settings.pool_size, settings.timeout),
+            listen_options,
             sequencing: AtomicBool::new(false),
             inbox_wake: Notify::new(),
             pending: Mutex::new(Pending::default()),
-            moved_since_vacuum: Arc::new(AtomicU64::new(0)),
-            vacuumed_at: Arc::new(Mutex::new(Instant::now())),
-            vacuuming: Arc::new(AtomicBool::new(false)),
+            moved_since_vacuum: AtomicU64::new(0),
+            vacuumed_at: Mutex::new(Instant::now()),
+            vacuuming: AtomicBool::new(false),
         });
         shared.set_sequencing(false);
         let (appends, requests) = mpsc::unbounded_channel();
@@ -171,12 +302,8 @@ impl PgLog {
         let (remote_wake, remote_wakes) = mpsc::channel(1);
         tokio::spawn(run_appender(shared.clone(), requests, local, remote_wake));
         tokio::spawn(run_sequencer(shared.clone(), lock_options, local_requests, settings.inbox_poll));
-        tokio::spawn(run_waker(shared.pool.clone(), remote_wakes));
+        tokio::spawn(run_waker(shared.clone(), remote_wakes));
         Ok(Self { shared, retention: settings.retention, appends })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.shared.pool
     }
 
     /// Whether this hub is the cluster's sequencer now.
@@ -423,12 +550,12 @@ async fn run_appender(
         let batch = coalesce(first, &mut requests);
         let events = events_of(&batch);
         if events.iter().any(|e| e.idempotency_key.is_some()) {
-            let ids = append_with(&shared.pool, &events).await;
+            let ids = shared.db.run(async |conn, timeout| within(timeout, append_with(conn, &events)).await).await;
             answer(batch, ids);
             continue;
         }
         shared.pending.lock().unwrap_or_else(|e| e.into_inner()).inserting += 1;
-        let inserted = insert_inbox(&shared.pool, &events).await;
+        let inserted = shared.db.run(async |conn, timeout| within(timeout, insert_inbox(conn, &events)).await).await;
         let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         match inserted {
             Ok((inbox_ids, floor)) => {
@@ -454,7 +581,7 @@ async fn run_appender(
 
 /// Inserts `events` into the inbox in one statement; returns their inbox ids in order and the log's head as the
 /// statement saw it (every id the events get is above it: they are given after this commit).
-async fn insert_inbox(pool: &PgPool, events: &[NewEvent]) -> Result<(Vec<i64>, u64)> {
+async fn insert_inbox(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(Vec<i64>, u64)> {
     let columns = Columns::of(events);
     let rows = columns
         .bind(sqlx::query(
@@ -467,7 +594,7 @@ async fn insert_inbox(pool: &PgPool, events: &[NewEvent]) -> Result<(Vec<i64>, u
              SELECT inbox_id, (SELECT head FROM realtime_log_state WHERE singleton) AS head \
              FROM added ORDER BY inbox_id",
         ))
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
         .map_err(unavailable)?;
     if rows.len() != events.len() {
@@ -507,10 +634,7 @@ async fn wait_for_ids(
                     } else if !stepped_in || started.elapsed() > STEP_IN_AFTER * 4 {
                         stepped_in = true;
                         debug!(events = missing.len(), "the sequencer is slow; moving the inbox");
-                        let moved = match shared.pool.acquire().await {
-                            Ok(mut conn) => move_inbox(&mut conn).await,
-                            Err(e) => Err(unavailable(e)),
-                        };
+                        let moved = shared.db.run(async |conn, timeout| move_inbox(conn, timeout).await).await;
                         if let Err(e) = moved {
                             debug!(error = %e, "moving the inbox failed");
                         }
@@ -539,30 +663,26 @@ async fn wait_for_ids(
 /// Finds the ids of the inbox rows `inbox_ids` among the events after `floor`.
 async fn look_up(shared: &Shared, inbox_ids: &[i64], floor: u64) -> Result<()> {
     // By the primary key from the floor: the planner must not pick a scan of the whole log.
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT inbox_id, id FROM (SELECT inbox_id, id FROM realtime_events WHERE id > $1 ORDER BY id LIMIT $3) e \
          WHERE inbox_id = ANY($2)",
     )
     .bind(floor as i64)
     .bind(inbox_ids)
-    .bind(LOOK_UP_WINDOW)
-    .fetch_all(&shared.pool)
-    .await
-    .map_err(unavailable)?;
+    .bind(LOOK_UP_WINDOW);
+    let rows: Vec<(i64, i64)> =
+        shared.db.run(async |conn, timeout| within(timeout, fetch(query.fetch_all(conn))).await).await?;
     let found = rows.into_iter().filter_map(|(inbox_id, id)| Some((inbox_id, EventId::new(id as u64).ok()?)));
     shared.resolve(found);
     Ok(())
 }
 
 /// Moves committed inbox rows into the log until the inbox is empty; returns how many moved.
-async fn move_inbox(conn: &mut PgConnection) -> Result<u64> {
+async fn move_inbox(conn: &mut PgConnection, timeout: Duration) -> Result<u64> {
     let mut moved = 0;
     loop {
-        let taken = sqlx::query_scalar::<_, i32>("SELECT realtime_move_inbox($1)")
-            .bind(INBOX_MOVE_BATCH)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(unavailable)?;
+        let statement = sqlx::query_scalar::<_, i32>("SELECT realtime_move_inbox($1)").bind(INBOX_MOVE_BATCH);
+        let taken = within(timeout, fetch(statement.fetch_one(&mut *conn))).await?;
         moved += taken as u64;
         if taken < INBOX_MOVE_BATCH {
             return Ok(moved);
@@ -573,13 +693,11 @@ async fn move_inbox(conn: &mut PgConnection) -> Result<u64> {
 /// Sends the coalesced `NOTIFY realtime_inbox` that wakes the sequencer on another hub: one at a time, the
 /// inserts made meanwhile folded into the next. Without durability: a lost wake-up only costs latency (the sequencer polls), and a commit that
 /// waits for no disk holds PostgreSQL's cluster-wide notify lock only for a moment.
-async fn run_waker(pool: PgPool, mut wakes: mpsc::Receiver<()>) {
+async fn run_waker(shared: Arc<Shared>, mut wakes: mpsc::Receiver<()>) {
     while wakes.recv().await.is_some() {
-        if let Err(e) = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
-            .bind(INBOX_CHANNEL)
-            .execute(&pool)
-            .await
-        {
+        let wake =
+            sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')").bind(INBOX_CHANNEL);
+        if let Err(e) = shared.db.run(async |conn, timeout| within(timeout, fetch(wake.execute(conn))).await).await {
             debug!(error = %e, "waking the sequencer failed; it will find the events by polling");
         }
     }
@@ -621,8 +739,10 @@ async fn run_sequencer(
             }
             _ = tokio::time::sleep_until(next_move.into()), if busy_until.is_some() => {}
             _ = poll.tick(), if lock.is_some() && busy_until.is_none() => {}
-            _ = retry.tick(), if lock.is_none() => {
-                match take_lock(&options).await {
+            // Not while publishes wait: trying the lock can take as long as a statement's deadline when
+            // PostgreSQL does not answer, and they are stored by the locked path meanwhile.
+            _ = retry.tick(), if lock.is_none() && requests.is_empty() => {
+                match take_lock(&options, shared.db.timeout).await {
                     Ok(Some(conn)) => {
                         info!("this hub is the sequencer (it holds the lock {SEQUENCER_LOCK:?})");
                         lock = Some(conn);
@@ -650,10 +770,9 @@ async fn run_sequencer(
 /// sequencer.
 async fn store(shared: &Shared, lock: &mut Option<PgConnection>, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
     let Some(conn) = lock.as_mut() else {
-        let mut conn = shared.pool.acquire().await.map_err(unavailable)?;
-        return append_with(&mut *conn, &events).await;
+        return shared.db.run(async |conn, timeout| within(timeout, append_with(conn, &events)).await).await;
     };
-    let ids = append_with(&mut *conn, &events).await;
+    let ids = within(shared.db.timeout, append_with(&mut *conn, &events)).await;
     if let Err(e) = &ids {
         lost_lock(shared, lock, e);
     }
@@ -661,37 +780,35 @@ async fn store(shared: &Shared, lock: &mut Option<PgConnection>, events: Vec<New
 }
 
 /// Connects and tries the sequencer lock once; the connection is kept only if it got the lock.
-async fn take_lock(options: &PgConnectOptions) -> Result<Option<PgConnection>> {
-    let mut conn = options.connect().await.map_err(unavailable)?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-        .bind(SEQUENCER_LOCK)
-        .fetch_one(&mut conn)
-        .await
-        .map_err(unavailable)?;
+async fn take_lock(options: &PgConnectOptions, timeout: Duration) -> Result<Option<PgConnection>> {
+    let mut conn = within(timeout, fetch(options.connect())).await?;
+    let statement = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(SEQUENCER_LOCK);
+    let locked: bool = within(timeout, fetch(statement.fetch_one(&mut conn))).await?;
     Ok(locked.then_some(conn))
 }
 
 /// Moves the inbox on the lock's connection; returns how many rows moved. Every `VACUUM_EVERY` rows moved, and
 /// at least every `VACUUM_INTERVAL` while rows are moved, the inbox is vacuumed on the pool: its dead rows would
 /// otherwise pile up until autovacuum comes by (never, where it is off), and every move would step over them.
-async fn sequence_inbox(shared: &Shared, lock: &mut Option<PgConnection>) -> u64 {
+async fn sequence_inbox(shared: &Arc<Shared>, lock: &mut Option<PgConnection>) -> u64 {
     let Some(conn) = lock.as_mut() else { return 0 };
-    match move_inbox(&mut *conn).await {
+    match move_inbox(&mut *conn, shared.db.timeout).await {
         Ok(moved) => {
             let since = shared.moved_since_vacuum.fetch_add(moved, Ordering::AcqRel) + moved;
             let waited = shared.vacuumed_at.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
             let due = since >= VACUUM_EVERY || (since > 0 && waited >= VACUUM_INTERVAL);
             if due && !shared.vacuuming.swap(true, Ordering::AcqRel) {
-                let pool = shared.pool.clone();
-                let (count, at, running) =
-                    (shared.moved_since_vacuum.clone(), shared.vacuumed_at.clone(), shared.vacuuming.clone());
+                let shared = shared.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = sqlx::query("VACUUM realtime_inbox").execute(&pool).await {
+                    let vacuum = async |conn: &mut PgConnection, timeout| {
+                        within(timeout, fetch(sqlx::query("VACUUM realtime_inbox").execute(conn))).await
+                    };
+                    if let Err(e) = shared.db.run(vacuum).await {
                         debug!(error = %e, "vacuuming the inbox failed");
                     }
-                    count.store(0, Ordering::Release);
-                    *at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                    running.store(false, Ordering::Release);
+                    shared.moved_since_vacuum.store(0, Ordering::Release);
+                    *shared.vacuumed_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    shared.vacuuming.store(false, Ordering::Release);
                 });
             }
             moved
@@ -706,6 +823,7 @@ async fn sequence_inbox(shared: &Shared, lock: &mut Option<PgConnection>) -> u64
 /// The lock's connection failed: whatever it held is released with it, and another hub may be the sequencer now.
 fn lost_lock(shared: &Shared, lock: &mut Option<PgConnection>, e: &Error) {
     warn!(error = %e, "the sequencer's connection failed; this hub is no longer the sequencer");
+    shared.db.went_silent(e);
     *lock = None;
     shared.set_sequencing(false);
 }
@@ -728,24 +846,39 @@ impl EventLog for PgLog {
     }
 
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
-        isolated(read_page(self.shared.clone(), after, query.clone(), limit)).await
+        let (shared, query) = (self.shared.clone(), query.clone());
+        isolated(async move {
+            let read = async |conn: &mut PgConnection, timeout| {
+                within(timeout, read_page(conn, &shared, after, &query, limit)).await
+            };
+            shared.db.run(read).await
+        })
+        .await
     }
 
     async fn bounds(&self) -> Result<LogBounds> {
-        let pool = self.shared.pool.clone();
-        isolated(async move { bounds(&pool).await }).await
+        let shared = self.shared.clone();
+        isolated(async move { shared.db.run(async |conn, timeout| within(timeout, bounds(conn)).await).await }).await
     }
 
     async fn prune(&self) -> Result<u64> {
-        let (pool, cutoff) = (self.shared.pool.clone(), Utc::now() - self.retention.max_age);
-        isolated(async move { prune(&pool, cutoff).await }).await
+        let (shared, cutoff) = (self.shared.clone(), Utc::now() - self.retention.max_age);
+        isolated(async move { prune(&shared.db, cutoff).await }).await
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
-        let pool = self.shared.pool.clone();
+        // The listener's connection comes from a pool of one of its own, not the shared pool: when a listener is
+        // dropped, sqlx sends `UNLISTEN *` on its connection and waits for the answer holding that pool's slot,
+        // which a dead connection never gives.
+        let (options, timeout) = (self.shared.listen_options.clone(), self.shared.db.timeout);
         let listener = isolated(async move {
-            let mut listener = PgListener::connect_with(&pool).await.map_err(unavailable)?;
-            listener.listen_all([EVENTS_CHANNEL, INBOX_CHANNEL]).await.map_err(unavailable)?;
+            let pool =
+                PgPoolOptions::new().max_connections(1).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy_with(options);
+            let mut listener = fetch(PgListener::connect_with(&pool)).await?;
+            // A lost connection is said at once (`try_recv` answers `None`), not reconnected behind the storage
+            // actor's back: it marks itself not ready and reads what it missed once a new listener is attached.
+            listener.eager_reconnect(false);
+            within(timeout, fetch(listener.listen_all([EVENTS_CHANNEL, INBOX_CHANNEL]))).await?;
             Ok(listener)
         })
         .await?;
@@ -780,35 +913,36 @@ async fn bounds(db: impl sqlx::PgExecutor<'_>) -> Result<LogBounds> {
 
 /// Removes events older than `cutoff`, oldest first, a bounded batch per statement: short locks, and autovacuum
 /// keeps up.
-async fn prune(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64> {
+async fn prune(db: &Db, cutoff: DateTime<Utc>) -> Result<u64> {
     let mut removed = 0;
     loop {
-        let deleted = sqlx::query(
+        let statement = sqlx::query(
             "DELETE FROM realtime_events WHERE id IN \
              (SELECT id FROM realtime_events ORDER BY id LIMIT $2) AND created_at < $1",
         )
         .bind(cutoff)
-        .bind(RETENTION_BATCH)
-        .execute(pool)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
+        .bind(RETENTION_BATCH);
+        let deleted =
+            db.run(async |conn, timeout| within(timeout, fetch(statement.execute(conn))).await).await?.rows_affected();
         removed += deleted;
         if deleted < RETENTION_BATCH as u64 {
             break;
         }
     }
     // Idempotency keys live as long as their events: a retry after that stores anew.
-    sqlx::query("DELETE FROM realtime_idempotency WHERE created_at < $1")
-        .bind(cutoff)
-        .execute(pool)
-        .await
-        .map_err(unavailable)?;
+    let statement = sqlx::query("DELETE FROM realtime_idempotency WHERE created_at < $1").bind(cutoff);
+    db.run(async |conn, timeout| within(timeout, fetch(statement.execute(conn))).await).await?;
     Ok(removed)
 }
 
 /// One page of the log after `after` matching `query`, with the head read in the same snapshot.
-async fn read_page(shared: Arc<Shared>, after: u64, query: LogQuery, limit: usize) -> Result<Page> {
+async fn read_page<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    shared: &Shared,
+    after: u64,
+    query: &LogQuery,
+    limit: usize,
+) -> Result<Page> {
     let mut sql = QueryBuilder::new(
         "SELECT s.head, s.earliest, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, \
          e.traceparent, e.created_at, e.inbox_id \
@@ -826,7 +960,7 @@ async fn read_page(shared: Arc<Shared>, after: u64, query: LogQuery, limit: usiz
         }
     }
     sql.push(" ORDER BY id LIMIT ").push_bind(limit as i64).push(") e ON true ORDER BY e.id");
-    let rows = sql.build().fetch_all(&shared.pool).await.map_err(unavailable)?;
+    let rows = sql.build().fetch_all(db).await.map_err(unavailable)?;
     let head = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0) as u64;
     let earliest = rows.first().map(|r| r.try_get::<Option<i64>, _>("earliest")).transpose().map_err(unavailable)?;
     let bounds = LogBounds { head, earliest: earliest.flatten().map_or(head + 1, |e| e as u64) };
@@ -949,5 +1083,60 @@ impl LiveFeed for PgFeed {
                 Err(e) => return Err(unavailable(e)),
             }
         }
+    }
+
+    /// Reads the log on the listener's own connection: the storage actor's reads never queue behind the requests
+    /// on the pool (under a burst of replays and long-polls, live delivery goes on and `/readyz` stays 200), and
+    /// a listener whose connection died without a word is found out by its next read's deadline.
+    async fn read(&mut self, after: u64, limit: usize) -> Result<Option<Page>> {
+        let Some(listener) = self.listener.as_mut() else {
+            return Err(Error::Unavailable("the listener is closed".into()));
+        };
+        let all = LogQuery::all();
+        let page = within(self.shared.db.timeout, read_page(listener, &self.shared, after, &all, limit)).await;
+        if let Err(e) = &page {
+            self.shared.db.went_silent(e);
+        }
+        page.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool whose every acquire times out at once: its server refuses connections (sqlx retries those until the
+    /// acquire's time is up).
+    fn unreachable_db() -> Db {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let options = PgConnectOptions::new().host("127.0.0.1").port(port);
+        let pool = PgPoolOptions::new().acquire_timeout(Duration::from_millis(100)).connect_lazy_with(options.clone());
+        Db::new(pool, options, 1, DEFAULT_TIMEOUT)
+    }
+
+    #[tokio::test]
+    async fn a_pool_that_gives_out_no_connection_while_nothing_was_answered_for_long_is_replaced() {
+        let db = unreachable_db();
+        *db.answered.lock().unwrap() = Instant::now().checked_sub(STUCK_AFTER).unwrap();
+
+        assert!(db.acquire().await.is_err());
+
+        assert_eq!(db.pool().0, 1, "the pool was not replaced");
+    }
+
+    #[tokio::test]
+    async fn a_pool_that_answered_a_moment_ago_is_kept_through_a_failed_acquire() {
+        let db = unreachable_db();
+
+        assert!(db.acquire().await.is_err());
+
+        assert_eq!(db.pool().0, 0, "the pool was replaced");
+    }
+
+    #[tokio::test]
+    async fn a_statement_that_misses_its_deadline_fails_as_silent() {
+        let never = within(Duration::from_millis(10), std::future::pending::<Result<()>>()).await;
+
+        assert!(never.is_err_and(|e| is_silent(&e)));
     }
 }
