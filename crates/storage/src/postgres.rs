@@ -197,8 +197,9 @@ struct Db {
     timeout: Duration,
     /// The pool and how many pools came before it.
     pool: RwLock<(u64, PgPool)>,
-    /// When a statement last got its answer.
-    answered: Mutex<Instant>,
+    /// When a statement last got its answer, in milliseconds after `epoch` (a store on every statement: no lock).
+    answered_ms: AtomicU64,
+    epoch: Instant,
 }
 
 /// A connection of [`Db`]'s pool, and which pool it came from.
@@ -209,7 +210,17 @@ struct DbConn {
 
 impl Db {
     fn new(pool: PgPool, options: PgConnectOptions, size: u32, timeout: Duration) -> Self {
-        Self { options, size, timeout, pool: RwLock::new((0, pool)), answered: Mutex::new(Instant::now()) }
+        let (answered_ms, epoch) = (AtomicU64::new(0), Instant::now());
+        Self { options, size, timeout, pool: RwLock::new((0, pool)), answered_ms, epoch }
+    }
+
+    fn mark_answered(&self) {
+        self.answered_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long no statement has been answered.
+    fn quiet(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.answered_ms.load(Ordering::Relaxed)))
     }
 
     fn pool(&self) -> (u64, PgPool) {
@@ -221,8 +232,7 @@ impl Db {
         match pool.acquire().await {
             Ok(conn) => Ok(DbConn { conn, generation }),
             Err(e) => {
-                let quiet = self.answered.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-                if matches!(e, sqlx::Error::PoolTimedOut) && quiet >= STUCK_AFTER {
+                if matches!(e, sqlx::Error::PoolTimedOut) && self.quiet() >= STUCK_AFTER {
                     self.renew(generation, "no statement was answered for 15 s and the pool gives out no connection");
                 }
                 Err(unavailable(e))
@@ -241,7 +251,7 @@ impl Db {
     /// and its pool replaced.
     fn settle<T>(&self, conn: &mut DbConn, result: Result<T>) -> Result<T> {
         match &result {
-            Ok(_) => *self.answered.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),
+            Ok(_) => self.mark_answered(),
             Err(e) if is_silent(e) => {
                 conn.conn.close_on_drop();
                 self.renew(conn.generation, "a connection did not answer in time");
@@ -269,7 +279,7 @@ impl Db {
         metrics::counter!("hub_db_pool_renewals_total").increment(1);
         *current = (generation + 1, pool_options(self.size).connect_lazy_with(self.options.clone()));
         // Until a statement is answered on the new pool, it gets as long as the first one did.
-        *self.answered.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.mark_answered();
     }
 }
 
@@ -894,7 +904,7 @@ impl EventLog for PgLog {
         .await?;
         // Inbox rows committed while nobody listened are moved now.
         self.shared.inbox_wake.notify_one();
-        Ok(Box::new(PgFeed { listener: Some(listener), shared: self.shared.clone() }))
+        Ok(Box::new(PgFeed { listener: Some(listener), shared: self.shared.clone(), all: LogQuery::all() }))
     }
 
     async fn describe(&self) -> Option<serde_json::Value> {
@@ -1056,6 +1066,8 @@ struct PgFeed {
     /// Always `Some` until dropped.
     listener: Option<PgListener>,
     shared: Arc<Shared>,
+    /// What the storage actor reads: every event.
+    all: LogQuery,
 }
 
 impl Drop for PgFeed {
@@ -1102,8 +1114,7 @@ impl LiveFeed for PgFeed {
         let Some(listener) = self.listener.as_mut() else {
             return Err(Error::Unavailable("the listener is closed".into()));
         };
-        let all = LogQuery::all();
-        let page = within(self.shared.db.timeout, read_page(listener, &self.shared, after, &all, limit)).await;
+        let page = within(self.shared.db.timeout, read_page(listener, &self.shared, after, &self.all, limit)).await;
         if let Err(e) = &page {
             self.shared.db.went_silent(e);
         }
@@ -1126,8 +1137,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_pool_that_gives_out_no_connection_while_nothing_was_answered_for_long_is_replaced() {
-        let db = unreachable_db();
-        *db.answered.lock().unwrap() = Instant::now().checked_sub(STUCK_AFTER).unwrap();
+        let mut db = unreachable_db();
+        db.epoch = Instant::now().checked_sub(STUCK_AFTER).unwrap();
 
         assert!(db.acquire().await.is_err());
 
