@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use loadgen::client::Peer;
+use loadgen::client::{Peer, Transport};
 use loadgen::scenarios::catchup::CatchupConfig;
 use loadgen::scenarios::churn::ChurnConfig;
 use loadgen::scenarios::fanout::FanoutConfig;
@@ -20,6 +20,7 @@ fn assert_clean(report: &Report) {
 fn fanout(subscribe_hub: String, publish_hub: String) -> FanoutConfig {
     FanoutConfig {
         peer: Peer::Hub,
+        transport: Transport::Ws,
         subscribe_hub,
         publish_hub,
         subscribers: 20,
@@ -47,6 +48,18 @@ async fn the_fanout_scenario_delivers_every_event_once() {
     // Subscriber k gets the events of its topic (k % 2) and project (k % 3): 300 / 6 = 50 each.
     assert_eq!(report.deliveries, Some(20 * 50));
     assert!(report.latency_ms.is_some() && report.server_cpu_s.is_some());
+}
+
+#[actix_web::test]
+async fn the_fanout_scenario_over_sse_delivers_every_event_once() {
+    let hub = spawn_hub(|s| s.workers = Some(2)).await;
+    let url = hub.url("");
+
+    let report =
+        scenarios::fanout::run(FanoutConfig { transport: Transport::Sse, ..fanout(url.clone(), url) }).await.unwrap();
+
+    assert_clean(&report);
+    assert_eq!(report.deliveries, Some(20 * 50));
 }
 
 #[actix_web::test]

@@ -1,10 +1,12 @@
-//! WebSocket clients and payloads.
+//! WebSocket and SSE clients, and payloads.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use bytes::BytesMut;
 use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -30,6 +32,17 @@ pub async fn connect(hub: &str, path: &str, n: usize) -> anyhow::Result<Ws> {
 /// kernel buffers little, so that what it does not read stays in the hub's outbound queue).
 pub async fn connect_with_buffer(hub: &str, path: &str, n: usize, recv_buffer: Option<u32>) -> anyhow::Result<Ws> {
     let addr = socket_addr(hub)?;
+    let stream = connect_tcp(addr, n, recv_buffer).await?;
+    let url = format!("ws://{addr}{path}");
+    // tungstenite reads into 128 KiB by default: 8 KiB keeps thousands of connections small.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (ws, _) =
+        client_async_with_config(url, stream, Some(config)).await.context("the WebSocket handshake failed")?;
+    Ok(ws)
+}
+
+/// A TCP connection to `addr` from source address 127.0.0.(1 + n % 8) when `addr` is on loopback.
+async fn connect_tcp(addr: SocketAddr, n: usize, recv_buffer: Option<u32>) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     if let Some(bytes) = recv_buffer {
         socket.set_recv_buffer_size(bytes)?;
@@ -40,12 +53,116 @@ pub async fn connect_with_buffer(hub: &str, path: &str, n: usize, recv_buffer: O
     }
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
-    let url = format!("ws://{addr}{path}");
-    // tungstenite reads into 128 KiB by default: 8 KiB keeps thousands of connections small.
-    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    let (ws, _) =
-        client_async_with_config(url, stream, Some(config)).await.context("the WebSocket handshake failed")?;
-    Ok(ws)
+    Ok(stream)
+}
+
+/// How `fanout` subscribers connect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Ws,
+    /// Server-Sent Events: the hub's `/sse`, Nchan's EventSource on `/sub/<channel>`.
+    Sse,
+}
+
+/// A subscriber of either transport.
+pub enum Subscriber {
+    Ws(Box<Ws>),
+    Sse(Sse),
+}
+
+impl Subscriber {
+    /// The next text frame (WebSocket) or event block (SSE); `None` once the connection ends or fails.
+    /// Cancel-safe: what was read stays buffered for the next call.
+    pub async fn next_text(&mut self) -> Option<Message> {
+        match self {
+            Subscriber::Ws(ws) => loop {
+                match ws.next().await? {
+                    Ok(message @ Message::Text(_)) => return Some(message),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                }
+            },
+            Subscriber::Sse(sse) => sse.next_block().await.map(|block| Message::Text(block.into())),
+        }
+    }
+}
+
+/// An SSE stream read off a plain TCP connection: one HTTP/1.1 request, the body split into event blocks.
+pub struct Sse {
+    stream: TcpStream,
+    /// What was read and not yet decoded.
+    raw: BytesMut,
+    /// The body, decoded (chunked transfer encoding undone), not yet split into blocks.
+    body: BytesMut,
+    chunked: bool,
+}
+
+impl Sse {
+    /// Sends `GET path` for `text/event-stream` and reads the response's head; fails unless it is a 200.
+    pub async fn open(base: &str, path: &str, n: usize) -> anyhow::Result<Self> {
+        let addr = socket_addr(base)?;
+        let mut stream = connect_tcp(addr, n, None).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = BytesMut::with_capacity(4096);
+        let head_end = loop {
+            if let Some(end) = find(&raw, b"\r\n\r\n") {
+                break end;
+            }
+            anyhow::ensure!(stream.read_buf(&mut raw).await? > 0, "the SSE connection closed before its response");
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        anyhow::ensure!(status.starts_with("http/1.1 200"), "the SSE request was answered {status}");
+        let chunked = head.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+        let _head = raw.split_to(head_end + 4);
+        Ok(Self { stream, raw, body: BytesMut::new(), chunked })
+    }
+
+    /// The next event block, up to and with its blank line; `None` once the stream ends or breaks.
+    async fn next_block(&mut self) -> Option<String> {
+        loop {
+            if !self.decode() {
+                return None;
+            }
+            if let Some(end) = find(&self.body, b"\n\n") {
+                return String::from_utf8(self.body.split_to(end + 2).to_vec()).ok();
+            }
+            match self.stream.read_buf(&mut self.raw).await {
+                Ok(n) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Moves what `raw` holds of the body into `body`; `false` on a malformed chunk.
+    fn decode(&mut self) -> bool {
+        if !self.chunked {
+            let raw = self.raw.split();
+            self.body.extend_from_slice(&raw);
+            return true;
+        }
+        while let Some(line_end) = find(&self.raw, b"\r\n") {
+            let size_field = String::from_utf8_lossy(&self.raw[..line_end]);
+            let Ok(size) = usize::from_str_radix(size_field.split(';').next().unwrap_or_default().trim(), 16) else {
+                return false;
+            };
+            if self.raw.len() < line_end + 2 + size + 2 {
+                break;
+            }
+            let _size_line = self.raw.split_to(line_end + 2);
+            let chunk = self.raw.split_to(size);
+            self.body.extend_from_slice(&chunk);
+            let _crlf = self.raw.split_to(2);
+        }
+        true
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// What the load generator drives: the hub, or Nchan (nginx + nchan) as the peer it is compared with.
@@ -75,6 +192,32 @@ impl Peer {
             Peer::Nchan => {
                 anyhow::ensure!(project.is_none(), "Nchan has no filters: use --projects 0");
                 connect(base, &format!("/sub/{topic}"), n).await
+            }
+        }
+    }
+
+    /// [`Peer::subscribe`] over `transport`. The hub answers an SSE request once the subscription is in place;
+    /// Nchan registers an EventSource subscriber at the request.
+    pub async fn subscriber(
+        self,
+        transport: Transport,
+        base: &str,
+        topic: &str,
+        project: Option<&str>,
+        n: usize,
+    ) -> anyhow::Result<Subscriber> {
+        match (transport, self) {
+            (Transport::Ws, _) => Ok(Subscriber::Ws(Box::new(self.subscribe(base, topic, project, n).await?))),
+            (Transport::Sse, Peer::Hub) => {
+                let mut path = format!("/sse?topics={topic}");
+                if let Some(project) = project {
+                    path.push_str(&format!("&project_id={project}"));
+                }
+                Ok(Subscriber::Sse(Sse::open(base, &path, n).await?))
+            }
+            (Transport::Sse, Peer::Nchan) => {
+                anyhow::ensure!(project.is_none(), "Nchan has no filters: use --projects 0");
+                Ok(Subscriber::Sse(Sse::open(base, &format!("/sub/{topic}"), n).await?))
             }
         }
     }

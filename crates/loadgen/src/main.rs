@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loadgen::client::Peer;
+use loadgen::client::{Peer, Transport};
 use loadgen::scenarios::catchup::CatchupConfig;
 use loadgen::scenarios::churn::ChurnConfig;
 use loadgen::scenarios::fanout::FanoutConfig;
@@ -57,6 +57,9 @@ enum Scenario {
         /// Concurrent publishing connections.
         #[arg(long, default_value_t = 1)]
         publishers: usize,
+        /// How subscribers connect.
+        #[arg(long, value_enum, default_value_t = Transport::Ws)]
+        transport: Transport,
     },
     /// Publish on --hub, subscribe on --other-hub (both on one PostgreSQL).
     Cluster {
@@ -247,9 +250,20 @@ async fn main() -> anyhow::Result<()> {
             let live_again = outcome.recovered_s.is_some_and(|s| s <= 5.0);
             std::process::exit(if outcome.soak.violations() == 0 && live_again { 0 } else { 1 });
         }
-        Scenario::Fanout { subscribers, events, rate, topics, projects, payload_bytes, batch, publishers } => {
+        Scenario::Fanout {
+            subscribers,
+            events,
+            rate,
+            topics,
+            projects,
+            payload_bytes,
+            batch,
+            publishers,
+            transport,
+        } => {
             scenarios::fanout::run(FanoutConfig {
                 peer: cli.peer,
+                transport,
                 subscribe_hub: cli.hub.clone(),
                 publish_hub: cli.hub,
                 subscribers,
@@ -269,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Cluster { other_hub, subscribers, events, rate, batch, idempotent } => {
             let mut report = scenarios::fanout::run(FanoutConfig {
                 peer: Peer::Hub,
+                transport: Transport::Ws,
                 subscribe_hub: other_hub,
                 publish_hub: cli.hub,
                 subscribers,

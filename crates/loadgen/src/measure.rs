@@ -9,6 +9,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ProcessSample {
     pub cpu_s: f64,
+    /// The part of `cpu_s` spent in the kernel (system calls, and the softirq work charged to them: on loopback a
+    /// `send` also runs the receiver's TCP processing).
+    pub sys_s: f64,
     pub rss_kib: u64,
 }
 
@@ -18,6 +21,7 @@ pub fn sample(pids: &[u32]) -> Option<ProcessSample> {
     let samples = samples.filter(|s| !s.is_empty())?;
     Some(ProcessSample {
         cpu_s: samples.iter().map(|s| s.cpu_s).sum(),
+        sys_s: samples.iter().map(|s| s.sys_s).sum(),
         rss_kib: samples.iter().map(|s| s.rss_kib).sum(),
     })
 }
@@ -26,12 +30,53 @@ fn sample_one(pid: u32) -> Option<ProcessSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let sys: f64 = fields.get(12)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib =
         status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     // USER_HZ is 100 on Linux.
-    Some(ProcessSample { cpu_s: ticks / 100.0, rss_kib })
+    Some(ProcessSample { cpu_s: (user + sys) / 100.0, sys_s: sys / 100.0, rss_kib })
+}
+
+/// The whole machine's CPU time so far, from the first line of `/proc/stat`, in ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineTicks {
+    busy: u64,
+    steal: u64,
+    total: u64,
+}
+
+impl MachineTicks {
+    /// Reads `/proc/stat`; `None` where there is none.
+    pub fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let fields: Vec<u64> =
+            stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal (guest time is already counted in user).
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = fields[..] else { return None };
+        let busy = user + nice + system + irq + softirq;
+        Some(Self { busy, steal, total: busy + idle + iowait + steal })
+    }
+
+    /// The shares of the machine's CPU time since `earlier` that were busy and that the hypervisor took (steal).
+    pub fn since(&self, earlier: &Self) -> MachineShare {
+        let total = self.total.saturating_sub(earlier.total).max(1) as f64;
+        MachineShare {
+            busy: self.busy.saturating_sub(earlier.busy) as f64 / total,
+            steal: self.steal.saturating_sub(earlier.steal) as f64 / total,
+        }
+    }
+}
+
+/// How the machine's CPUs spent an interval: busy (any process or the kernel) and stolen by the hypervisor.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MachineShare {
+    pub busy: f64,
+    pub steal: f64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -77,6 +122,9 @@ pub struct Report {
     pub server_cpu_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_s_per_100k_deliveries: Option<f64>,
+    /// The kernel's part of `server_cpu_s_per_100k_deliveries`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_sys_s_per_100k_deliveries: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_kib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,7 +145,9 @@ impl Report {
             self.server_cpu_s = Some(cpu);
             self.server_rss_kib = Some(after.rss_kib);
             if let Some(deliveries) = self.deliveries.filter(|d| *d > 0) {
-                self.server_cpu_s_per_100k_deliveries = Some(cpu * 100_000.0 / deliveries as f64);
+                let per_100k = 100_000.0 / deliveries as f64;
+                self.server_cpu_s_per_100k_deliveries = Some(cpu * per_100k);
+                self.server_sys_s_per_100k_deliveries = Some((after.sys_s - before.sys_s) * per_100k);
             }
         }
     }
@@ -122,7 +172,8 @@ impl Report {
         }
         parts.push(format!("loss {} dup {}", self.loss, self.duplicates));
         if let Some(c) = self.server_cpu_s_per_100k_deliveries {
-            parts.push(format!("server CPU {:.3} s/100k deliveries", c));
+            let sys = self.server_sys_s_per_100k_deliveries.unwrap_or_default();
+            parts.push(format!("server CPU {c:.3} s/100k deliveries ({sys:.3} in the kernel)"));
         } else if let Some(c) = self.server_cpu_s {
             parts.push(format!("server CPU {:.2} s", c));
         }
@@ -135,5 +186,27 @@ impl Report {
             parts.push(note.clone());
         }
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machine_share_counts_busy_and_stolen_time_against_all_of_it() {
+        let before = MachineTicks::parse("cpu  100 0 50 800 10 0 5 20 0 0\ncpu0 50 0 25 400 5 0 2 10 0 0\n").unwrap();
+        // 60 user, 20 system, 10 softirq, 80 idle, 30 stolen: 200 ticks in all.
+        let after = MachineTicks::parse("cpu  160 0 70 880 10 0 15 50 0 0\n").unwrap();
+        let share = after.since(&before);
+        assert!((share.busy - 0.45).abs() < 1e-9, "{share:?}");
+        assert!((share.steal - 0.15).abs() < 1e-9, "{share:?}");
+    }
+
+    #[test]
+    fn a_stat_line_that_is_not_the_machine_total_is_refused() {
+        assert!(MachineTicks::parse("cpu0 1 2 3 4 5 6 7 8\n").is_none());
+        assert!(MachineTicks::parse("cpu  1 2 3\n").is_none());
+        assert!(MachineTicks::parse("").is_none());
     }
 }

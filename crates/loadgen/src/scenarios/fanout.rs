@@ -4,18 +4,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::{Barrier, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Peer, index_and_time, now_ns, payload};
+use crate::client::{Peer, Transport, index_and_time, now_ns, payload};
 use crate::measure::{self, Report, histogram, latency};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FanoutConfig {
     /// The hub, or Nchan for the side-by-side figures.
     pub peer: Peer,
+    /// WebSocket or SSE subscribers.
+    pub transport: Transport,
     /// Where subscribers connect.
     pub subscribe_hub: String,
     /// Where events are published (another hub: the cluster scenario).
@@ -120,10 +121,9 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
     let mut subscribers = Vec::with_capacity(config.subscribers);
     for k in 0..config.subscribers {
         let project = (config.projects > 0).then(|| format!("p{}", k as u64 % config.projects));
-        let mut ws = config
-            .peer
-            .subscribe(&config.subscribe_hub, &topic_of(k as u64, config.topics), project.as_deref(), k)
-            .await?;
+        let topic = topic_of(k as u64, config.topics);
+        let mut subscriber =
+            config.peer.subscriber(config.transport, &config.subscribe_hub, &topic, project.as_deref(), k).await?;
         let config = config.clone();
         let ready = ready.clone();
         let mut stop = stop_rx.clone();
@@ -158,18 +158,17 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
                 let next = match all_arrived {
                     None => tokio::select! {
                         biased;
-                        next = ws.next() => next,
+                        next = subscriber.next_text() => next,
                         _ = &mut stopped => break,
                     },
                     Some(at) => tokio::select! {
                         biased;
-                        next = ws.next() => next,
+                        next = subscriber.next_text() => next,
                         _ = &mut stopped => break,
                         _ = tokio::time::sleep_until(at) => break,
                     },
                 };
-                let Some(Ok(message)) = next else { break };
-                let Message::Text(text) = message else { continue };
+                let Some(Message::Text(text)) = next else { break };
                 let Some((i, sent)) = index_and_time(text.as_str()) else { continue };
                 let now = now_ns();
                 result.last = Some(Instant::now());

@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::client::now_ns;
-use crate::measure::{self, Latency};
+use crate::measure::{self, Latency, MachineShare, MachineTicks};
 use truth::{Filter, Kind, Truth, Verdict};
 
 /// Topics `soak.t0` … `soak.t7`; projects `p0` … `p3`.
@@ -205,6 +205,9 @@ pub struct Line {
     /// The load generator's own CPU seconds and RSS so far: its share of the machine, beside the hubs'.
     pub loadgen_cpu_s: f64,
     pub loadgen_rss_kib: u64,
+    /// The machine's CPUs over the interval: a rise in every process's CPU per minute with `steal` up is the host,
+    /// not the hubs.
+    pub machine: Option<MachineShare>,
     pub violations: usize,
 }
 
@@ -321,6 +324,7 @@ async fn report_lines(ctx: &Arc<Context>, config: &SoakConfig) -> Vec<Line> {
     let mut lines = Vec::new();
     let mut last = (0, 0, 0);
     let mut last_at = Instant::now();
+    let mut last_ticks = MachineTicks::read();
     let started = last_at;
     while !ctx.stopping() {
         tokio::time::sleep_until((last_at + config.interval).min(ctx.run_end)).await;
@@ -332,6 +336,7 @@ async fn report_lines(ctx: &Arc<Context>, config: &SoakConfig) -> Vec<Line> {
             stats.published.load(Ordering::Relaxed),
         );
         let own = measure::sample(&[std::process::id()]);
+        let ticks = MachineTicks::read();
         let (ws, sse, poll) = (
             stats.open_ws.load(Ordering::Relaxed),
             stats.open_sse.load(Ordering::Relaxed),
@@ -357,12 +362,14 @@ async fn report_lines(ctx: &Arc<Context>, config: &SoakConfig) -> Vec<Line> {
             hubs: sample_hubs(&config.hub_pids),
             loadgen_cpu_s: own.map_or(0.0, |o| o.cpu_s),
             loadgen_rss_kib: own.map_or(0, |o| o.rss_kib),
+            machine: ticks.zip(last_ticks).map(|(now, then)| now.since(&then)),
             violations: ctx.truth.violations(),
         };
         emit(&config.out, &line).await;
         lines.push(line);
         last = counts;
         last_at = now;
+        last_ticks = ticks;
     }
     lines
 }
