@@ -123,6 +123,12 @@ where
     fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver>;
     /// Writes one frame to the connection.
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString);
+    /// Writes frames in order: a delivery's, or a page of replay.
+    fn write_all(&mut self, ctx: &mut Self::Context, frames: Vec<ByteString>) {
+        for frame in frames {
+            self.write(ctx, frame);
+        }
+    }
     /// The client has not taken what earlier turns wrote, past the bound: cut it (contract section 2.5) so that
     /// what it got is a prefix of what was written, and it resumes from its last id without a gap.
     fn cut_slow_consumer(&mut self, ctx: &mut Self::Context);
@@ -158,9 +164,7 @@ where
     }
     let frames = act.subscriptions().deliver(msg.items);
     crate::instruments::delivered(act.transport(), frames.len() as u64);
-    for frame in frames {
-        act.write(ctx, frame);
-    }
+    act.write_all(ctx, frames);
 }
 
 /// Registers `request` (replacing a subscription of the same name) and starts it.
@@ -297,9 +301,7 @@ where
         act.reset(ctx, &name, reset);
     }
     crate::instruments::replayed(act.transport(), outcome.frames.len() as u64);
-    for frame in outcome.frames {
-        act.write(ctx, frame);
-    }
+    act.write_all(ctx, outcome.frames);
     match outcome.next {
         AfterPage::ReadMore => read_replay(act, ctx, name, generation, None),
         AfterPage::Live { reset, frames, announce, last_id } => {
@@ -308,9 +310,7 @@ where
                 act.reset(ctx, &name, reset);
             }
             crate::instruments::delivered(act.transport(), frames.len() as u64);
-            for frame in frames {
-                act.write(ctx, frame);
-            }
+            act.write_all(ctx, frames);
             act.went_live(ctx, &name, last_id, announce);
         }
     }

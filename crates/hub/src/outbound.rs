@@ -6,10 +6,9 @@
 //! output goes out but its last word (a WebSocket close frame). What the client got is then a prefix of what was
 //! written, so resuming from its last id loses nothing; a gap followed by later frames would.
 //!
-//! WebSocket sessions need one more step. An actix-web-actors context runs its actor only while the response
-//! body is polled, and the HTTP layer stops polling once the socket is full. A stalled reader would then stall its
-//! actor too: no heartbeat, no slow-consumer check, and an unbounded mailbox. [`forward`] therefore drives the
-//! context on a task of its own and moves its output into the queue, so the actor always runs.
+//! Sessions are plain actors that write into the queue (WebSocket frames encoded by the session itself), so they
+//! run whether or not the network takes their output: a stalled reader cannot stall its session's heartbeat,
+//! slow-consumer check or mailbox.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -18,11 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 
 #[derive(Debug, Default)]
 pub struct Outbound {
-    /// Bytes the session produced (for WebSocket, counted when the actor writes a frame).
+    /// Bytes the session produced.
     produced: AtomicU64,
     /// Bytes the network took, or that were discarded.
     taken: AtomicU64,
@@ -137,41 +136,6 @@ impl Drop for OutboundBody {
         let mut queue = self.0.queue();
         queue.reader_gone = true;
         queue.chunks.clear();
-    }
-}
-
-/// Drives a session's output stream (a WebSocket context) on a local task of its own, moving what it yields into
-/// `outbound`, until the session ends or the client is gone.
-pub fn forward<S, E>(mut output: S, outbound: Arc<Outbound>)
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
-    E: std::fmt::Display + 'static,
-{
-    actix_web::rt::spawn(async move {
-        while let Some(item) = output.next().await {
-            match item {
-                Ok(chunk) => {
-                    if !outbound.push(chunk) {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "session output failed");
-                    break;
-                }
-            }
-        }
-        // Dropping `output` stops the session if it still runs (the client went away).
-        outbound.finish();
-    });
-}
-
-/// The size of a WebSocket frame the server sends (unmasked) with a payload of `len` bytes.
-pub fn ws_frame_len(len: usize) -> usize {
-    len + match len {
-        0..=125 => 2,
-        126..=65535 => 4,
-        _ => 10,
     }
 }
 

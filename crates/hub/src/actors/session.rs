@@ -1,12 +1,24 @@
 //! The WebSocket session actor: one per connection.
+//!
+//! A plain actor: it encodes its frames straight into the connection's [`Outbound`] queue, which the HTTP
+//! response body drains, and handles the client's frames as a stream decoded from the request's payload
+//! ([`ClientFrames`]). Nothing stands between a delivery and the queue but the actor's own mailbox, and the
+//! actor runs whether or not the network takes its output (the slow-consumer check and the heartbeat with it).
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use actix::prelude::*;
+use actix_codec::{Decoder, Encoder};
+use actix_http::error::PayloadError;
+use actix_http::ws::{self, CloseCode, CloseReason, Codec, Frame};
 use actix_web::web;
-use actix_web_actors::ws::{self, CloseCode, CloseReason};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use futures_util::Stream;
 use protocol::{ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame, SubName, Subscribe};
 use tracing::{debug, info, warn};
 
@@ -14,7 +26,7 @@ use super::subscriber::{Deliver, SessionId, Transport};
 use crate::auth::Grant;
 use crate::engine::{self, SubscriptionHost, Subscriptions};
 use crate::limits::ConnectionPermit;
-use crate::outbound::{Outbound, ws_frame_len};
+use crate::outbound::Outbound;
 use crate::rate::TokenBucket;
 use crate::state::HubState;
 use crate::subscription::{Reset, Start};
@@ -31,6 +43,8 @@ pub const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4029;
 pub struct WsSession {
     hub: web::Data<HubState>,
     outbound: Arc<Outbound>,
+    /// Encodes the frames the session sends (server frames: unmasked).
+    encoder: Codec,
     subs: Subscriptions,
     grant: Grant,
     /// The connection's slot; `None` when the hub refused it (the session then closes with 4029 at once).
@@ -59,6 +73,7 @@ impl WsSession {
         Self {
             subs: Subscriptions::new(SessionId::new(), Transport::WebSocket),
             outbound,
+            encoder: Codec::new(),
             grant,
             permit,
             expiry: None,
@@ -75,42 +90,60 @@ impl WsSession {
         self.subs.session()
     }
 
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, why: &str) {
-        if !self.closing {
-            self.closing = true;
-            ctx.close(Some(CloseReason { code, description: Some(why.to_owned()) }));
-        }
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, why: &str) {
+        self.queue(ctx, ws::Message::Close(Some(CloseReason { code, description: Some(why.to_owned()) })));
+        self.closing = true;
         ctx.stop();
     }
 
-    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame) {
+    fn queue(&mut self, ctx: &mut Context<Self>, message: ws::Message) {
+        self.queue_all(ctx, std::iter::once(message));
+    }
+
+    /// Encodes frames into one chunk of the outbound queue, accounting its bytes; a client that is gone, or was
+    /// cut, stops the session. Nothing follows a close frame.
+    fn queue_all(&mut self, ctx: &mut Context<Self>, messages: impl IntoIterator<Item = ws::Message>) {
+        if self.closing {
+            return;
+        }
+        let mut chunk = BytesMut::new();
+        for message in messages {
+            // Encoding fails only for a continuation out of order, which a session never sends.
+            if let Err(e) = self.encoder.encode(message, &mut chunk) {
+                warn!(session = %self.id(), error = %e, "a frame could not be encoded");
+                return;
+            }
+        }
+        if chunk.is_empty() {
+            return;
+        }
+        self.outbound.produced(chunk.len());
+        if !self.outbound.push(chunk.freeze()) {
+            ctx.stop();
+        }
+    }
+
+    fn send(&mut self, ctx: &mut Context<Self>, frame: ServerFrame) {
         self.write(ctx, ByteString::from(frame.to_json()));
     }
 
-    fn send_error(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        code: ErrorCode,
-        message: String,
-        sub: Option<String>,
-    ) {
+    fn send_error(&mut self, ctx: &mut Context<Self>, code: ErrorCode, message: String, sub: Option<String>) {
         self.send(ctx, ServerFrame::Error { code, message, sub });
     }
 
-    fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn heartbeat(&self, ctx: &mut Context<Self>) {
         let interval = self.hub.settings.heartbeat;
         ctx.run_interval(interval, move |act, ctx| {
             if act.last_heard.elapsed() > interval * 2 {
                 info!(session = %act.id(), "peer silent for two heartbeats; closing");
                 return act.close(ctx, CloseCode::Away, "heartbeat timeout");
             }
-            act.outbound.produced(ws_frame_len(0));
-            ctx.ping(b"");
+            act.queue(ctx, ws::Message::Ping(Bytes::new()));
         });
     }
 
     /// Closes the connection with 4001 when the grant expires.
-    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.expiry.take() {
             ctx.cancel_future(handle);
         }
@@ -123,7 +156,7 @@ impl WsSession {
     }
 
     /// Counts a protocol violation; past the tolerance the connection is closed with 4009.
-    fn violation(&mut self, ctx: &mut ws::WebsocketContext<Self>, error: FrameError) {
+    fn violation(&mut self, ctx: &mut Context<Self>, error: FrameError) {
         self.violations += 1;
         metrics::counter!("hub_protocol_violations_total").increment(1);
         self.send_error(ctx, error.code, error.message, error.sub);
@@ -132,7 +165,7 @@ impl WsSession {
         }
     }
 
-    fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+    fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
         if text.len() > self.hub.settings.max_frame_bytes {
             let message = format!("frame is {} bytes, the limit is {}", text.len(), self.hub.settings.max_frame_bytes);
             self.send_error(ctx, ErrorCode::TooLarge, message, None);
@@ -151,7 +184,7 @@ impl WsSession {
         }
     }
 
-    fn subscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>, request: Subscribe) {
+    fn subscribe(&mut self, ctx: &mut Context<Self>, request: Subscribe) {
         let name = request.sub.to_string();
         if !self.subscribe_budget.take() {
             metrics::counter!("hub_rate_limited_total", "what" => "subscribe").increment(1);
@@ -169,7 +202,7 @@ impl WsSession {
         engine::subscribe(self, ctx, request);
     }
 
-    fn unsubscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>, name: SubName) {
+    fn unsubscribe(&mut self, ctx: &mut Context<Self>, name: SubName) {
         if self.subs.remove(&name, &self.hub) {
             self.send(ctx, ServerFrame::Unsubscribed { sub: name.to_string() });
         } else {
@@ -180,7 +213,7 @@ impl WsSession {
 
     /// Replaces the connection's token once it is verified. Subscriptions the new token no longer allows are
     /// removed.
-    fn refresh(&mut self, ctx: &mut ws::WebsocketContext<Self>, token: String) {
+    fn refresh(&mut self, ctx: &mut Context<Self>, token: String) {
         let hub = self.hub.clone();
         ctx.spawn(async move { hub.auth.authenticate(Some(&token)).await }.into_actor(self).map(
             |verified, act, ctx| {
@@ -199,7 +232,7 @@ impl WsSession {
         ));
     }
 
-    fn apply_grant(&mut self, ctx: &mut ws::WebsocketContext<Self>, grant: Grant) {
+    fn apply_grant(&mut self, ctx: &mut Context<Self>, grant: Grant) {
         self.grant = grant;
         self.schedule_expiry(ctx);
         let revoked: Vec<(SubName, String)> = self
@@ -239,11 +272,12 @@ impl SubscriptionHost for WsSession {
 
     /// Writes a text frame, accounting its bytes.
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString) {
-        if self.closing {
-            return;
-        }
-        self.outbound.produced(ws_frame_len(frame.len()));
-        ctx.text(frame);
+        self.queue(ctx, ws::Message::Text(frame));
+    }
+
+    /// The frames of a delivery, or of a page of replay, go out as one chunk.
+    fn write_all(&mut self, ctx: &mut Self::Context, frames: Vec<ByteString>) {
+        self.queue_all(ctx, frames.into_iter().map(ws::Message::Text));
     }
 
     fn cut_slow_consumer(&mut self, ctx: &mut Self::Context) {
@@ -287,7 +321,7 @@ impl SubscriptionHost for WsSession {
 }
 
 impl Actor for WsSession {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if self.permit.is_none() {
@@ -319,6 +353,8 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // The body ends once the network has taken what is queued (a close frame last, when there is one).
+        self.outbound.finish();
         if self.permit.take().is_none() {
             return;
         }
@@ -341,18 +377,15 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
         self.last_heard = Instant::now();
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(ctx, &text),
-            Ok(ws::Message::Ping(payload)) => {
-                self.outbound.produced(ws_frame_len(payload.len()));
-                ctx.pong(&payload);
-            }
+            Ok(ws::Message::Ping(payload)) => self.queue(ctx, ws::Message::Pong(payload)),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
                 let message = "only JSON text frames are accepted".to_owned();
                 self.violation(ctx, FrameError { code: ErrorCode::BadRequest, message, sub: None });
             }
             Ok(ws::Message::Close(reason)) => {
+                self.queue(ctx, ws::Message::Close(reason));
                 self.closing = true;
-                ctx.close(reason);
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::Size, "frame too large"),
@@ -361,5 +394,117 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 self.close(ctx, CloseCode::Other(CLOSE_PROTOCOL_VIOLATION), "protocol violation");
             }
         }
+    }
+}
+
+/// The client's frames, decoded from the request's payload by `codec` (which bounds a frame's size). The stream
+/// ends with the payload (the client went away), and after the first error, which the session answers by
+/// closing.
+pub struct ClientFrames<S> {
+    payload: S,
+    codec: Codec,
+    buf: BytesMut,
+    ended: bool,
+}
+
+impl<S> ClientFrames<S> {
+    pub fn new(payload: S, codec: Codec) -> Self {
+        Self { payload, codec, buf: BytesMut::new(), ended: false }
+    }
+}
+
+impl<S> Stream for ClientFrames<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<ws::Message, ws::ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.codec.decode(&mut this.buf) {
+                Ok(Some(frame)) => return Poll::Ready(Some(message(frame))),
+                Ok(None) if this.ended => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => {
+                    this.ended = true;
+                    this.buf.clear();
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match Pin::new(&mut this.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
+                Poll::Ready(Some(Err(e))) => {
+                    this.ended = true;
+                    this.buf.clear();
+                    return Poll::Ready(Some(Err(ws::ProtocolError::Io(io::Error::other(e.to_string())))));
+                }
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+fn message(frame: Frame) -> Result<ws::Message, ws::ProtocolError> {
+    Ok(match frame {
+        Frame::Text(data) => ws::Message::Text(
+            ByteString::try_from(data).map_err(|e| ws::ProtocolError::Io(io::Error::other(e.to_string())))?,
+        ),
+        Frame::Binary(data) => ws::Message::Binary(data),
+        Frame::Ping(data) => ws::Message::Ping(data),
+        Frame::Pong(data) => ws::Message::Pong(data),
+        Frame::Close(reason) => ws::Message::Close(reason),
+        Frame::Continuation(item) => ws::Message::Continuation(item),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_http::ws::{OpCode, Parser};
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// A frame as a client sends it (masked).
+    fn client_frame(message: ws::Message) -> Bytes {
+        let mut frame = BytesMut::new();
+        Codec::new().client_mode().encode(message, &mut frame).unwrap();
+        frame.freeze()
+    }
+
+    async fn decode(reads: Vec<Bytes>, codec: Codec) -> Vec<Result<ws::Message, ws::ProtocolError>> {
+        let payload = futures_util::stream::iter(reads.into_iter().map(Ok::<_, PayloadError>));
+        ClientFrames::new(payload, codec).collect().await
+    }
+
+    #[actix_web::test]
+    async fn frames_split_across_reads_are_decoded_whole_and_in_order() {
+        let text = client_frame(ws::Message::Text(r#"{"type":"ping"}"#.into()));
+        let close = client_frame(ws::Message::Close(None));
+        let wire = Bytes::from([&text[..], &close[..]].concat());
+        // Three reads, each cutting through a frame.
+        let cut = text.len() + 1;
+        let frames = decode(vec![wire.slice(..3), wire.slice(3..cut), wire.slice(cut..)], Codec::new()).await;
+        assert!(
+            matches!(&frames[..], [Ok(ws::Message::Text(t)), Ok(ws::Message::Close(None))] if &**t == r#"{"type":"ping"}"#),
+            "{frames:?}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_frame_past_the_bound_is_an_overflow_and_nothing_after_it_is_read() {
+        let big = client_frame(ws::Message::Text("x".repeat(200).into()));
+        let after = client_frame(ws::Message::Ping(Bytes::new()));
+        let frames = decode(vec![big, after], Codec::new().max_size(100)).await;
+        assert!(matches!(&frames[..], [Err(ws::ProtocolError::Overflow)]), "{frames:?}");
+    }
+
+    #[actix_web::test]
+    async fn a_text_frame_that_is_not_utf8_is_an_error() {
+        let mut frame = BytesMut::new();
+        Parser::write_message(&mut frame, [0xff, 0xfe], OpCode::Text, true, true);
+        let frames = decode(vec![frame.freeze()], Codec::new()).await;
+        assert!(matches!(&frames[..], [Err(ws::ProtocolError::Io(_))]), "{frames:?}");
     }
 }

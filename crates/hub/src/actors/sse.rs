@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::web;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use protocol::{SubName, Subscribe};
 use tokio::sync::oneshot;
@@ -93,6 +93,20 @@ impl SubscriptionHost for SseSession {
 
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString) {
         self.write_bytes(ctx, frame.into_bytes());
+    }
+
+    /// The blocks of a delivery, or of a page of replay, go out as one chunk.
+    fn write_all(&mut self, ctx: &mut Self::Context, frames: Vec<ByteString>) {
+        if let [frame] = &frames[..] {
+            return self.write(ctx, frame.clone());
+        }
+        let mut chunk = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
+        for frame in &frames {
+            chunk.extend_from_slice(frame.as_bytes());
+        }
+        if !chunk.is_empty() {
+            self.write_bytes(ctx, chunk.freeze());
+        }
     }
 
     fn cut_slow_consumer(&mut self, ctx: &mut Self::Context) {

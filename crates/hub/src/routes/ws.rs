@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use actix::{Actor, AsyncContext};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use protocol::ErrorCode;
 
-use crate::actors::session::WsSession;
+use crate::actors::session::{ClientFrames, WsSession};
 use crate::error::ApiError;
-use crate::outbound::{Outbound, OutboundBody, forward};
+use crate::outbound::{Outbound, OutboundBody};
 use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
 use crate::state::HubState;
@@ -45,6 +46,9 @@ pub async fn websocket(
     let hard_limit = state.settings.max_frame_bytes.saturating_mul(HARD_FRAME_FACTOR);
     let codec = actix_http::ws::Codec::new().max_size(hard_limit);
     let session = WsSession::new(state, outbound.clone(), grant, permit, auto_subscribe);
-    forward(ws::WebsocketContext::with_codec(session, payload, codec), outbound.clone());
+    WsSession::create(move |ctx| {
+        ctx.add_stream(ClientFrames::new(payload, codec));
+        session
+    });
     Ok(response.streaming(OutboundBody::new(outbound)))
 }
