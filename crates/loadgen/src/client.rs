@@ -8,8 +8,8 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -75,16 +75,16 @@ pub enum Subscriber {
 impl Subscriber {
     /// The next text frame (WebSocket) or event block (SSE); `None` once the connection ends or fails.
     /// Cancel-safe: what was read stays buffered for the next call.
-    pub async fn next_text(&mut self) -> Option<Message> {
+    pub async fn next_text(&mut self) -> Option<Utf8Bytes> {
         match self {
             Subscriber::Ws(ws) => loop {
                 match ws.next().await? {
-                    Ok(message @ Message::Text(_)) => return Some(message),
+                    Ok(Message::Text(text)) => return Some(text),
                     Ok(_) => continue,
                     Err(_) => return None,
                 }
             },
-            Subscriber::Sse(sse) => sse.next_block().await.map(|block| Message::Text(block.into())),
+            Subscriber::Sse(sse) => sse.next_block().await,
         }
     }
 }
@@ -122,13 +122,13 @@ impl Sse {
     }
 
     /// The next event block, up to and with its blank line; `None` once the stream ends or breaks.
-    async fn next_block(&mut self) -> Option<String> {
+    async fn next_block(&mut self) -> Option<Utf8Bytes> {
         loop {
             if !self.decode() {
                 return None;
             }
             if let Some(end) = find(&self.body, b"\n\n") {
-                return String::from_utf8(self.body.split_to(end + 2).to_vec()).ok();
+                return Utf8Bytes::try_from(self.body.split_to(end + 2)).ok();
             }
             match self.stream.read_buf(&mut self.raw).await {
                 Ok(n) if n > 0 => {}
@@ -176,24 +176,29 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// Where a subscriber to `topic` connects: the hub's `endpoint` (`ws`, `sse`) filtered on `project_id` when
+    /// given, or Nchan's channel (which has no filters).
+    fn subscriber_path(self, endpoint: &str, topic: &str, project: Option<&str>) -> anyhow::Result<String> {
+        match self {
+            Peer::Hub => Ok(match project {
+                Some(project) => format!("/{endpoint}?topics={topic}&project_id={project}"),
+                None => format!("/{endpoint}?topics={topic}"),
+            }),
+            Peer::Nchan => {
+                anyhow::ensure!(project.is_none(), "Nchan has no filters: use --projects 0");
+                Ok(format!("/sub/{topic}"))
+            }
+        }
+    }
+
     /// Opens a subscriber to `topic` (with the hub, filtered on `project_id` when given) and waits until it is
     /// registered: the hub's `subscribed` frame; Nchan registers a WebSocket subscriber at the handshake.
     pub async fn subscribe(self, base: &str, topic: &str, project: Option<&str>, n: usize) -> anyhow::Result<Ws> {
-        match self {
-            Peer::Hub => {
-                let mut path = format!("/ws?topics={topic}");
-                if let Some(project) = project {
-                    path.push_str(&format!("&project_id={project}"));
-                }
-                let mut ws = connect(base, &path, n).await?;
-                wait_for(&mut ws, "subscribed").await?;
-                Ok(ws)
-            }
-            Peer::Nchan => {
-                anyhow::ensure!(project.is_none(), "Nchan has no filters: use --projects 0");
-                connect(base, &format!("/sub/{topic}"), n).await
-            }
+        let mut ws = connect(base, &self.subscriber_path("ws", topic, project)?, n).await?;
+        if self == Peer::Hub {
+            wait_for(&mut ws, "subscribed").await?;
         }
+        Ok(ws)
     }
 
     /// [`Peer::subscribe`] over `transport`. The hub answers an SSE request once the subscription is in place;
@@ -206,20 +211,10 @@ impl Peer {
         project: Option<&str>,
         n: usize,
     ) -> anyhow::Result<Subscriber> {
-        match (transport, self) {
-            (Transport::Ws, _) => Ok(Subscriber::Ws(Box::new(self.subscribe(base, topic, project, n).await?))),
-            (Transport::Sse, Peer::Hub) => {
-                let mut path = format!("/sse?topics={topic}");
-                if let Some(project) = project {
-                    path.push_str(&format!("&project_id={project}"));
-                }
-                Ok(Subscriber::Sse(Sse::open(base, &path, n).await?))
-            }
-            (Transport::Sse, Peer::Nchan) => {
-                anyhow::ensure!(project.is_none(), "Nchan has no filters: use --projects 0");
-                Ok(Subscriber::Sse(Sse::open(base, &format!("/sub/{topic}"), n).await?))
-            }
-        }
+        Ok(match transport {
+            Transport::Ws => Subscriber::Ws(Box::new(self.subscribe(base, topic, project, n).await?)),
+            Transport::Sse => Subscriber::Sse(Sse::open(base, &self.subscriber_path("sse", topic, project)?, n).await?),
+        })
     }
 
     /// Publishes `events` (objects with `topic` and `payload`): the hub takes them in one request, Nchan one

@@ -106,14 +106,7 @@ impl WsSession {
         if self.closing {
             return;
         }
-        let mut chunk = BytesMut::new();
-        for message in messages {
-            // Encoding fails only for a continuation out of order, which a session never sends.
-            if let Err(e) = self.encoder.encode(message, &mut chunk) {
-                warn!(session = %self.id(), error = %e, "a frame could not be encoded");
-                return;
-            }
-        }
+        let Some(chunk) = self.encode(messages) else { return };
         if chunk.is_empty() {
             return;
         }
@@ -121,6 +114,19 @@ impl WsSession {
         if !self.outbound.push(chunk.freeze()) {
             ctx.stop();
         }
+    }
+
+    /// The frames, encoded one after the other; `None` if one cannot be (only a continuation out of order, which
+    /// a session never sends).
+    fn encode(&mut self, messages: impl IntoIterator<Item = ws::Message>) -> Option<BytesMut> {
+        let mut chunk = BytesMut::new();
+        for message in messages {
+            if let Err(e) = self.encoder.encode(message, &mut chunk) {
+                warn!(session = %self.id(), error = %e, "a frame could not be encoded");
+                return None;
+            }
+        }
+        Some(chunk)
     }
 
     fn send(&mut self, ctx: &mut Context<Self>, frame: ServerFrame) {
@@ -286,13 +292,12 @@ impl SubscriptionHost for WsSession {
         }
         warn!(session = %self.id(), pending = self.outbound.pending(), "slow consumer; closing with 4008");
         crate::instruments::slow_consumer_closed(Transport::WebSocket);
-        // What the reader did not take is dropped, and so is every frame after it, even those the context still
-        // holds: the close follows the last frame the reader took, and `since` resumes without a gap.
+        // What the reader did not take is dropped, and so is every frame after it: the close follows the last
+        // frame the reader took, and `since` resumes without a gap.
         let reason =
             CloseReason { code: CloseCode::Other(CLOSE_SLOW_CONSUMER), description: Some("slow consumer".into()) };
-        let mut close = bytes::BytesMut::new();
-        actix_http::ws::Parser::write_close(&mut close, Some(reason), false);
-        self.outbound.cut(Some(close.freeze()));
+        let close = self.encode([ws::Message::Close(Some(reason))]);
+        self.outbound.cut(close.map(BytesMut::freeze));
         self.closing = true;
         ctx.stop();
     }

@@ -97,8 +97,8 @@ impl SubscriptionHost for SseSession {
 
     /// The blocks of a delivery, or of a page of replay, go out as one chunk.
     fn write_all(&mut self, ctx: &mut Self::Context, frames: Vec<ByteString>) {
-        if let [frame] = &frames[..] {
-            return self.write(ctx, frame.clone());
+        if frames.len() == 1 {
+            return frames.into_iter().for_each(|frame| self.write(ctx, frame));
         }
         let mut chunk = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
         for frame in &frames {

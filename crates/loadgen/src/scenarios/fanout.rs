@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::{Barrier, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Peer, Transport, index_and_time, now_ns, payload};
 use crate::measure::{self, Report, histogram, latency};
@@ -168,7 +167,7 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
                         _ = tokio::time::sleep_until(at) => break,
                     },
                 };
-                let Some(Message::Text(text)) = next else { break };
+                let Some(text) = next else { break };
                 let Some((i, sent)) = index_and_time(text.as_str()) else { continue };
                 let now = now_ns();
                 result.last = Some(Instant::now());
