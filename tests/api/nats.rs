@@ -169,6 +169,30 @@ async fn a_stream_deleted_and_created_again_is_a_new_epoch_that_resets_every_rea
 }
 
 #[actix_web::test]
+async fn a_batch_whose_middle_event_is_refused_stores_nothing_after_it() {
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let hub = spawn_nats_hub(&stream.url, &stream.name, 1).await;
+    // The stream refuses messages over 1,000 bytes, as an operator's limit would: the middle event fails for good.
+    let js = async_nats::jetstream::new(async_nats::connect(stream.url.as_str()).await.unwrap());
+    let mut config = js.get_stream(&stream.name).await.unwrap().info().await.unwrap().config.clone();
+    config.max_message_size = 1000;
+    js.update_stream(config).await.unwrap();
+    let first = hub.publish(event("a", json!({}), 1)).await;
+    let mut refused = event("a", json!({}), 3);
+    refused["payload"]["pad"] = json!("x".repeat(2000));
+
+    let response =
+        hub.publish_raw(json!([event("a", json!({}), 2), refused, event("a", json!({}), 4)]).to_string()).await;
+
+    assert_eq!(response.status().as_u16(), 503);
+    let (_, page) = hub.get_json("/api/events?topics=a&after=0&wait=0").await;
+    let stored: Vec<u64> =
+        page["events"].as_array().unwrap().iter().map(|e| e["payload"]["n"].as_u64().unwrap()).collect();
+    assert_eq!(stored, [1, 2], "the event after the refused one is not stored ahead of it: {page}");
+    assert_eq!(page["events"][0]["id"], first[0]);
+}
+
+#[actix_web::test]
 async fn an_unreachable_cluster_or_a_stream_that_contradicts_the_settings_is_a_clear_start_up_error() {
     let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
     let client = async_nats::connect(stream.url.as_str()).await.unwrap();

@@ -16,9 +16,10 @@
 //! themselves; the actor reads them from the feed ([`LiveFeed::read`]) and never asks the stream again. Other reads
 //! (a subscription's replay, long-poll) open a short-lived ordered consumer at their position.
 //!
-//! Publishing: the events of a request are sent back to back on one connection and acknowledged together, each
-//! with a `Nats-Msg-Id` (the event's idempotency key, else one of the hub's), so a publish retried after a lost
-//! acknowledgement or a leader election is stored once.
+//! Publishing: the events of a request are sent one after another, each once the one before it is acknowledged
+//! (NATS 2.9 has no atomic batch, and an event that failed must not be overtaken by a later one of its request),
+//! each with a `Nats-Msg-Id` (the event's idempotency key, else one of the hub's), so a publish retried after a
+//! lost acknowledgement or a leader election is stored once.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -267,7 +268,7 @@ impl NatsLog {
         loop {
             let purged = stream.purge().sequence(first).await.map(|_| ()).map_err(|e| format!("purge: {e}"));
             // Open the subject only once every replica is current: publishes into a replicated stream that is still
-            // settling can fail one by one, and a batch retried around such a failure would lose its order.
+            // settling fail, each costing its request a retry.
             let settled = match purged {
                 Ok(()) => Self::settled(&stream).await,
                 Err(e) => Err(e),
@@ -323,28 +324,28 @@ impl NatsLog {
         LogBounds { head, earliest }
     }
 
-    /// One publish attempt of `events[from..]`: sent back to back, then acknowledged. Returns the ids acknowledged
-    /// before the first failure, and the failure.
+    /// One publish attempt of `events[from..]`, one message at a time: each is sent once the one before it is
+    /// acknowledged, so that a message that fails is never overtaken by a later one of its batch (a batch retried
+    /// around such a failure would be stored out of order). Returns the ids acknowledged before the first failure,
+    /// and the failure.
     async fn publish_from(
         &self,
         events: &[(HeaderMap, bytes::Bytes)],
         from: usize,
     ) -> (Vec<u64>, Option<async_nats::Error>) {
-        // The client queues what is published while it is disconnected and sends it after a reconnect, possibly
-        // after this request was answered 503: publish only on a live connection.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return (Vec::new(), Some("not connected to NATS".into()));
-        }
-        let mut pending = Vec::with_capacity(events.len() - from);
+        let mut ids = Vec::with_capacity(events.len() - from);
         for (headers, payload) in &events[from..] {
-            match self.js.publish_with_headers(self.subject.clone(), headers.clone(), payload.clone()).await {
-                Ok(ack) => pending.push(ack),
-                Err(e) => return (Vec::new(), Some(e.into())),
+            // The client queues what is published while it is disconnected and sends it after a reconnect,
+            // possibly after this request was answered 503: publish only on a live connection.
+            if self.client.connection_state() != async_nats::connection::State::Connected {
+                return (ids, Some("not connected to NATS".into()));
             }
-        }
-        let mut ids = Vec::with_capacity(pending.len());
-        for ack in pending {
-            match ack.await {
+            let acked = match self.js.publish_with_headers(self.subject.clone(), headers.clone(), payload.clone()).await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => return (ids, Some(e.into())),
+            };
+            match acked {
                 Ok(ack) => ids.push(ack.sequence),
                 Err(e) => return (ids, Some(e.into())),
             }
