@@ -3,12 +3,19 @@
 # runs the Dockerfile's `prebuilt` stage around the host's release binary, then runs the image as user 10001:
 # `hub --version`, and the server itself on a loopback port, checked from outside with `hub smoke`.
 #   deploy/container/build.sh [tag]
+# HUB_PROFILE=debug assembles it around target/debug/hub instead (CI: the binary the tests ran, already built; what
+# is checked is the image's assembly, which is the same for both).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tag=${1:-realtime-hub:ci}
 command -v buildah >/dev/null || { echo "buildah is not installed (apt-get install buildah)" >&2; exit 1; }
-cargo build --release --locked -p hub --bin hub
-deploy/container/rootfs.sh
+profile=${HUB_PROFILE:-release}
+case "$profile" in
+  release) cargo build --release --locked -p hub --bin hub ;;
+  debug) cargo build --locked -p hub --bin hub ;;
+  *) echo "HUB_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
+deploy/container/rootfs.sh "target/$profile/hub"
 export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
 buildah bud --quiet --layers=false --target prebuilt -t "$tag" -f Dockerfile . >/dev/null
 container=$(buildah from "$tag")
@@ -24,7 +31,7 @@ buildah run --user 10001:10001 --env HUB_BIND=127.0.0.1:$port "$container" -- /u
 server=$!
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 status=0
-RUST_LOG=warn target/release/hub smoke --url "http://127.0.0.1:$port" || status=$?
+RUST_LOG=warn "target/$profile/hub" smoke --url "http://127.0.0.1:$port" || status=$?
 pkill -TERM -f "hub serve" -P "$server" 2>/dev/null || true
 kill "$server" 2>/dev/null || true
 wait "$server" 2>/dev/null || true

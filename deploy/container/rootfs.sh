@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Assembles target/container-rootfs around the host's release binary: the binary, the shared libraries it links
-# (as ldd resolves them, with the dynamic loader), CA certificates, and passwd/group entries for user 10001.
+# Assembles target/container-rootfs around the host's release binary (or the one given): the binary, the shared
+# libraries it links (as ldd resolves them, with the dynamic loader), CA certificates, and passwd/group entries for
+# user 10001.
+#   deploy/container/rootfs.sh [binary]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-binary=target/release/hub
+binary=${1:-target/release/hub}
 [ -x "$binary" ] || { echo "build it first: cargo build --release -p hub" >&2; exit 1; }
 root=target/container-rootfs
 rm -rf "$root"
