@@ -22,6 +22,8 @@ for i in $(seq 1 "$RUNS"); do
   run "20/s nchan"  bench/nchan.sh fanout $low
   run "20/s sse hub"    bench/fanout.sh $low --transport sse
   run "20/s sse nchan"  bench/nchan.sh fanout $low --transport sse
+  run "20/s poll hub"   bench/fanout.sh $low --transport poll
+  run "20/s poll nchan" bench/nchan.sh fanout $low --transport poll
   run "500/s hub"   bench/fanout.sh $mid
   run "500/s nchan" bench/nchan.sh fanout $mid
   run "500/s pinned hub"   env HUB_ENV=HUB_WORKERS=1 HUB_CPU=0 LOADGEN_CPU=1 bench/fanout.sh $mid

@@ -63,6 +63,18 @@ async fn the_fanout_scenario_over_sse_delivers_every_event_once() {
 }
 
 #[actix_web::test]
+async fn the_fanout_scenario_over_long_poll_delivers_every_event_once() {
+    let hub = spawn_hub(|s| s.workers = Some(2)).await;
+    let url = hub.url("");
+
+    let report =
+        scenarios::fanout::run(FanoutConfig { transport: Transport::Poll, ..fanout(url.clone(), url) }).await.unwrap();
+
+    assert_clean(&report);
+    assert_eq!(report.deliveries, Some(20 * 50));
+}
+
+#[actix_web::test]
 async fn the_cluster_scenario_delivers_across_hubs_once() {
     let db = test_db!();
     let publishing = spawn_pg_hub(&db.url, |_| {}).await;

@@ -1,5 +1,6 @@
-//! WebSocket and SSE clients, and payloads.
+//! WebSocket, SSE and long-poll clients, and payloads.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -64,12 +65,16 @@ pub enum Transport {
     Ws,
     /// Server-Sent Events: the hub's `/sse`, Nchan's EventSource on `/sub/<channel>`.
     Sse,
+    /// Long-poll: the hub's `/api/events`, Nchan's long-poll on `/sub/<channel>` (its channel keeps messages, so
+    /// that what is published between two polls is there for the next).
+    Poll,
 }
 
 /// A subscriber of either transport.
 pub enum Subscriber {
     Ws(Box<Ws>),
     Sse(Sse),
+    Poll(Poll),
 }
 
 impl Subscriber {
@@ -85,6 +90,7 @@ impl Subscriber {
                 }
             },
             Subscriber::Sse(sse) => sse.next_block().await,
+            Subscriber::Poll(poll) => poll.next_event().await,
         }
     }
 }
@@ -161,6 +167,150 @@ impl Sse {
     }
 }
 
+/// A long-poll subscriber on one keep-alive HTTP/1.1 connection, one request outstanding at a time. The hub's
+/// answers hold several events (`{"events":[…],"next_after":N}`); Nchan's one message each, the next asked for with
+/// the `Last-Modified` and `Etag` of the last as `If-Modified-Since` and `If-None-Match`.
+pub struct Poll {
+    peer: Peer,
+    stream: TcpStream,
+    host: SocketAddr,
+    /// The request's path; the hub's position goes after it as `&after=N`.
+    path: String,
+    raw: BytesMut,
+    /// The hub's `next_after`.
+    after: u64,
+    /// Nchan's position: the last answer's `Last-Modified` and `Etag`.
+    since: Option<(String, String)>,
+    in_flight: bool,
+    /// Events of the last answer not handed out yet.
+    ready: VecDeque<Utf8Bytes>,
+}
+
+/// A long-poll answer: status, the two headers Nchan's position is made of, and the body.
+struct PollAnswer {
+    status: u16,
+    last_modified: Option<String>,
+    etag: Option<String>,
+    body: BytesMut,
+}
+
+impl Poll {
+    /// Connects and sends the first request, so that the subscriber waits on the server when this returns.
+    pub async fn open(peer: Peer, base: &str, path: String, n: usize) -> anyhow::Result<Self> {
+        let host = socket_addr(base)?;
+        let stream = connect_tcp(host, n, None).await?;
+        let mut poll = Self {
+            peer,
+            stream,
+            host,
+            path,
+            raw: BytesMut::with_capacity(4096),
+            after: 0,
+            since: None,
+            in_flight: false,
+            ready: VecDeque::new(),
+        };
+        poll.ask().await?;
+        Ok(poll)
+    }
+
+    async fn ask(&mut self) -> anyhow::Result<()> {
+        let request = match (self.peer, &self.since) {
+            (Peer::Hub, _) => format!("GET {}&after={} HTTP/1.1\r\nHost: {}\r\n\r\n", self.path, self.after, self.host),
+            (Peer::Nchan, None) => format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", self.path, self.host),
+            (Peer::Nchan, Some((modified, etag))) => format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nIf-Modified-Since: {modified}\r\nIf-None-Match: {etag}\r\n\r\n",
+                self.path, self.host
+            ),
+        };
+        self.stream.write_all(request.as_bytes()).await?;
+        self.in_flight = true;
+        Ok(())
+    }
+
+    /// The next event; `None` once the connection ends or an answer is not understood. Cancel-safe while it
+    /// waits for an answer (what was read stays buffered), not while it writes a request.
+    async fn next_event(&mut self) -> Option<Utf8Bytes> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            if !self.in_flight {
+                self.ask().await.ok()?;
+            }
+            let answer = loop {
+                if let Some(answer) = self.answer().ok()? {
+                    break answer;
+                }
+                match self.stream.read_buf(&mut self.raw).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return None,
+                }
+            };
+            self.in_flight = false;
+            self.take(answer).ok()?;
+        }
+    }
+
+    /// Splits one whole answer off what was read, if it is all there.
+    fn answer(&mut self) -> anyhow::Result<Option<PollAnswer>> {
+        let Some(head_end) = find(&self.raw, b"\r\n\r\n") else { return Ok(None) };
+        let head = String::from_utf8_lossy(&self.raw[..head_end]).into_owned();
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .context("a long-poll answer without a status")?;
+        let (mut length, mut last_modified, mut etag) = (None, None, None);
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else { continue };
+            let value = value.trim().to_owned();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.parse::<usize>().ok(),
+                "last-modified" => last_modified = Some(value),
+                "etag" => etag = Some(value),
+                "transfer-encoding" => anyhow::bail!("a long-poll answer in {value} transfer encoding"),
+                _ => {}
+            }
+        }
+        let length = length.unwrap_or(0);
+        if self.raw.len() < head_end + 4 + length {
+            return Ok(None);
+        }
+        let _head = self.raw.split_to(head_end + 4);
+        Ok(Some(PollAnswer { status, last_modified, etag, body: self.raw.split_to(length) }))
+    }
+
+    /// Queues an answer's events and moves the position past them.
+    fn take(&mut self, answer: PollAnswer) -> anyhow::Result<()> {
+        match (self.peer, answer.status) {
+            (Peer::Hub, 200) => {
+                #[derive(serde::Deserialize)]
+                struct Page<'a> {
+                    #[serde(borrow)]
+                    events: Vec<&'a serde_json::value::RawValue>,
+                    next_after: u64,
+                }
+                let page: Page = serde_json::from_slice(&answer.body)?;
+                self.after = page.next_after;
+                self.ready.extend(page.events.iter().map(|e| Utf8Bytes::from(e.get().to_owned())));
+            }
+            (Peer::Nchan, 200) => {
+                self.since = Some((
+                    answer.last_modified.context("a Nchan message without Last-Modified")?,
+                    answer.etag.context("a Nchan message without an Etag")?,
+                ));
+                self.ready.push_back(Utf8Bytes::try_from(answer.body.freeze())?);
+            }
+            // Nchan's subscriber timeout: ask again from the same position.
+            (Peer::Nchan, 304 | 408) => {}
+            (_, status) => anyhow::bail!("a long-poll answered {status}"),
+        }
+        Ok(())
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -176,7 +326,7 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// Where a subscriber to `topic` connects: the hub's `endpoint` (`ws`, `sse`) filtered on `project_id` when
+    /// Where a subscriber to `topic` connects: the hub's `endpoint` (`ws`, `sse`, `api/events`) filtered on `project_id` when
     /// given, or Nchan's channel (which has no filters).
     fn subscriber_path(self, endpoint: &str, topic: &str, project: Option<&str>) -> anyhow::Result<String> {
         match self {
@@ -214,16 +364,21 @@ impl Peer {
         Ok(match transport {
             Transport::Ws => Subscriber::Ws(Box::new(self.subscribe(base, topic, project, n).await?)),
             Transport::Sse => Subscriber::Sse(Sse::open(base, &self.subscriber_path("sse", topic, project)?, n).await?),
+            Transport::Poll => {
+                Subscriber::Poll(Poll::open(self, base, self.subscriber_path("api/events", topic, project)?, n).await?)
+            }
         })
     }
 
     /// Publishes `events` (objects with `topic` and `payload`): the hub takes them in one request, Nchan one
-    /// request per event with the payload as the message.
+    /// request per event with the payload as the message, on a channel that keeps its messages for a minute when
+    /// `keep` (long-poll subscribers ask for each message after the last), else one that keeps none.
     pub async fn publish(
         self,
         client: &reqwest::Client,
         base: &str,
         events: &[serde_json::Value],
+        keep: bool,
     ) -> anyhow::Result<()> {
         let base = base.trim_end_matches('/');
         match self {
@@ -243,10 +398,14 @@ impl Peer {
                 }
             }
             Peer::Nchan => {
+                let location = if keep { "pub-kept" } else { "pub" };
                 for event in events {
                     let topic = event["topic"].as_str().context("an event without a topic")?;
-                    let response =
-                        client.post(format!("{base}/pub/{topic}")).body(event["payload"].to_string()).send().await?;
+                    let response = client
+                        .post(format!("{base}/{location}/{topic}"))
+                        .body(event["payload"].to_string())
+                        .send()
+                        .await?;
                     anyhow::ensure!(response.status().is_success(), "Nchan publish answered {}", response.status());
                 }
             }

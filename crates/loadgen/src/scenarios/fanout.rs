@@ -14,7 +14,7 @@ use crate::measure::{self, Report, histogram, latency};
 pub struct FanoutConfig {
     /// The hub, or Nchan for the side-by-side figures.
     pub peer: Peer,
-    /// WebSocket or SSE subscribers.
+    /// WebSocket, SSE or long-poll subscribers.
     pub transport: Transport,
     /// Where subscribers connect.
     pub subscribe_hub: String,
@@ -50,10 +50,11 @@ async fn publish(config: &FanoutConfig) -> anyhow::Result<()> {
     let publishers: Vec<_> = (0..config.publishers.max(1))
         .map(|_| {
             let (queue, client, peer, hub) = (queue.clone(), client.clone(), config.peer, config.publish_hub.clone());
+            let keep = config.transport == Transport::Poll;
             tokio::spawn(async move {
                 loop {
                     let Some(events) = queue.lock().await.recv().await else { return anyhow::Ok(()) };
-                    peer.publish(&client, &hub, &events).await?;
+                    peer.publish(&client, &hub, &events, keep).await?;
                 }
             })
         })
