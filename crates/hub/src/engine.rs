@@ -13,7 +13,7 @@ use storage::{LogQuery, Page, SharedEvent};
 use tokio::sync::oneshot;
 
 use crate::actors::dispatcher::{Join, Leave, build_frame};
-use crate::actors::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Transport};
+use crate::actors::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
 use crate::outbound::Outbound;
 use crate::state::HubState;
 use crate::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
@@ -187,7 +187,7 @@ where
         sub: request.sub.clone(),
         filter: request.filter.clone(),
         format,
-        recipient,
+        target: Target::Session(recipient),
     });
     let query = LogQuery::new(request.topics.clone(), request.filter);
     let subscription = Subscription::new(request.sub.clone(), generation, query, request.since, format);

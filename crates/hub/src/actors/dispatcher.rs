@@ -19,7 +19,7 @@ use storage::{EventsAppended, SharedEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use super::room::{AddSubscriber, Match, RemoveSubscriber, Route, TopicRoom};
-use super::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SharedSubscriber, SubKey, Transport};
+use super::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SharedSubscriber, SubKey, Target, Transport};
 use crate::stats::HubStats;
 
 /// Registers a subscription with the room of each of its patterns; `joined` fires when every room has it.
@@ -50,7 +50,7 @@ struct RoomSlot {
 struct PendingBatch {
     events: Arc<[SharedEvent]>,
     /// Events before this batch were lost: the reset, and every connection with a subscription at that moment.
-    lost: Option<(ResetInfo, Vec<Recipient<Deliver>>)>,
+    lost: Option<(ResetInfo, Vec<Target>)>,
     answers: Vec<oneshot::Receiver<Vec<Match>>>,
     /// Fired once the batch has been handed to every connection; the storage actor waits for it.
     delivered: oneshot::Sender<()>,
@@ -62,7 +62,7 @@ pub struct Dispatcher {
     /// Rooms of prefix patterns, by prefix (`""` for `*`).
     prefixes: HashMap<String, RoomSlot>,
     /// Every connection with a subscription, and how many it has: the ones told when the log lost events.
-    sessions: HashMap<SessionId, (Recipient<Deliver>, usize)>,
+    sessions: HashMap<SessionId, (Target, usize)>,
     pipeline: mpsc::UnboundedSender<PendingBatch>,
     /// Taken by `started`, which spawns the delivery loop over it.
     pipeline_rx: Option<mpsc::UnboundedReceiver<PendingBatch>>,
@@ -142,7 +142,7 @@ async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
                 // After the events before the loss and before the batch's own, through the same mailboxes.
                 fan_out.deliver();
                 for session in sessions {
-                    session.do_send(Deliver { lost: Some(reset.clone()), items: Vec::new() });
+                    session.deliver(Deliver { lost: Some(reset.clone()), items: Vec::new() });
                 }
             }
             fan_out.add(&batch.events, matches, batch.delivered);
@@ -183,7 +183,7 @@ impl Handler<Join> for Dispatcher {
 
     fn handle(&mut self, msg: Join, _: &mut Self::Context) {
         let session = &msg.subscriber;
-        self.sessions.entry(session.key.session).or_insert_with(|| (session.recipient.clone(), 0)).1 += 1;
+        self.sessions.entry(session.key.session).or_insert_with(|| (session.target.clone(), 0)).1 += 1;
         let mut acks = Vec::with_capacity(msg.patterns.len());
         for pattern in &msg.patterns {
             let slot = self.slot(pattern);
@@ -295,7 +295,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
                 Delivery { generation: m.subscriber.key.generation, id: event.id(), frame }
             })
             .collect();
-        session_matches[0].subscriber.recipient.do_send(Deliver { lost: None, items });
+        session_matches[0].subscriber.target.deliver(Deliver { lost: None, items });
     }
     trace_fan_out(events, &matches);
     if let Some(newest) = events.last() {
@@ -406,7 +406,7 @@ mod tests {
             sub: SubName::default_name(),
             filter: Filter::default(),
             format: FrameFormat { transport: Transport::WebSocket, profile: Profile::Hub },
-            recipient: Recorder(received.clone()).start().recipient(),
+            target: Target::Session(Recorder(received.clone()).start().recipient()),
         });
         let (joined, ack) = oneshot::channel();
         dispatcher.do_send(Join { subscriber, patterns: vec![TopicPattern::parse("t").unwrap()], joined });

@@ -5,10 +5,9 @@
 //! - [`room::TopicRoom`]: one per topic pattern; an index of subscriptions by the scope pair they route on.
 //! - [`session::WsSession`]: one per WebSocket connection.
 //! - [`sse::SseSession`]: one per SSE stream.
-//! - [`poll_waiter::PollWaiter`]: one per long-poll request that waits.
+//! - A long-poll request that waits is no actor: rooms wake it directly ([`subscriber::Target::Wake`]).
 
 pub mod dispatcher;
-pub mod poll_waiter;
 pub mod room;
 pub mod session;
 pub mod sse;

@@ -70,10 +70,30 @@ pub struct Subscriber {
     pub sub: SubName,
     pub filter: Filter,
     pub format: FrameFormat,
-    pub recipient: Recipient<Deliver>,
+    pub target: Target,
 }
 
 pub type SharedSubscriber = Arc<Subscriber>;
+
+/// Where a subscription's deliveries go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A session actor (WebSocket, SSE): every delivery, frames and all.
+    Session(Recipient<Deliver>),
+    /// A waiting long-poll request, woken by its first delivery; it reads the events from the log itself, so no
+    /// actor and no mailbox stand between the room and the request.
+    Wake(Arc<tokio::sync::Notify>),
+}
+
+impl Target {
+    pub fn deliver(&self, deliver: Deliver) {
+        match self {
+            Target::Session(recipient) => recipient.do_send(deliver),
+            // A permit is kept when the request is not waiting yet (it is still reading the log).
+            Target::Wake(notify) => notify.notify_one(),
+        }
+    }
+}
 
 /// Events for one connection from one batch, in strictly increasing id order per subscription.
 #[derive(Message, Debug)]

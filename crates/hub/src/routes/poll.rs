@@ -3,16 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::id::parse_position_str;
 use protocol::{ErrorCode, Profile, ResetInfo};
 use storage::{LogQuery, Page};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::actors::dispatcher::{Join, Leave};
-use crate::actors::poll_waiter::PollWaiter;
-use crate::actors::subscriber::{FrameFormat, SessionId, SubKey, Subscriber, Transport};
+use crate::actors::subscriber::{FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
 use crate::error::ApiError;
 use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
@@ -78,15 +76,14 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
         .poll_waiters
         .acquire()
         .ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "too many long-poll requests are waiting"))?;
-    let (wake, woken) = oneshot::channel();
-    let waiter = PollWaiter::new(wake).start();
+    let wake = Arc::new(Notify::new());
     let key = SubKey { session: SessionId::new(), generation: 1 };
     let subscriber = Arc::new(Subscriber {
         key,
         sub: subscription.sub.clone(),
         filter: subscription.filter.clone(),
         format: FrameFormat { transport: Transport::ServerSentEvents, profile },
-        recipient: waiter.recipient(),
+        target: Target::Wake(wake.clone()),
     });
     let (joined, joined_rx) = oneshot::channel();
     state.dispatcher.do_send(Join { subscriber, patterns: subscription.topics.clone(), joined });
@@ -96,7 +93,7 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
     }
     let mut page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
     if page.events.is_empty() && !page.bounds.truncates(after) {
-        let _ = tokio::time::timeout(wait, woken).await;
+        let _ = tokio::time::timeout(wait, wake.notified()).await;
         page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
     }
     leave();
