@@ -89,3 +89,46 @@ async fn bad_parameters_are_400() {
         assert_eq!(body["error"]["code"], "bad_request");
     }
 }
+
+#[actix_web::test]
+async fn requests_waiting_on_one_subscription_are_all_released_by_one_publish() {
+    let hub = spawn_hub(|_| {}).await;
+    let started = Instant::now();
+
+    let same = futures_util::future::join_all(
+        (0..3).map(|_| hub.get_json("/api/events?topics=a&project_id=p1&after=0&wait=20")),
+    );
+    let other = hub.get_json("/api/events?topics=a&project_id=p2&after=0&wait=20");
+    let publish = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let first = hub.publish(event("a", json!({"project_id": "p1"}), 1)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (first, hub.publish(event("a", json!({"project_id": "p2"}), 2)).await)
+    };
+    let (answers, (status, other), (first, second)) = tokio::join!(same, other, publish);
+
+    for (status, answer) in answers {
+        assert_eq!(status, 200);
+        assert_eq!(ids(&answer), first, "every request waiting on p1 is released by its event");
+    }
+    assert_eq!(status, 200);
+    assert_eq!(ids(&other), second, "the request on p2 waited for its own event");
+    assert!(started.elapsed() < Duration::from_secs(10), "released by the publishes, not by the wait running out");
+}
+
+#[actix_web::test]
+async fn a_hub_shutting_down_answers_its_waiting_requests_at_once() {
+    let hub = spawn_hub(|_| {}).await;
+    let started = Instant::now();
+
+    let waiting = hub.get_json("/api/events?topics=a&after=0&wait=20");
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hub.begin_shutdown();
+    };
+    let ((status, answer), ()) = tokio::join!(waiting, stop);
+
+    assert_eq!(status, 200);
+    assert_eq!(answer, json!({"events":[],"next_after":0,"reset":null}));
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at the shutdown, not when the wait ran out");
+}

@@ -26,6 +26,7 @@ pub mod error;
 pub mod instruments;
 pub mod limits;
 pub mod outbound;
+pub mod poll_wakes;
 pub mod rate;
 pub mod routes;
 pub mod settings;

@@ -20,6 +20,7 @@ use tracing_actix_web::TracingLogger;
 use crate::actors::dispatcher::Dispatcher;
 use crate::auth::Authenticator;
 use crate::limits::{ConnectionLimiter, CountLimiter, KeyedRate};
+use crate::poll_wakes::{self, PollWakes};
 use crate::routes;
 use crate::settings::{Backend, Settings};
 use crate::state::HubState;
@@ -97,6 +98,15 @@ impl Application {
         let dispatcher = Dispatcher::new(stats.clone()).start();
         let tail = TailSettings { prune_interval: settings.retention_interval, ..TailSettings::default() };
         EventLogActor::new(log.clone(), dispatcher.clone().recipient(), health.clone(), tail).start();
+        let wakes = Arc::new(PollWakes::new(dispatcher.clone()));
+        let sweeping = wakes.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(poll_wakes::LINGER / 3);
+            loop {
+                every.tick().await;
+                sweeping.sweep(Instant::now());
+            }
+        });
 
         let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
         if settings.socket_send_buffer > 0 {
@@ -126,6 +136,7 @@ impl Application {
             auth,
             connections,
             poll_waiters,
+            poll_wakes: wakes,
             redactor: publisher::Redactor::new().with_keys(&redact_keys),
             publish_rate,
             scope_keys: routes::query::scope_keys(&settings_scope_keys),

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::actors::dispatcher::Dispatcher;
 use crate::auth::Authenticator;
 use crate::limits::{ConnectionLimiter, CountLimiter, KeyedRate};
+use crate::poll_wakes::PollWakes;
 use crate::settings::Settings;
 use crate::stats::HubStats;
 
@@ -23,6 +24,8 @@ pub struct HubState {
     pub auth: Authenticator,
     pub connections: Arc<ConnectionLimiter>,
     pub poll_waiters: Arc<CountLimiter>,
+    /// The subscriptions waiting long-poll requests share.
+    pub poll_wakes: Arc<PollWakes>,
     /// Applied to every event published over HTTP: the publisher crate's policy, plus `HUB_REDACT_KEYS`.
     pub redactor: publisher::Redactor,
     /// `None` when publish rates are not limited.

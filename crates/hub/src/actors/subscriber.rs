@@ -80,8 +80,8 @@ pub type SharedSubscriber = Arc<Subscriber>;
 pub enum Target {
     /// A session actor (WebSocket, SSE): every delivery, frames and all.
     Session(Recipient<Deliver>),
-    /// A waiting long-poll request, woken by its first delivery; it reads the events from the log itself, so no
-    /// actor and no mailbox stand between the room and the request.
+    /// The long-poll requests waiting on one subscription (`crate::poll_wakes`), all woken by each delivery; they
+    /// read the events from the log themselves, so no actor and no mailbox stand between the room and a request.
     Wake(Arc<tokio::sync::Notify>),
 }
 
@@ -89,8 +89,8 @@ impl Target {
     pub fn deliver(&self, deliver: Deliver) {
         match self {
             Target::Session(recipient) => recipient.do_send(deliver),
-            // A permit is kept when the request is not waiting yet (it is still reading the log).
-            Target::Wake(notify) => notify.notify_one(),
+            // Requests enable their wake-up before they read the log, so none that is reading misses this.
+            Target::Wake(notify) => notify.notify_waiters(),
         }
     }
 }

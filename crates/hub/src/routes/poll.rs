@@ -1,16 +1,12 @@
 //! `GET /api/events`: the long-poll fallback.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::id::parse_position_str;
 use protocol::{ErrorCode, Profile, ResetInfo};
 use storage::{LogQuery, Page};
-use tokio::sync::{Notify, oneshot};
 
-use crate::actors::dispatcher::{Join, Leave};
-use crate::actors::subscriber::{FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
 use crate::error::ApiError;
 use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
@@ -62,45 +58,51 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
     }
     let log_query = LogQuery::new(subscription.topics.clone(), subscription.filter.clone());
     let page = state.log.read_after(after, &log_query, limit).await?;
-    if page.bounds.truncates(after) {
-        // Retention or a new log epoch overtook the position between the two reads.
-        return Ok(reset(page.bounds.reset(), page.bounds.earliest - 1));
-    }
-    if !page.events.is_empty() || wait.is_zero() || state.shutting_down() {
-        return Ok(answer(&page, None, profile));
+    if !page.events.is_empty() || page.bounds.truncates(after) || wait.is_zero() || state.shutting_down() {
+        return Ok(finish(&page, after, profile));
     }
 
-    // Nothing yet: join the rooms like a subscription, read once more (an event may have come before the join
-    // took effect), then wait for a delivery or the end of `wait`, and read again.
+    // Nothing yet: wait on the subscription shared by every request waiting on the same topics and filter, read
+    // once more (an event may have come before the wait took effect), and again after each wake-up, until an
+    // event matches or `wait` ends.
     let _permit = state
         .poll_waiters
         .acquire()
         .ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "too many long-poll requests are waiting"))?;
-    let wake = Arc::new(Notify::new());
-    let key = SubKey { session: SessionId::new(), generation: 1 };
-    let subscriber = Arc::new(Subscriber {
-        key,
-        sub: subscription.sub.clone(),
-        filter: subscription.filter.clone(),
-        format: FrameFormat { transport: Transport::ServerSentEvents, profile },
-        target: Target::Wake(wake.clone()),
-    });
-    let (joined, joined_rx) = oneshot::channel();
-    state.dispatcher.do_send(Join { subscriber, patterns: subscription.topics.clone(), joined });
-    let leave = || state.dispatcher.do_send(Leave { key, patterns: subscription.topics.clone() });
-    if joined_rx.await.is_err() {
-        return Err(ApiError::new(ErrorCode::Internal, "the dispatcher stopped"));
-    }
-    let mut page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
-    if page.events.is_empty() && !page.bounds.truncates(after) {
-        let _ = tokio::time::timeout(wait, wake.notified()).await;
-        page = state.log.read_after(page.through, &log_query, limit).await.inspect_err(|_| leave())?;
-    }
-    leave();
+    let waiting = state
+        .poll_wakes
+        .wait_on(&subscription.topics, &subscription.filter)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the dispatcher stopped"))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = state.shutdown.clone();
+    let mut through = page.through;
+    let page = loop {
+        let woken = waiting.notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let page = state.log.read_after(through, &log_query, limit).await?;
+        if !page.events.is_empty() || page.bounds.truncates(after) || state.shutting_down() {
+            break page;
+        }
+        through = page.through;
+        // A hub shutting down answers at once: the client asks another.
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep_until(deadline) => break page,
+            _ = shutdown.wait_for(|stopping| *stopping) => break page,
+        }
+    };
+    drop(waiting);
+    Ok(finish(&page, after, profile))
+}
+
+/// A page's answer, or the reset when retention or a new log epoch overtook `after` since the bounds were read.
+fn finish(page: &Page, after: u64, profile: Profile) -> HttpResponse {
     if page.bounds.truncates(after) {
-        return Ok(reset(page.bounds.reset(), page.bounds.earliest - 1));
+        return reset(page.bounds.reset(), page.bounds.earliest - 1);
     }
-    Ok(answer(&page, None, profile))
+    answer(page, None, profile)
 }
 
 /// The answer to a position whose events are gone: no events, the reset, and where to go on from.
