@@ -83,7 +83,7 @@ impl PollWakes {
             key: sub_key,
             sub: SubName::default_name(),
             filter: key.filter.clone(),
-            // Frames are built for it but never sent: a wake-up is all a waiting request takes.
+            // The dispatcher builds no frames for a wake-up: the format is never used.
             format: FrameFormat { transport: Transport::ServerSentEvents, profile: Profile::Hub },
             target: Target::Wake(notify.clone()),
         });

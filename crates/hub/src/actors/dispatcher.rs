@@ -274,6 +274,12 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
     matches.dedup_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
     let mut frames: Vec<Vec<(FrameFormat, &str, ByteString)>> = vec![Vec::new(); events.len()];
     for session_matches in matches.chunk_by(|a, b| a.subscriber.key.session == b.subscriber.key.session) {
+        let target = &session_matches[0].subscriber.target;
+        if let Target::Wake(_) = target {
+            // Waiting long-polls read the events themselves: no frames to build.
+            target.deliver(Deliver { lost: None, items: Vec::new() });
+            continue;
+        }
         let items = session_matches
             .iter()
             .map(|m| {
@@ -295,7 +301,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
                 Delivery { generation: m.subscriber.key.generation, id: event.id(), frame }
             })
             .collect();
-        session_matches[0].subscriber.target.deliver(Deliver { lost: None, items });
+        target.deliver(Deliver { lost: None, items });
     }
     trace_fan_out(events, &matches);
     if let Some(newest) = events.last() {
