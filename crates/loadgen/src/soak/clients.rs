@@ -324,8 +324,8 @@ async fn websocket(
 }
 
 /// An HTTP client whose connections leave from source address 127.0.0.(1 + n).
-fn http_client(source: usize) -> reqwest::Client {
-    let address = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + source as u8));
+pub fn http_client(source: u8) -> reqwest::Client {
+    let address = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + source));
     reqwest::Client::builder()
         .local_address(address)
         .connect_timeout(Duration::from_secs(5))
@@ -344,7 +344,7 @@ async fn sse(
     reconnecting: &mut bool,
 ) -> (End, Option<u64>) {
     let url = format!("{}/sse?{}", ctx.hubs[hub], plan.filter.query());
-    let request = http_client(source).get(url).header("Last-Event-ID", since.to_string()).send();
+    let request = ctx.http(source).get(url).header("Last-Event-ID", since.to_string()).send();
     let response = match timeout(Duration::from_secs(10), request).await {
         Ok(Ok(response)) if response.status().is_success() => response,
         Ok(Ok(response)) => return (End::Dropped(format!("SSE answered {}", response.status())), None),
@@ -462,40 +462,38 @@ async fn poll(
     deadline: Instant,
     reconnecting: &mut bool,
 ) -> (End, Option<u64>) {
-    let client = http_client(source);
+    let client = ctx.http(source);
     let mut reader = Reader::new(ctx, plan, hub, since, false);
     let mut after = since;
-    let end =
-        loop {
-            let answer =
-                match timeout_at(deadline.min(ctx.run_end), poll_once(&client, &ctx.hubs[hub], plan.filter, after, 5))
-                    .await
-                {
-                    Err(_) => break End::Closed,
-                    Ok(Err(e)) => break End::Dropped(e),
-                    Ok(Ok(answer)) => answer,
-                };
-            back(&ctx.stats, reconnecting);
-            if answer.reset.is_some() {
-                reader.reset(answer.next_after);
-            }
-            for frame in &answer.events {
-                reader.event(frame);
-            }
-            reader.complete_to(answer.next_after);
-            after = answer.next_after.max(after);
-        };
+    let end = loop {
+        let answer =
+            match timeout_at(deadline.min(ctx.run_end), poll_once(client, &ctx.hubs[hub], plan.filter, after, 5)).await
+            {
+                Err(_) => break End::Closed,
+                Ok(Err(e)) => break End::Dropped(e),
+                Ok(Ok(answer)) => answer,
+            };
+        back(&ctx.stats, reconnecting);
+        if answer.reset.is_some() {
+            reader.reset(answer.next_after);
+        }
+        for frame in &answer.events {
+            reader.event(frame);
+        }
+        reader.complete_to(answer.next_after);
+        after = answer.next_after.max(after);
+    };
     (end, Some(reader.finish()))
 }
 
 /// An auditor: a long-poll cursor over every topic, on hub `auditor` (another when that one is down), feeding the
 /// truth until `stop` is set. Its own answers are checked as segments too, so auditors check each other.
 pub async fn audit(ctx: Arc<Context>, auditor: usize, stop: Arc<AtomicBool>) {
-    let client = http_client(auditor);
+    let client = ctx.http(auditor);
     let mut after = 0;
     let mut hub = auditor % ctx.hubs.len();
     while !stop.load(Ordering::Relaxed) {
-        let answer = match poll_once(&client, &ctx.hubs[hub], Filter::ALL, after, 1).await {
+        let answer = match poll_once(client, &ctx.hubs[hub], Filter::ALL, after, 1).await {
             Ok(answer) => answer,
             Err(_) => {
                 hub = (hub + 1) % ctx.hubs.len();

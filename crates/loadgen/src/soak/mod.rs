@@ -28,7 +28,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use crate::client::now_ns;
+use crate::client::{SOURCE_ADDRESSES, now_ns};
 use crate::measure::{self, Latency, MachineShare, MachineTicks};
 use truth::{Filter, Kind, Truth, Verdict};
 
@@ -124,6 +124,9 @@ pub struct Context {
     /// When subscribers and publishers stop.
     pub run_end: Instant,
     pub slow_stall: Duration,
+    /// One HTTP client per source address, shared by the SSE and long-poll clients leaving from it (building a
+    /// client loads the system's root certificates: once per connection, that was a fifth of the soak's CPU).
+    http: Vec<reqwest::Client>,
 }
 
 impl Context {
@@ -137,7 +140,13 @@ impl Context {
             latency: Mutex::new(measure::histogram()),
             run_end: Instant::now() + config.duration,
             slow_stall: config.slow_stall,
+            http: (0..SOURCE_ADDRESSES).map(clients::http_client).collect(),
         })
+    }
+
+    /// The HTTP client whose connections leave from source address `source`.
+    pub fn http(&self, source: usize) -> &reqwest::Client {
+        &self.http[source % self.http.len()]
     }
 
     pub fn stopping(&self) -> bool {
