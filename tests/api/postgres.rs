@@ -435,3 +435,53 @@ async fn the_pages_of_a_pattern_subscription_are_read_by_the_index_not_by_scanni
     // Assert: no page scanned the log.
     assert_eq!(scans().await - before, 0, "pages for a pattern scanned the whole log");
 }
+
+/// Reads near the head come from the hub's window of newest events, not the log's table: with the table locked
+/// (as a migration taking an exclusive lock would), a long-poll, a WebSocket resume and an SSE resume a moment
+/// back are answered at once, while a long-poll from before the window still waits for the table.
+#[actix_web::test]
+async fn reads_near_the_head_are_answered_from_the_hubs_window_while_the_log_table_is_locked() {
+    let db = test_db!();
+    let hub = spawn_pg_hub(&db.url, |s| s.recent_events = 3).await;
+    let mut follower = hub.ws("/ws?topics=*").await;
+    follower.expect("subscribed").await;
+    let published = hub
+        .publish(json!([
+            event("a", json!({}), 1),
+            event("b", json!({}), 2),
+            event("a", json!({}), 3),
+            event("a", json!({}), 4)
+        ]))
+        .await;
+    follower.events(4).await;
+    let pool = db.pool().await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE realtime_events IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+
+    let near = format!("/api/events?topics=a&after={}&wait=0", published[0]);
+    let (status, poll) = tokio::time::timeout(Duration::from_secs(2), hub.get_json(&near))
+        .await
+        .expect("a long-poll inside the window waited for the table");
+    let resumed = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut ws = hub.ws(&format!("/ws?topics=a&since={}", published[1])).await;
+        ws.expect("subscribed").await;
+        let replayed = ws.events(2).await;
+        ws.expect("live").await;
+        let position = published[1].to_string();
+        let mut sse = hub.sse("/sse?topics=a", &[("Last-Event-ID", position.as_str())]).await;
+        let streamed = [sse.next_event().await, sse.next_event().await];
+        (replayed, streamed.map(|block| block.id.unwrap().parse::<u64>().unwrap()))
+    })
+    .await
+    .expect("a resume inside the window waited for the table");
+    let far = format!("/api/events?topics=a&after={}&wait=0", published[0] - 1);
+    let before_window = tokio::time::timeout(Duration::from_millis(1500), hub.get_json(&far)).await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(status, 200, "{poll}");
+    assert_eq!(ids(poll["events"].as_array().unwrap()), vec![published[2], published[3]]);
+    assert_eq!(poll["next_after"], published[3]);
+    assert_eq!(ids(&resumed.0), vec![published[2], published[3]]);
+    assert_eq!(resumed.1, [published[2], published[3]]);
+    assert!(before_window.is_err(), "a read from before the window is the table's: {before_window:?}");
+}

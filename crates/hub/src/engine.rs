@@ -213,20 +213,29 @@ where
     A::Context: AsyncContext<A>,
 {
     let log = act.hub().log.clone();
-    ctx.spawn(async move { log.bounds().await }.into_actor(act).map(move |bounds, act, ctx| {
-        let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
-        match bounds {
-            Ok(bounds) => {
-                let start = subscription.start(bounds);
-                if start.reset.is_some() {
-                    crate::instruments::resets(1);
-                }
-                act.subscription_started(ctx, &name, start);
-                read_replay(act, ctx, name, generation, None);
-            }
-            Err(e) => retry_or_fail(act, ctx, name, generation, failing, e.to_string(), read_bounds),
-        }
+    let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
+    // A subscription starting live or a moment back starts from the window of newest events, if the hub has one.
+    if let Some(bounds) = log.recent().and_then(|recent| recent.bounds_for(subscription.since)) {
+        return start_replay(act, ctx, name, generation, bounds);
+    }
+    ctx.spawn(async move { log.bounds().await }.into_actor(act).map(move |bounds, act, ctx| match bounds {
+        Ok(bounds) => start_replay(act, ctx, name, generation, bounds),
+        Err(e) => retry_or_fail(act, ctx, name, generation, failing, e.to_string(), read_bounds),
     }));
+}
+
+fn start_replay<A>(act: &mut A, ctx: &mut A::Context, name: SubName, generation: u64, bounds: storage::LogBounds)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
+    let start = subscription.start(bounds);
+    if start.reset.is_some() {
+        crate::instruments::resets(1);
+    }
+    act.subscription_started(ctx, &name, start);
+    read_replay(act, ctx, name, generation, None);
 }
 
 /// A read of the log failed: read again shortly while the log has been unavailable for less than

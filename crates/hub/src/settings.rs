@@ -16,6 +16,7 @@ pub const DEFAULT_RETENTION_INTERVAL: &str = "60s";
 pub const DEFAULT_HEARTBEAT: &str = "25s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
+pub const DEFAULT_RECENT_EVENTS: usize = 10_000;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = protocol::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 pub const DEFAULT_MAX_PUBLISH_BYTES: usize = 8 * 1024 * 1024;
@@ -159,6 +160,11 @@ pub struct Settings {
     /// How many events the memory backend keeps.
     #[arg(long = "hub-memory-capacity", env = "HUB_MEMORY_CAPACITY", default_value_t = DEFAULT_MEMORY_CAPACITY)]
     pub memory_capacity: usize,
+
+    /// On a shared backend, how many of the newest events the hub keeps in memory to answer reads near the head
+    /// (long-polls, resumes a moment back, live-only subscriptions) without asking the backend; 0 turns it off.
+    #[arg(long = "hub-recent-events", env = "HUB_RECENT_EVENTS", default_value_t = DEFAULT_RECENT_EVENTS)]
+    pub recent_events: usize,
 
     /// Shared secret for HS256 tokens. Without any key the hub runs in development mode and accepts every request.
     #[arg(long = "hub-jwt-secret", env = "HUB_JWT_SECRET", hide_env_values = true)]
@@ -318,6 +324,7 @@ impl Default for Settings {
             replay_window_seconds: None,
             retention_interval: duration(DEFAULT_RETENTION_INTERVAL),
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
+            recent_events: DEFAULT_RECENT_EVENTS,
             jwt_secret: None,
             jwt_public_key: None,
             jwt_leeway: duration(DEFAULT_JWT_LEEWAY),

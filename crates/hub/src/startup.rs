@@ -10,8 +10,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use storage::log_actor::TailSettings;
 use storage::{
-    EventLog, EventLogActor, LogHealth, MemoryLog, NatsLog, NatsSettings, PgLog, PgSettings, RedisLog, RedisSettings,
-    Retention,
+    EventLog, EventLogActor, LogHealth, MemoryLog, NatsLog, NatsSettings, PgLog, PgSettings, RecentEvents, RedisLog,
+    RedisSettings, Retention, WindowedLog,
 };
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -84,7 +84,18 @@ impl Application {
             })?,
             None => Vec::new(),
         };
-        let log = open_log(&settings, backend).await?;
+        let backend_log = open_log(&settings, backend).await?;
+        // The memory backend is itself in memory; a shared backend gets the window of newest events.
+        let recent = (backend != Backend::Memory && settings.recent_events > 0).then(|| {
+            // Never more than the backend keeps: a window past a length cap would answer what the log has trimmed.
+            let capacity =
+                length_cap(&settings, backend).map_or(settings.recent_events, |cap| cap.min(settings.recent_events));
+            Arc::new(RecentEvents::new(capacity, settings.retention_for(backend)))
+        });
+        let log: Arc<dyn EventLog> = match &recent {
+            Some(recent) => Arc::new(WindowedLog::new(backend_log.clone(), recent.clone())),
+            None => backend_log.clone(),
+        };
         if auth.is_development() {
             warn!(
                 "DEVELOPMENT MODE: no HUB_JWT_SECRET, HUB_JWT_PUBLIC_KEY or HUB_JWT_JWKS_URL is configured, so \
@@ -97,7 +108,11 @@ impl Application {
         let health = Arc::new(LogHealth::default());
         let dispatcher = Dispatcher::new(stats.clone()).start();
         let tail = TailSettings { prune_interval: settings.retention_interval, ..TailSettings::default() };
-        EventLogActor::new(log.clone(), dispatcher.clone().recipient(), health.clone(), tail).start();
+        let follower = EventLogActor::new(backend_log, dispatcher.clone().recipient(), health.clone(), tail);
+        match recent {
+            Some(recent) => follower.with_recent(recent).start(),
+            None => follower.start(),
+        };
         let wakes = Arc::new(PollWakes::new(dispatcher.clone()));
         let sweeping = wakes.clone();
         actix_web::rt::spawn(async move {
@@ -233,6 +248,16 @@ async fn refresh_jwks(state: web::Data<HubState>) {
             warn!(error = %format!("{e:#}"), "fetching the JWKS failed; keeping the keys held");
         }
     }
+}
+
+/// The most events a shared backend keeps whatever their age, when it is capped.
+fn length_cap(settings: &Settings, backend: Backend) -> Option<usize> {
+    let cap = match backend {
+        Backend::Redis => settings.redis_max_events,
+        Backend::Nats => settings.nats_max_events,
+        Backend::Memory | Backend::Postgres => 0,
+    };
+    (cap > 0).then_some(cap)
 }
 
 async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<dyn EventLog>> {

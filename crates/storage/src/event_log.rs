@@ -172,6 +172,11 @@ pub trait EventLog: Send + Sync + 'static {
     async fn describe(&self) -> Option<serde_json::Value> {
         None
     }
+
+    /// The window of newest events in front of this log's reads, when there is one ([`crate::recent`]).
+    fn recent(&self) -> Option<&crate::recent::RecentEvents> {
+        None
+    }
 }
 
 /// Wake-ups from a log: a hint to read, never the data itself.

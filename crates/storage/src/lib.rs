@@ -12,6 +12,8 @@
 //! - [`redis`]: the Redis Streams log shared by any number of hubs, with epochs for a Redis that lost its data.
 //! - [`nats`]: the NATS JetStream log, replicated across a NATS cluster with no single primary; its feed carries
 //!   the events.
+//! - [`recent`]: [`RecentEvents`], the newest events in memory, and [`WindowedLog`], which answers reads near the
+//!   head from them.
 //! - [`log_actor`]: [`EventLogActor`], which follows the log from a cursor and sends [`EventsAppended`] batches,
 //!   in id order, to the dispatcher; it also runs retention and reports health.
 //! - [`retention`]: the [`Retention`] policy.
@@ -24,6 +26,7 @@ pub mod log_actor;
 pub mod memory;
 pub mod nats;
 pub mod postgres;
+pub mod recent;
 pub mod redis;
 pub mod retention;
 
@@ -34,5 +37,6 @@ pub use log_actor::{EventLogActor, EventsAppended, LogHealth};
 pub use memory::MemoryLog;
 pub use nats::{NatsLog, NatsSettings};
 pub use postgres::{PgLog, PgSettings};
+pub use recent::{RecentEvents, WindowedLog};
 pub use redis::{RedisLog, RedisSettings};
 pub use retention::Retention;

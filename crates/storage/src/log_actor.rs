@@ -9,6 +9,7 @@ use actix::prelude::*;
 use tracing::{info, warn};
 
 use crate::event_log::{EventLog, LiveFeed, LogQuery, SharedEvent};
+use crate::recent::RecentEvents;
 
 /// Batches handed to dispatch and not yet delivered; past this the storage actor waits before reading on.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
@@ -99,6 +100,7 @@ pub struct EventLogActor {
     dispatch: Recipient<EventsAppended>,
     health: Arc<LogHealth>,
     settings: TailSettings,
+    recent: Option<Arc<RecentEvents>>,
 }
 
 impl EventLogActor {
@@ -108,7 +110,13 @@ impl EventLogActor {
         health: Arc<LogHealth>,
         settings: TailSettings,
     ) -> Self {
-        Self { log, dispatch, health, settings }
+        Self { log, dispatch, health, settings, recent: None }
+    }
+
+    /// Adds every page read to `recent` before dispatch sees it, and says there whether the feed is attached.
+    pub fn with_recent(mut self, recent: Arc<RecentEvents>) -> Self {
+        self.recent = Some(recent);
+        self
     }
 }
 
@@ -121,6 +129,7 @@ impl Actor for EventLogActor {
             dispatch: self.dispatch.clone(),
             health: self.health.clone(),
             settings: self.settings.clone(),
+            recent: self.recent.clone(),
         };
         ctx.spawn(actix::fut::wrap_future(follower.run()));
         ctx.run_interval(self.settings.prune_interval, |act, ctx| {
@@ -142,9 +151,17 @@ struct Follower {
     dispatch: Recipient<EventsAppended>,
     health: Arc<LogHealth>,
     settings: TailSettings,
+    recent: Option<Arc<RecentEvents>>,
 }
 
 impl Follower {
+    fn set_health(&self, reachable: bool, attached: bool) {
+        self.health.set(reachable, attached);
+        if let Some(recent) = &self.recent {
+            recent.set_attached(reachable && attached);
+        }
+    }
+
     async fn run(self) {
         let mut backoff = self.settings.backoff_min;
         let mut cursor = loop {
@@ -152,7 +169,7 @@ impl Follower {
                 Ok(bounds) => break bounds.head,
                 Err(e) => {
                     warn!(error = %e, "cannot read the event log's head; retrying");
-                    self.health.set(false, false);
+                    self.set_health(false, false);
                     backoff = self.pause(backoff).await;
                 }
             }
@@ -166,7 +183,7 @@ impl Follower {
                 Ok(feed) => feed,
                 Err(e) => {
                     warn!(error = %e, "cannot open the live feed; retrying");
-                    self.health.set(false, false);
+                    self.set_health(false, false);
                     backoff = self.pause(backoff).await;
                     continue;
                 }
@@ -177,7 +194,7 @@ impl Follower {
                     warn!(error = %e, "reading the event log failed");
                     break;
                 }
-                self.health.set(true, true);
+                self.set_health(true, true);
                 backoff = self.settings.backoff_min;
                 match tokio::time::timeout(self.settings.safety_interval, feed.changed(cursor)).await {
                     Ok(Ok(())) | Err(_) => continue,
@@ -187,7 +204,7 @@ impl Follower {
                     }
                 }
             }
-            self.health.set(false, false);
+            self.set_health(false, false);
             self.health.reconnects.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("hub_listener_reconnects_total", "backend" => self.log.provider()).increment(1);
             backoff = self.pause(backoff).await;
@@ -221,6 +238,10 @@ impl Follower {
                 metrics::counter!("hub_log_losses_total").increment(1);
                 // Nothing between the cursor and the retained history can still come.
                 *cursor = page.bounds.earliest - 1;
+            }
+            if let Some(recent) = &self.recent {
+                // Before dispatch: a connection woken for these events finds them there.
+                recent.extend(*cursor, &page);
             }
             if !page.events.is_empty() || lost.is_some() {
                 while in_flight.len() >= MAX_BATCHES_IN_FLIGHT {

@@ -52,12 +52,18 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
         .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
 
     let profile = subscription.profile;
-    let bounds = state.log.bounds().await?;
-    if bounds.truncates(after) {
-        return Ok(reset(bounds.reset(), bounds.head));
-    }
     let log_query = LogQuery::new(subscription.topics.clone(), subscription.filter.clone());
-    let page = state.log.read_after(after, &log_query, limit).await?;
+    // A position the window of newest events covers is answered from it: nothing there is truncated.
+    let page = match state.log.recent().and_then(|recent| recent.read_after(after, &log_query, limit)) {
+        Some(page) => page,
+        None => {
+            let bounds = state.log.bounds().await?;
+            if bounds.truncates(after) {
+                return Ok(reset(bounds.reset(), bounds.head));
+            }
+            state.log.read_after(after, &log_query, limit).await?
+        }
+    };
     if !page.events.is_empty() || page.bounds.truncates(after) || wait.is_zero() || state.shutting_down() {
         return Ok(finish(&page, after, profile));
     }

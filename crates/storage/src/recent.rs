@@ -1,0 +1,283 @@
+//! The newest events the storage actor has read, kept in memory so that reads near the head of the log (a
+//! long-poll's next request, a client resuming a moment back, a subscription that starts live) are answered
+//! without asking the backend.
+//!
+//! The window holds every event with an id in `(start, head]`, in id order, all topics: the storage actor reads
+//! the log without a gap and adds each page before it hands the page to dispatch, so anything a connection is
+//! woken for is already here. A read is answered from the window only when it can be answered exactly:
+//! - the storage actor is attached to the live feed and has caught up on it (while the feed is lost the window
+//!   stops growing, and readers ask the backend, as before);
+//! - the read starts inside the window (`start ≤ after ≤ head`): a position above `head` may be one another hub
+//!   has already given out, and only the backend knows whether it exists; one below `start` is older history;
+//! - what it would return is younger than the retention (`max_age`): older events may be gone from the backend,
+//!   which then says `reset`, and the answer must not depend on which hub the client asked.
+//!
+//! The answer's `through` is the window's head, which may be a few milliseconds behind the backend's: the reader
+//! asks again from there, and whatever follows is dispatched to it live, so nothing is skipped.
+
+use std::collections::VecDeque;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use protocol::{EventId, NewEvent};
+
+use crate::Result;
+use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent};
+
+/// The newest events, in a window of at most `capacity`.
+#[derive(Debug)]
+pub struct RecentEvents {
+    capacity: usize,
+    max_age: Duration,
+    attached: AtomicBool,
+    window: RwLock<Window>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// Every event with an id in `(start, head]` is in `events`.
+    start: u64,
+    head: u64,
+    /// The storage actor has given the window a first position.
+    begun: bool,
+    events: VecDeque<SharedEvent>,
+}
+
+impl RecentEvents {
+    /// A window of the newest `capacity` events, none older than `max_age` answered.
+    pub fn new(capacity: usize, max_age: Duration) -> Self {
+        Self { capacity, max_age, attached: AtomicBool::new(false), window: RwLock::new(Window::default()) }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Window> {
+        // The window is plain data updated in one place; a panic there leaves it no worse than any state.
+        self.window.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Window> {
+        self.window.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The storage actor is attached to the live feed and caught up (`true`), or lost it (`false`).
+    pub fn set_attached(&self, attached: bool) {
+        self.attached.store(attached, Ordering::Release);
+    }
+
+    /// The storage actor read `page` of every event after `after`: the window grows by it, or starts again at
+    /// `after` when the page does not follow the window (the actor's first read, or events lost under it).
+    pub fn extend(&self, after: u64, page: &Page) {
+        let mut window = self.write();
+        let from = if page.skips(after) { page.bounds.earliest - 1 } else { after };
+        if !window.begun || from != window.head {
+            window.events.clear();
+            window.start = from;
+            window.head = from;
+            window.begun = true;
+        }
+        for event in &page.events {
+            if event.id() > window.head {
+                window.head = event.id();
+                window.events.push_back(event.clone());
+            }
+        }
+        window.head = window.head.max(page.through);
+        while window.events.len() > self.capacity {
+            if let Some(oldest) = window.events.pop_front() {
+                window.start = oldest.id();
+            }
+        }
+    }
+
+    /// The bounds a subscription starting at `since` (`None`: live only) may start from, when the window can
+    /// answer its replay: its head, and its start as the earliest id.
+    pub fn bounds_for(&self, since: Option<u64>) -> Option<LogBounds> {
+        if !self.attached.load(Ordering::Acquire) {
+            return None;
+        }
+        let window = self.read();
+        let bounds = LogBounds { head: window.head, earliest: window.start + 1 };
+        match since {
+            None if window.begun => Some(bounds),
+            Some(since) if self.covers(&window, since) => Some(bounds),
+            _ => None,
+        }
+    }
+
+    /// Matching events after `after`, at most `limit`, when the window can answer exactly (see the module).
+    pub fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Option<Page> {
+        if !self.attached.load(Ordering::Acquire) {
+            return None;
+        }
+        let window = self.read();
+        if !self.covers(&window, after) {
+            return None;
+        }
+        let first = window.events.partition_point(|e| e.id() <= after);
+        let mut events = Vec::new();
+        for event in window.events.range(first..) {
+            if query.matches(event) {
+                events.push(event.clone());
+                if events.len() == limit {
+                    break;
+                }
+            }
+        }
+        let full = events.len() == limit;
+        let through = if full { events.last().map_or(after, |e| e.id()) } else { window.head };
+        let bounds = LogBounds { head: window.head, earliest: window.start + 1 };
+        Some(Page { events, through, complete: !full, bounds })
+    }
+
+    /// Whether a read after `after` is the window's to answer: inside it, and nothing it would return old
+    /// enough for retention to have removed it from the backend.
+    fn covers(&self, window: &Window, after: u64) -> bool {
+        if !window.begun || after < window.start || after > window.head {
+            return false;
+        }
+        let first = window.events.partition_point(|e| e.id() <= after);
+        let oldest_allowed = Utc::now() - self.max_age;
+        window.events.get(first).is_none_or(|e| e.created_at > oldest_allowed)
+    }
+}
+
+/// A backend with the [`RecentEvents`] window in front of its reads; everything else goes to the backend.
+pub struct WindowedLog {
+    inner: std::sync::Arc<dyn EventLog>,
+    recent: std::sync::Arc<RecentEvents>,
+}
+
+impl WindowedLog {
+    pub fn new(inner: std::sync::Arc<dyn EventLog>, recent: std::sync::Arc<RecentEvents>) -> Self {
+        Self { inner, recent }
+    }
+}
+
+#[async_trait]
+impl EventLog for WindowedLog {
+    fn provider(&self) -> &'static str {
+        self.inner.provider()
+    }
+
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
+        self.inner.append(events).await
+    }
+
+    async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
+        match self.recent.read_after(after, query, limit) {
+            Some(page) => Ok(page),
+            None => self.inner.read_after(after, query, limit).await,
+        }
+    }
+
+    async fn bounds(&self) -> Result<LogBounds> {
+        self.inner.bounds().await
+    }
+
+    async fn prune(&self) -> Result<u64> {
+        self.inner.prune().await
+    }
+
+    async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
+        self.inner.live_feed().await
+    }
+
+    async fn describe(&self) -> Option<serde_json::Value> {
+        self.inner.describe().await
+    }
+
+    fn recent(&self) -> Option<&RecentEvents> {
+        Some(&self.recent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::DateTime;
+    use protocol::{Scope, Topic, TopicPattern};
+    use serde_json::Map;
+
+    use super::*;
+    use crate::StoredEvent;
+
+    fn stored(id: u64, topic: &str, at: DateTime<Utc>) -> SharedEvent {
+        let new = NewEvent::new(Topic::parse(topic).unwrap(), Scope::default(), Map::new());
+        Arc::new(StoredEvent::from_new(EventId::new(id).unwrap(), at, new))
+    }
+
+    fn page(ids: std::ops::RangeInclusive<u64>, through: u64) -> Page {
+        let events = ids.map(|id| stored(id, if id % 2 == 0 { "even" } else { "odd" }, Utc::now())).collect();
+        Page { events, through, complete: true, bounds: LogBounds { head: through, earliest: 1 } }
+    }
+
+    fn topic(name: &str) -> LogQuery {
+        LogQuery::new(vec![TopicPattern::parse(name).unwrap()], Default::default())
+    }
+
+    fn ids(page: &Page) -> Vec<u64> {
+        page.events.iter().map(|e| e.id()).collect()
+    }
+
+    fn window(capacity: usize) -> RecentEvents {
+        let recent = RecentEvents::new(capacity, Duration::from_secs(60));
+        recent.set_attached(true);
+        recent
+    }
+
+    #[test]
+    fn a_read_inside_the_window_gets_the_matching_events_up_to_its_head() {
+        let recent = window(100);
+        recent.extend(10, &page(11..=20, 20));
+
+        let answer = recent.read_after(14, &topic("even"), 100).unwrap();
+        assert_eq!(ids(&answer), vec![16, 18, 20]);
+        assert_eq!((answer.through, answer.complete), (20, true));
+        let limited = recent.read_after(10, &LogQuery::all(), 3).unwrap();
+        assert_eq!((ids(&limited), limited.through, limited.complete), (vec![11, 12, 13], 13, false));
+        assert_eq!(ids(&recent.read_after(20, &LogQuery::all(), 10).unwrap()), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn reads_before_the_window_after_its_head_or_while_detached_go_to_the_backend() {
+        let recent = window(5);
+        recent.extend(10, &page(11..=20, 20));
+
+        assert!(recent.read_after(14, &LogQuery::all(), 10).is_none(), "evicted: the window starts at 15");
+        assert_eq!(ids(&recent.read_after(15, &LogQuery::all(), 10).unwrap()), vec![16, 17, 18, 19, 20]);
+        assert!(recent.read_after(21, &LogQuery::all(), 10).is_none(), "another hub may be ahead");
+        recent.set_attached(false);
+        assert!(recent.read_after(15, &LogQuery::all(), 10).is_none());
+        assert!(recent.bounds_for(None).is_none());
+    }
+
+    #[test]
+    fn a_page_that_does_not_follow_the_window_starts_it_again() {
+        let recent = window(100);
+        recent.extend(10, &page(11..=12, 12));
+        recent.extend(30, &page(31..=31, 31));
+        assert!(recent.read_after(12, &LogQuery::all(), 10).is_none());
+
+        let mut lost = page(50..=51, 51);
+        lost.bounds.earliest = 50;
+        recent.extend(31, &lost);
+        assert!(recent.read_after(31, &LogQuery::all(), 10).is_none(), "41..49 are gone: the backend says reset");
+        assert_eq!(ids(&recent.read_after(49, &LogQuery::all(), 10).unwrap()), vec![50, 51]);
+        assert_eq!(recent.bounds_for(Some(49)), Some(LogBounds { head: 51, earliest: 50 }));
+    }
+
+    #[test]
+    fn events_older_than_the_retention_are_left_to_the_backend() {
+        let recent = window(100);
+        let old = Utc::now() - chrono::Duration::seconds(120);
+        let events = vec![stored(1, "a", old), stored(2, "a", Utc::now())];
+        recent.extend(0, &Page { events, through: 2, complete: true, bounds: LogBounds { head: 2, earliest: 1 } });
+
+        assert!(recent.read_after(0, &LogQuery::all(), 10).is_none());
+        assert!(recent.bounds_for(Some(0)).is_none());
+        assert_eq!(ids(&recent.read_after(1, &LogQuery::all(), 10).unwrap()), vec![2]);
+    }
+}
