@@ -27,10 +27,15 @@ use protocol::{EventId, NewEvent};
 use crate::Result;
 use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent};
 
-/// The newest events, in a window of at most `capacity`.
+/// The most JSON the window holds, whatever its capacity in events: large payloads shorten it instead of
+/// growing the hub.
+pub const MAX_WINDOW_BYTES: usize = 32 << 20;
+
+/// The newest events, in a window of at most `capacity` events and [`MAX_WINDOW_BYTES`] of their JSON.
 #[derive(Debug)]
 pub struct RecentEvents {
     capacity: usize,
+    max_bytes: usize,
     max_age: Duration,
     attached: AtomicBool,
     window: RwLock<Window>,
@@ -44,12 +49,19 @@ struct Window {
     /// The storage actor has given the window a first position.
     begun: bool,
     events: VecDeque<SharedEvent>,
+    /// The JSON length of `events`.
+    bytes: usize,
 }
 
 impl RecentEvents {
     /// A window of the newest `capacity` events, none older than `max_age` answered.
     pub fn new(capacity: usize, max_age: Duration) -> Self {
-        Self { capacity, max_age, attached: AtomicBool::new(false), window: RwLock::new(Window::default()) }
+        Self::with_max_bytes(capacity, MAX_WINDOW_BYTES, max_age)
+    }
+
+    fn with_max_bytes(capacity: usize, max_bytes: usize, max_age: Duration) -> Self {
+        let window = RwLock::new(Window::default());
+        Self { capacity, max_bytes, max_age, attached: AtomicBool::new(false), window }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Window> {
@@ -73,6 +85,7 @@ impl RecentEvents {
         let from = if page.skips(after) { page.bounds.earliest - 1 } else { after };
         if !window.begun || from != window.head {
             window.events.clear();
+            window.bytes = 0;
             window.start = from;
             window.head = from;
             window.begun = true;
@@ -80,14 +93,15 @@ impl RecentEvents {
         for event in &page.events {
             if event.id() > window.head {
                 window.head = event.id();
+                window.bytes += event.json().len();
                 window.events.push_back(event.clone());
             }
         }
         window.head = window.head.max(page.through);
-        while window.events.len() > self.capacity {
-            if let Some(oldest) = window.events.pop_front() {
-                window.start = oldest.id();
-            }
+        while window.events.len() > self.capacity || window.bytes > self.max_bytes {
+            let Some(oldest) = window.events.pop_front() else { break };
+            window.start = oldest.id();
+            window.bytes -= oldest.json().len();
         }
     }
 
@@ -252,6 +266,18 @@ mod tests {
         recent.set_attached(false);
         assert!(recent.read_after(15, &LogQuery::all(), 10).is_none());
         assert!(recent.bounds_for(None).is_none());
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_the_bytes_of_its_events_as_well() {
+        let events: Vec<SharedEvent> = (11..=20).map(|id| stored(id, "a", Utc::now())).collect();
+        let one = events[0].json().len();
+        let recent = RecentEvents::with_max_bytes(100, one * 3, Duration::from_secs(60));
+        recent.set_attached(true);
+        recent.extend(10, &Page { events, through: 20, complete: true, bounds: LogBounds { head: 20, earliest: 11 } });
+
+        assert!(recent.read_after(16, &LogQuery::all(), 10).is_none());
+        assert_eq!(ids(&recent.read_after(17, &LogQuery::all(), 10).unwrap()), vec![18, 19, 20]);
     }
 
     #[test]
