@@ -115,7 +115,7 @@ impl RecentEvents {
         let bounds = LogBounds { head: window.head, earliest: window.start + 1 };
         match since {
             None if window.begun => Some(bounds),
-            Some(since) if self.covers(&window, since) => Some(bounds),
+            Some(since) if self.first_after(&window, since).is_some() => Some(bounds),
             _ => None,
         }
     }
@@ -126,10 +126,7 @@ impl RecentEvents {
             return None;
         }
         let window = self.read();
-        if !self.covers(&window, after) {
-            return None;
-        }
-        let first = window.events.partition_point(|e| e.id() <= after);
+        let first = self.first_after(&window, after)?;
         let mut events = Vec::new();
         for event in window.events.range(first..) {
             if query.matches(event) {
@@ -145,15 +142,16 @@ impl RecentEvents {
         Some(Page { events, through, complete: !full, bounds })
     }
 
-    /// Whether a read after `after` is the window's to answer: inside it, and nothing it would return old
-    /// enough for retention to have removed it from the backend.
-    fn covers(&self, window: &Window, after: u64) -> bool {
+    /// Where a read after `after` starts in the window (the index of the first event above it), when the read is
+    /// the window's to answer: inside it, and nothing it would return old enough for retention to have removed it
+    /// from the backend.
+    fn first_after(&self, window: &Window, after: u64) -> Option<usize> {
         if !window.begun || after < window.start || after > window.head {
-            return false;
+            return None;
         }
         let first = window.events.partition_point(|e| e.id() <= after);
         let oldest_allowed = Utc::now() - self.max_age;
-        window.events.get(first).is_none_or(|e| e.created_at > oldest_allowed)
+        window.events.get(first).is_none_or(|e| e.created_at > oldest_allowed).then_some(first)
     }
 }
 
