@@ -108,7 +108,9 @@ impl Application {
         let health = Arc::new(LogHealth::default());
         let dispatcher = Dispatcher::new(stats.clone()).start();
         let tail = TailSettings { prune_interval: settings.retention_interval, ..TailSettings::default() };
-        let follower = EventLogActor::new(backend_log, dispatcher.clone().recipient(), health.clone(), tail);
+        // Read before the listener is bound, so before any subscription can start: see `EventLogActor::new`.
+        let head = backend_log.bounds().await.context("cannot read the event log's head")?.head;
+        let follower = EventLogActor::new(backend_log, dispatcher.clone().recipient(), health.clone(), tail, head);
         match recent {
             Some(recent) => follower.with_recent(recent).start(),
             None => follower.start(),

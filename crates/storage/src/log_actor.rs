@@ -101,16 +101,23 @@ pub struct EventLogActor {
     health: Arc<LogHealth>,
     settings: TailSettings,
     recent: Option<Arc<RecentEvents>>,
+    cursor: u64,
 }
 
 impl EventLogActor {
+    /// Follows `log` after `cursor`: the head read before the hub takes its first subscription. A subscription
+    /// starting "now" starts from a head read later, so every event it waits for comes after the cursor and is
+    /// dispatched. (A cursor read by the actor once running could pass events published after a subscription had
+    /// started: the subscription would never get them.)
     pub fn new(
         log: Arc<dyn EventLog>,
         dispatch: Recipient<EventsAppended>,
         health: Arc<LogHealth>,
         settings: TailSettings,
+        cursor: u64,
     ) -> Self {
-        Self { log, dispatch, health, settings, recent: None }
+        health.dispatched.store(cursor, Ordering::Release);
+        Self { log, dispatch, health, settings, recent: None, cursor }
     }
 
     /// Adds every page read to `recent` before dispatch sees it, and says there whether the feed is attached.
@@ -131,7 +138,7 @@ impl Actor for EventLogActor {
             settings: self.settings.clone(),
             recent: self.recent.clone(),
         };
-        ctx.spawn(actix::fut::wrap_future(follower.run()));
+        ctx.spawn(actix::fut::wrap_future(follower.run(self.cursor)));
         ctx.run_interval(self.settings.prune_interval, |act, ctx| {
             let log = act.log.clone();
             ctx.spawn(actix::fut::wrap_future(async move {
@@ -162,19 +169,8 @@ impl Follower {
         }
     }
 
-    async fn run(self) {
+    async fn run(self, mut cursor: u64) {
         let mut backoff = self.settings.backoff_min;
-        let mut cursor = loop {
-            match self.log.bounds().await {
-                Ok(bounds) => break bounds.head,
-                Err(e) => {
-                    warn!(error = %e, "cannot read the event log's head; retrying");
-                    self.set_health(false, false);
-                    backoff = self.pause(backoff).await;
-                }
-            }
-        };
-        self.health.dispatched.store(cursor, Ordering::Release);
         info!(cursor, provider = self.log.provider(), "following the event log");
         let all = LogQuery::all();
         let mut in_flight = VecDeque::new();
@@ -313,7 +309,7 @@ mod tests {
         let stalled = Stalled(held.clone()).start();
         let health = Arc::new(LogHealth::default());
         let settings = TailSettings { batch: 1, ..TailSettings::default() };
-        let _actor = EventLogActor::new(log.clone(), stalled.recipient(), health.clone(), settings).start();
+        let _actor = EventLogActor::new(log.clone(), stalled.recipient(), health.clone(), settings, 0).start();
         while !health.is_ready() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -340,25 +336,29 @@ mod tests {
         NewEvent::new(Topic::parse("a").unwrap(), Scope::default(), Map::new())
     }
 
+    /// The cursor is the head before the hub took subscriptions: what was appended after it and before the actor
+    /// ran (a subscriber may already wait for it) is dispatched too, and nothing before it.
     #[actix::test]
-    async fn every_event_appended_after_start_is_dispatched_once_in_order() {
+    async fn every_event_after_the_cursor_is_dispatched_once_in_order_even_if_appended_before_start() {
         let log = Arc::new(MemoryLog::new(Retention::default()));
-        log.append(vec![event()]).await.unwrap(); // before start: not live
+        log.append(vec![event()]).await.unwrap(); // before the cursor: history, not live
+        let cursor = log.bounds().await.unwrap().head;
+        log.append(vec![event()]).await.unwrap(); // after the cursor, before the actor runs
         let seen = Arc::new(Mutex::new(Vec::new()));
         let collector = Collector(seen.clone()).start();
         let health = Arc::new(LogHealth::default());
-        let _actor =
-            EventLogActor::new(log.clone(), collector.recipient(), health.clone(), TailSettings::default()).start();
+        let settings = TailSettings::default();
+        let _actor = EventLogActor::new(log.clone(), collector.recipient(), health.clone(), settings, cursor).start();
         while !health.is_ready() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         for _ in 0..50 {
             log.append(vec![event(), event()]).await.unwrap();
         }
-        while health.dispatched() < 101 {
+        while health.dispatched() < 102 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(*seen.lock().unwrap(), (2..=101).collect::<Vec<_>>());
+        assert_eq!(*seen.lock().unwrap(), (2..=102).collect::<Vec<_>>());
     }
 }
