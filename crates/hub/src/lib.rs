@@ -21,6 +21,7 @@
 
 pub mod actors;
 pub mod auth;
+pub mod closing;
 pub mod engine;
 pub mod error;
 pub mod instruments;

@@ -48,6 +48,7 @@ impl Shutdown {
         if self.signal.send_replace(true) {
             return;
         }
+        self.state.sessions.close_all();
         info!(grace = ?self.grace, "shutting down");
         let deadline = Instant::now() + self.grace;
         while self.state.connections.open() > 0 && Instant::now() < deadline {
@@ -59,6 +60,7 @@ impl Shutdown {
     /// Stops serving at once, dropping every connection, as a crashed process would.
     pub async fn abort(&self) {
         self.signal.send_replace(true);
+        self.state.sessions.close_all();
         self.server.stop(false).await;
     }
 }
@@ -159,6 +161,7 @@ impl Application {
             scope_keys: routes::query::scope_keys(&settings_scope_keys),
             allowed_origins,
             shutdown: shutdown_rx,
+            sessions: crate::closing::Sessions::default(),
         });
         if state.auth.jwks().is_some() {
             tokio::spawn(refresh_jwks(state.clone()));
@@ -176,11 +179,11 @@ impl Application {
         let cors_origins = app_state.settings.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
                 .wrap(actix_web::middleware::from_fn(routes::token_in_query::move_token_to_header))
                 .wrap(cors(&cors_origins))
                 .app_data(app_state.clone())
-                .configure(routes::configure)
+                .configure(routes::configure_streams)
+                .service(web::scope("").wrap(TracingLogger::default()).configure(routes::configure))
         })
         .workers(workers)
         // Events are small writes to connections that rarely send anything back: without TCP_NODELAY, Nagle's

@@ -34,8 +34,10 @@ pub struct HubState {
     pub scope_keys: std::collections::BTreeSet<String>,
     /// Origins allowed to open WebSockets besides the hub's own (`HUB_ALLOWED_ORIGINS`, else the CORS origins).
     pub allowed_origins: Vec<String>,
-    /// Turns `true` when shutdown begins: readiness fails, sessions close with 1012, new connections are refused.
+    /// Turns `true` when shutdown begins: readiness fails, new connections are refused.
     pub shutdown: watch::Receiver<bool>,
+    /// The open WebSocket and SSE sessions, told when shutdown begins (WebSockets close with 1012).
+    pub sessions: crate::closing::Sessions,
 }
 
 impl HubState {

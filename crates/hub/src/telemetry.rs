@@ -73,6 +73,39 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 }
 
 /// An OTLP/HTTP exporter (protobuf, blocking client on its own thread) behind a batch processor.
+/// The request's span for as long as its handler runs, not for the life of its response body: the middleware of
+/// the streaming routes. Named and parented like `TracingLogger`'s (`HTTP request`, a W3C `traceparent` header
+/// continues its trace), with the method, the route and the status.
+pub async fn request_span(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::info_span!(
+        "HTTP request",
+        http.method = %req.method(),
+        http.route = req.match_pattern().unwrap_or_default(),
+        http.target = %req.uri().path_and_query().map_or("", |p| p.as_str()),
+        otel.kind = "server",
+        http.status_code = tracing::field::Empty,
+    );
+    let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    if let Some(traceparent) = traceparent.filter(|_| EXPORTING.load(Ordering::Relaxed)) {
+        let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+        // A span that is not recorded (filtered out) has no parent to set.
+        let _ = span.set_parent(parent);
+    }
+    let outcome = next.call(req).instrument(span.clone()).await;
+    let status = match &outcome {
+        Ok(response) => response.status(),
+        Err(e) => e.as_response_error().status_code(),
+    };
+    span.record("http.status_code", status.as_u16());
+    outcome
+}
+
 fn tracer_provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

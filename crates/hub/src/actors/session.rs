@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::subscriber::{Deliver, SessionId, Transport};
 use crate::auth::Grant;
+use crate::closing::ServerClosing;
 use crate::engine::{self, SubscriptionHost, Subscriptions};
 use crate::limits::ConnectionPermit;
 use crate::outbound::Outbound;
@@ -344,14 +345,9 @@ impl Actor for WsSession {
         self.send(ctx, welcome);
         self.heartbeat(ctx);
         self.schedule_expiry(ctx);
-        let mut shutdown = self.hub.shutdown.clone();
-        ctx.spawn(async move { shutdown.wait_for(|down| *down).await.is_ok() }.into_actor(self).map(
-            |down, act, ctx| {
-                if down {
-                    act.close(ctx, CloseCode::Restart, "server restarting");
-                }
-            },
-        ));
+        if !self.hub.sessions.register(self.id(), ctx.address().downgrade().recipient()) {
+            return self.close(ctx, CloseCode::Restart, "server restarting");
+        }
         if let Some(subscribe) = self.auto_subscribe.take() {
             self.subscribe(ctx, subscribe);
         }
@@ -363,9 +359,18 @@ impl Actor for WsSession {
         if self.permit.take().is_none() {
             return;
         }
+        self.hub.sessions.unregister(self.id());
         self.subs.remove_all(&self.hub);
         crate::instruments::connection_closed(Transport::WebSocket);
         debug!(session = %self.id(), "session stopped");
+    }
+}
+
+impl Handler<ServerClosing> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: ServerClosing, ctx: &mut Self::Context) {
+        self.close(ctx, CloseCode::Restart, "server restarting");
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::subscriber::{Deliver, SessionId, Transport};
+use crate::closing::ServerClosing;
 use crate::engine::{self, SubscriptionHost, Subscriptions};
 use crate::limits::ConnectionPermit;
 use crate::outbound::Outbound;
@@ -153,12 +154,9 @@ impl Actor for SseSession {
         if let Some(left) = self.expires_in {
             ctx.run_later(left, |_, ctx| ctx.stop());
         }
-        let mut shutdown = self.hub.shutdown.clone();
-        ctx.spawn(async move { shutdown.wait_for(|down| *down).await.is_ok() }.into_actor(self).map(|down, _, ctx| {
-            if down {
-                ctx.stop();
-            }
-        }));
+        if !self.hub.sessions.register(self.subs.session(), ctx.address().downgrade().recipient()) {
+            return ctx.stop();
+        }
         if let Some(subscription) = self.subscription.take() {
             engine::subscribe(self, ctx, subscription);
         }
@@ -166,9 +164,18 @@ impl Actor for SseSession {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.outbound.finish();
+        self.hub.sessions.unregister(self.subs.session());
         self.subs.remove_all(&self.hub);
         crate::instruments::connection_closed(Transport::ServerSentEvents);
         debug!(session = %self.subs.session(), "SSE stream ended");
+    }
+}
+
+impl Handler<ServerClosing> for SseSession {
+    type Result = ();
+
+    fn handle(&mut self, _: ServerClosing, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

@@ -1235,13 +1235,29 @@ where
                 return Ok(false);
             }
 
-            // grow buffer if necessary.
-            let remaining = this.read_buf.capacity() - this.read_buf.len();
-            if remaining < LW_BUFFER_SIZE {
-                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
-            }
+            let polled = if this.read_buf.capacity() == 0 {
+                // No buffer held (released while idle): read into the stack first, so that a
+                // wake-up with nothing to read (a streaming response's write) allocates nothing.
+                let mut scratch = [mem::MaybeUninit::<u8>::uninit(); HW_BUFFER_SIZE];
+                let mut scratch = tokio::io::ReadBuf::uninit(&mut scratch);
+                match io.as_mut().poll_read(cx, &mut scratch) {
+                    Poll::Ready(Ok(())) => {
+                        this.read_buf.extend_from_slice(scratch.filled());
+                        Poll::Ready(Ok(scratch.filled().len()))
+                    }
+                    Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                    Poll::Pending => Poll::Pending,
+                }
+            } else {
+                // grow buffer if necessary.
+                let remaining = this.read_buf.capacity() - this.read_buf.len();
+                if remaining < LW_BUFFER_SIZE {
+                    this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
+                }
+                tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf)
+            };
 
-            match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
+            match polled {
                 Poll::Ready(Ok(n)) => {
                     // When draining a dropped request payload, keep FINISHED set so the
                     // disconnect/keep-alive decision can be made once the payload is fully drained.
