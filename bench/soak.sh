@@ -2,12 +2,14 @@
 # The soak against two release hubs (ports 18091, 18092) sharing one log, started fresh here and stopped after.
 #   BACKEND=postgres (default): a fresh database hub_soak on 127.0.0.1:5432; the publisher crate writes into it too
 #   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under a fresh prefix soak<epoch>
+#   LOADGEN=path: another loadgen binary (default target/release/loadgen), to compare two builds of the instrument
 #   bench/soak.sh --duration 30m --connections 5000 --churn 200 --out /tmp/soak-pg.jsonl
 # For faults, loadgen starts hubs and a log server of its own: target/release/loadgen storm --help.
 set -u
 cd "$(dirname "$0")/.."
 BACKEND=${BACKEND:-postgres}
 REDIS=${REDIS:-redis://127.0.0.1:6379}
+LOADGEN=${LOADGEN:-target/release/loadgen}
 case "$BACKEND" in
   postgres)
     psql -q -h 127.0.0.1 -U postgres -c 'drop database if exists hub_soak with (force)' -c 'create database hub_soak'
@@ -33,7 +35,7 @@ for port in 18091 18092; do
     exit 1
   fi
 done
-target/release/loadgen --hub http://127.0.0.1:18091 --hub-pid "${pids[0]},${pids[1]}" soak \
+"$LOADGEN" --hub http://127.0.0.1:18091 --hub-pid "${pids[0]},${pids[1]}" soak \
   --other-hubs http://127.0.0.1:18092 "${sink[@]}" "$@"
 status=$?
 kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null

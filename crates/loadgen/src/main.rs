@@ -7,6 +7,11 @@
 
 use std::time::Duration;
 
+/// mimalloc, as the hub uses: the soak's load generator allocates for every frame it checks, and on the system
+/// allocator that was a measurable part of the CPU it takes from the hubs it measures (docs/RELIABILITY.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use loadgen::client::{Peer, Transport};
 use loadgen::scenarios::catchup::CatchupConfig;
