@@ -7,11 +7,6 @@
 
 use std::time::Duration;
 
-/// mimalloc, as the hub uses: the soak's load generator allocates for every frame it checks, and on the system
-/// allocator that was a measurable part of the CPU it takes from the hubs it measures (docs/RELIABILITY.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use loadgen::client::{Peer, Transport};
 use loadgen::scenarios::catchup::CatchupConfig;
@@ -22,6 +17,11 @@ use loadgen::scenarios::publish::{PublishConfig, Via};
 use loadgen::soak::SoakConfig;
 use loadgen::storm::{Backend, StormConfig};
 use loadgen::{Report, scenarios, soak, storm};
+
+/// mimalloc, as the hub uses: the soak's load generator allocates for every frame it checks, and on the system
+/// allocator that was a measurable part of the CPU it takes from the hubs it measures (docs/RELIABILITY.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "loadgen", about = "Load generator for the realtime hub")]
