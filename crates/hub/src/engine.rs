@@ -214,14 +214,29 @@ where
 {
     let log = act.hub().log.clone();
     let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
-    // A subscription starting live or a moment back starts from the window of newest events, if the hub has one.
-    if let Some(bounds) = log.recent().and_then(|recent| recent.bounds_for(subscription.since)) {
-        return start_replay(act, ctx, name, generation, bounds);
-    }
-    ctx.spawn(async move { log.bounds().await }.into_actor(act).map(move |bounds, act, ctx| match bounds {
+    let since = subscription.since;
+    // A subscription starting live or a moment back starts from the window of newest events, if the hub has one
+    // and it holds what this hub appended.
+    let bounds = async move {
+        match window_bounds(&*log, since).await {
+            Some(bounds) => Ok(bounds),
+            None => log.bounds().await,
+        }
+    };
+    ctx.spawn(bounds.into_actor(act).map(move |bounds, act, ctx| match bounds {
         Ok(bounds) => start_replay(act, ctx, name, generation, bounds),
         Err(e) => retry_or_fail(act, ctx, name, generation, failing, e.to_string(), read_bounds),
     }));
+}
+
+/// The bounds the window of newest events gives a subscription starting at `since`, once it holds what this hub
+/// appended; `None` when the backend must answer.
+async fn window_bounds(log: &dyn storage::EventLog, since: Option<u64>) -> Option<storage::LogBounds> {
+    let recent = log.recent()?;
+    if !recent.caught_up().await {
+        return None;
+    }
+    recent.bounds_for(since)
 }
 
 fn start_replay<A>(act: &mut A, ctx: &mut A::Context, name: SubName, generation: u64, bounds: storage::LogBounds)

@@ -10,19 +10,27 @@
 //! - the read starts inside the window (`start ≤ after ≤ head`): a position above `head` may be one another hub
 //!   has already given out, and only the backend knows whether it exists; one below `start` is older history;
 //! - what it would return is younger than the retention (`max_age`): older events may be gone from the backend,
-//!   which then says `reset`, and the answer must not depend on which hub the client asked.
+//!   which then says `reset`, and the answer must not depend on which hub the client asked;
+//! - the window holds every event this hub had appended (acked to its publisher) when the read began: a client
+//!   that publishes and then subscribes, reads or resumes on the same hub finds its own events in the answer, not
+//!   only after it (its replay before `live`, its long-poll's first answer), as when the backend answers. A read
+//!   that finds the window behind waits for it ([`caught_up`](RecentEvents::caught_up): the few milliseconds the
+//!   storage actor takes to read what was appended), and goes to the backend if it does not catch up in
+//!   [`CATCH_UP`].
 //!
-//! The answer's `through` is the window's head, which may be a few milliseconds behind the backend's: the reader
-//! asks again from there, and whatever follows is dispatched to it live, so nothing is skipped.
+//! The answer's `through` is the window's head, which may be a few milliseconds behind the backend's (events
+//! another hub or a service appended): the reader asks again from there, and whatever follows is dispatched to it
+//! live, so nothing is skipped.
 
 use std::collections::VecDeque;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use protocol::{EventId, NewEvent};
+use tokio::sync::watch;
 
 use crate::Result;
 use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent};
@@ -31,6 +39,9 @@ use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEven
 /// growing the hub.
 pub const MAX_WINDOW_BYTES: usize = 32 << 20;
 
+/// How long a read waits for the window to hold what this hub appended before it asks the backend.
+pub const CATCH_UP: Duration = Duration::from_millis(250);
+
 /// The newest events, in a window of at most `capacity` events and [`MAX_WINDOW_BYTES`] of their JSON.
 #[derive(Debug)]
 pub struct RecentEvents {
@@ -38,6 +49,10 @@ pub struct RecentEvents {
     max_bytes: usize,
     max_age: Duration,
     attached: AtomicBool,
+    /// The newest id this hub appended.
+    appended: AtomicU64,
+    /// The window's head, for reads waiting for it to reach what was appended.
+    head: watch::Sender<u64>,
     window: RwLock<Window>,
 }
 
@@ -61,7 +76,8 @@ impl RecentEvents {
 
     fn with_max_bytes(capacity: usize, max_bytes: usize, max_age: Duration) -> Self {
         let window = RwLock::new(Window::default());
-        Self { capacity, max_bytes, max_age, attached: AtomicBool::new(false), window }
+        let (appended, head) = (AtomicU64::new(0), watch::Sender::new(0));
+        Self { capacity, max_bytes, max_age, attached: AtomicBool::new(false), appended, head, window }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Window> {
@@ -76,6 +92,23 @@ impl RecentEvents {
     /// The storage actor is attached to the live feed and caught up (`true`), or lost it (`false`).
     pub fn set_attached(&self, attached: bool) {
         self.attached.store(attached, Ordering::Release);
+    }
+
+    /// This hub appended events up to `newest`.
+    pub fn appended(&self, newest: u64) {
+        self.appended.fetch_max(newest, Ordering::AcqRel);
+    }
+
+    /// Whether the window holds everything this hub had appended when the call began, waiting [`CATCH_UP`] at
+    /// most for the storage actor to read it; a read from the window is exact for this hub's own writes only
+    /// after `true`.
+    pub async fn caught_up(&self) -> bool {
+        let appended = self.appended.load(Ordering::Acquire);
+        if *self.head.borrow() >= appended {
+            return true;
+        }
+        let mut head = self.head.subscribe();
+        matches!(tokio::time::timeout(CATCH_UP, head.wait_for(|head| *head >= appended)).await, Ok(Ok(_)))
     }
 
     /// The storage actor read `page` of every event after `after`: the window grows by it, or starts again at
@@ -103,6 +136,7 @@ impl RecentEvents {
             window.start = oldest.id();
             window.bytes -= oldest.json().len();
         }
+        self.head.send_replace(window.head);
     }
 
     /// The bounds a subscription starting at `since` (`None`: live only) may start from, when the window can
@@ -174,14 +208,20 @@ impl EventLog for WindowedLog {
     }
 
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
-        self.inner.append(events).await
+        let ids = self.inner.append(events).await?;
+        if let Some(newest) = ids.iter().map(|id| id.get()).max() {
+            self.recent.appended(newest);
+        }
+        Ok(ids)
     }
 
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
-        match self.recent.read_after(after, query, limit) {
-            Some(page) => Ok(page),
-            None => self.inner.read_after(after, query, limit).await,
+        if self.recent.caught_up().await
+            && let Some(page) = self.recent.read_after(after, query, limit)
+        {
+            return Ok(page);
         }
+        self.inner.read_after(after, query, limit).await
     }
 
     async fn bounds(&self) -> Result<LogBounds> {
@@ -291,6 +331,26 @@ mod tests {
         assert!(recent.read_after(31, &LogQuery::all(), 10).is_none(), "41..49 are gone: the backend says reset");
         assert_eq!(ids(&recent.read_after(49, &LogQuery::all(), 10).unwrap()), vec![50, 51]);
         assert_eq!(recent.bounds_for(Some(49)), Some(LogBounds { head: 51, earliest: 50 }));
+    }
+
+    /// A client that publishes and then reads on the same hub gets its own events in the answer: a read waits
+    /// for the window to hold what was appended before it began, and not for what is appended while it waits.
+    #[tokio::test]
+    async fn a_read_waits_for_the_window_to_hold_what_this_hub_appended_before_it() {
+        let recent = Arc::new(window(100));
+        recent.extend(10, &page(11..=12, 12));
+        assert!(recent.caught_up().await, "nothing appended here yet");
+        recent.appended(15);
+        let waiting = tokio::spawn({
+            let recent = recent.clone();
+            async move { recent.caught_up().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "answered before the window held event 15");
+        recent.appended(99);
+        recent.extend(12, &page(13..=15, 15));
+        assert!(waiting.await.unwrap(), "held back by an append made while it waited");
+        assert!(!recent.caught_up().await, "event 99 never reached the window: the backend answers");
     }
 
     #[test]

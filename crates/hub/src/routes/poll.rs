@@ -53,8 +53,13 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
 
     let profile = subscription.profile;
     let log_query = LogQuery::new(subscription.topics.clone(), subscription.filter.clone());
-    // A position the window of newest events covers is answered from it: nothing there is truncated.
-    let page = match state.log.recent().and_then(|recent| recent.read_after(after, &log_query, limit)) {
+    // A position the window of newest events covers is answered from it once it holds what this hub appended:
+    // nothing there is truncated.
+    let recent = match state.log.recent() {
+        Some(recent) if recent.caught_up().await => Some(recent),
+        _ => None,
+    };
+    let page = match recent.and_then(|recent| recent.read_after(after, &log_query, limit)) {
         Some(page) => page,
         None => {
             let bounds = state.log.bounds().await?;
