@@ -21,7 +21,6 @@
 
 pub mod actors;
 pub mod auth;
-pub mod closing;
 pub mod engine;
 pub mod error;
 pub mod instruments;
@@ -30,6 +29,7 @@ pub mod outbound;
 pub mod poll_wakes;
 pub mod rate;
 pub mod routes;
+pub mod sessions;
 pub mod settings;
 pub mod smoke;
 pub mod sources;

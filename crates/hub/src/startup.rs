@@ -161,8 +161,9 @@ impl Application {
             scope_keys: routes::query::scope_keys(&settings_scope_keys),
             allowed_origins,
             shutdown: shutdown_rx,
-            sessions: crate::closing::Sessions::default(),
+            sessions: crate::sessions::Sessions::default(),
         });
+        crate::sessions::start_heartbeats(&state);
         if state.auth.jwks().is_some() {
             tokio::spawn(refresh_jwks(state.clone()));
         }

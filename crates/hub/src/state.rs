@@ -37,7 +37,7 @@ pub struct HubState {
     /// Turns `true` when shutdown begins: readiness fails, new connections are refused.
     pub shutdown: watch::Receiver<bool>,
     /// The open WebSocket and SSE sessions, told when shutdown begins (WebSockets close with 1012).
-    pub sessions: crate::closing::Sessions,
+    pub sessions: crate::sessions::Sessions,
 }
 
 impl HubState {

@@ -4,6 +4,8 @@
 //! response body drains, and handles the client's frames as a stream decoded from the request's payload
 //! ([`ClientFrames`]). Nothing stands between a delivery and the queue but the actor's own mailbox, and the
 //! actor runs whether or not the network takes its output (the slow-consumer check and the heartbeat with it).
+//! Its heartbeat is a [`Notice`] from the hub's ticker, not a timer of its own, which the actor's context would
+//! poll on every delivery.
 
 use std::io;
 use std::pin::Pin;
@@ -24,11 +26,11 @@ use tracing::{debug, info, warn};
 
 use super::subscriber::{Deliver, SessionId, Transport};
 use crate::auth::Grant;
-use crate::closing::ServerClosing;
 use crate::engine::{self, SubscriptionHost, Subscriptions};
 use crate::limits::ConnectionPermit;
 use crate::outbound::Outbound;
 use crate::rate::TokenBucket;
+use crate::sessions::Notice;
 use crate::state::HubState;
 use crate::subscription::{Reset, Start};
 
@@ -138,15 +140,13 @@ impl WsSession {
         self.send(ctx, ServerFrame::Error { code, message, sub });
     }
 
-    fn heartbeat(&self, ctx: &mut Context<Self>) {
-        let interval = self.hub.settings.heartbeat;
-        ctx.run_interval(interval, move |act, ctx| {
-            if act.last_heard.elapsed() > interval * 2 {
-                info!(session = %act.id(), "peer silent for two heartbeats; closing");
-                return act.close(ctx, CloseCode::Away, "heartbeat timeout");
-            }
-            act.queue(ctx, ws::Message::Ping(Bytes::new()));
-        });
+    /// Told by the hub's heartbeat ticker once per interval (`crate::sessions`).
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.last_heard.elapsed() > self.hub.settings.heartbeat * 2 {
+            info!(session = %self.id(), "peer silent for two heartbeats; closing");
+            return self.close(ctx, CloseCode::Away, "heartbeat timeout");
+        }
+        self.queue(ctx, ws::Message::Ping(Bytes::new()));
     }
 
     /// Closes the connection with 4001 when the grant expires.
@@ -343,9 +343,8 @@ impl Actor for WsSession {
             heartbeat_s: self.hub.settings.heartbeat.as_secs().max(1),
         };
         self.send(ctx, welcome);
-        self.heartbeat(ctx);
         self.schedule_expiry(ctx);
-        if !self.hub.sessions.register(self.id(), ctx.address().downgrade().recipient()) {
+        if !self.hub.sessions.register(self.id(), Transport::WebSocket, ctx.address().downgrade().recipient()) {
             return self.close(ctx, CloseCode::Restart, "server restarting");
         }
         if let Some(subscribe) = self.auto_subscribe.take() {
@@ -366,11 +365,14 @@ impl Actor for WsSession {
     }
 }
 
-impl Handler<ServerClosing> for WsSession {
+impl Handler<Notice> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, _: ServerClosing, ctx: &mut Self::Context) {
-        self.close(ctx, CloseCode::Restart, "server restarting");
+    fn handle(&mut self, notice: Notice, ctx: &mut Self::Context) {
+        match notice {
+            Notice::Heartbeat => self.heartbeat(ctx),
+            Notice::Closing => self.close(ctx, CloseCode::Restart, "server restarting"),
+        }
     }
 }
 

@@ -11,10 +11,10 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::subscriber::{Deliver, SessionId, Transport};
-use crate::closing::ServerClosing;
 use crate::engine::{self, SubscriptionHost, Subscriptions};
 use crate::limits::ConnectionPermit;
 use crate::outbound::Outbound;
+use crate::sessions::Notice;
 use crate::state::HubState;
 use crate::subscription::{Reset, Start};
 
@@ -148,13 +148,14 @@ impl Actor for SseSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         crate::instruments::connection_opened(Transport::ServerSentEvents);
         self.write_bytes(ctx, Bytes::from(format!("retry: {RETRY_MS}\n\n")));
-        ctx.run_interval(self.hub.settings.sse_heartbeat, |act, ctx| {
-            act.write_bytes(ctx, Bytes::from_static(b": hb\n\n"));
-        });
         if let Some(left) = self.expires_in {
             ctx.run_later(left, |_, ctx| ctx.stop());
         }
-        if !self.hub.sessions.register(self.subs.session(), ctx.address().downgrade().recipient()) {
+        if !self.hub.sessions.register(
+            self.subs.session(),
+            Transport::ServerSentEvents,
+            ctx.address().downgrade().recipient(),
+        ) {
             return ctx.stop();
         }
         if let Some(subscription) = self.subscription.take() {
@@ -171,11 +172,15 @@ impl Actor for SseSession {
     }
 }
 
-impl Handler<ServerClosing> for SseSession {
+impl Handler<Notice> for SseSession {
     type Result = ();
 
-    fn handle(&mut self, _: ServerClosing, ctx: &mut Self::Context) {
-        ctx.stop();
+    fn handle(&mut self, notice: Notice, ctx: &mut Self::Context) {
+        match notice {
+            // A comment keeps proxies from closing an idle stream.
+            Notice::Heartbeat => self.write_bytes(ctx, Bytes::from_static(b": hb\n\n")),
+            Notice::Closing => ctx.stop(),
+        }
     }
 }
 

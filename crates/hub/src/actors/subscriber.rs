@@ -18,6 +18,11 @@ impl SessionId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self(NEXT.fetch_add(1, Ordering::Relaxed))
     }
+
+    /// Which of `slots` slots the connection falls in (consecutive connections in consecutive slots).
+    pub fn slot(self, slots: u64) -> u64 {
+        self.0 % slots
+    }
 }
 
 impl Default for SessionId {
