@@ -353,6 +353,22 @@ mod tests {
         assert!(!recent.caught_up().await, "event 99 never reached the window: the backend answers");
     }
 
+    /// Through the windowed log: what this hub appended and the window has not read yet is still in the answer
+    /// (from the backend), never a page that ends before it.
+    #[tokio::test]
+    async fn a_read_after_an_append_the_window_has_not_read_yet_returns_it() {
+        let backend: Arc<dyn EventLog> = Arc::new(crate::MemoryLog::new(crate::Retention::default()));
+        let recent = Arc::new(window(100));
+        let log = WindowedLog::new(backend.clone(), recent.clone());
+        let first = log.append(vec![NewEvent::new(Topic::parse("a").unwrap(), Scope::default(), Map::new())]).await;
+        let first = first.unwrap()[0].get();
+        recent.extend(0, &backend.read_after(0, &LogQuery::all(), 10).await.unwrap());
+        let second = log.append(vec![NewEvent::new(Topic::parse("a").unwrap(), Scope::default(), Map::new())]).await;
+
+        let page = log.read_after(first, &LogQuery::all(), 10).await.unwrap();
+        assert_eq!(ids(&page), vec![second.unwrap()[0].get()], "the window answered without the appended event");
+    }
+
     #[test]
     fn events_older_than_the_retention_are_left_to_the_backend() {
         let recent = window(100);
