@@ -159,11 +159,16 @@ impl Context {
         }
     }
 
-    fn take_latency(&self) -> Option<Latency> {
-        let mut histogram = self.latency.lock().ok()?;
-        let latency = (!histogram.is_empty()).then(|| measure::latency(&histogram));
+    /// The interval's latency percentiles and buckets; the histogram starts again.
+    fn take_latency(&self) -> (Option<Latency>, Vec<[u64; 2]>) {
+        let Ok(mut histogram) = self.latency.lock() else { return (None, Vec::new()) };
+        let taken = if histogram.is_empty() {
+            (None, Vec::new())
+        } else {
+            (Some(measure::latency(&histogram)), measure::buckets(&histogram))
+        };
         histogram.reset();
-        latency
+        taken
     }
 }
 
@@ -202,6 +207,10 @@ pub struct Line {
     pub deliveries_per_s: f64,
     pub published_per_s: f64,
     pub latency_ms: Option<Latency>,
+    /// The interval's latencies as `[highest µs, count]` buckets 2 % wide (`measure::buckets`): the lines of a
+    /// window add up to the percentiles of all its deliveries (`bench/soak_summary.py`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_buckets_us: Vec<[u64; 2]>,
     pub resets: u64,
     /// Connections that resumed a subscriber's earlier position (after a drop, a cut or the end of a lifetime).
     pub resumes: u64,
@@ -351,6 +360,7 @@ async fn report_lines(ctx: &Arc<Context>, config: &SoakConfig) -> Vec<Line> {
             stats.open_sse.load(Ordering::Relaxed),
             stats.open_poll.load(Ordering::Relaxed),
         );
+        let (latency_ms, latency_buckets_us) = ctx.take_latency();
         let line = Line {
             minute: (now - started).as_secs_f64() / 60.0,
             connections: ws + sse + poll,
@@ -360,7 +370,8 @@ async fn report_lines(ctx: &Arc<Context>, config: &SoakConfig) -> Vec<Line> {
             connects_per_s: (counts.0 - last.0) as f64 / seconds,
             deliveries_per_s: (counts.1 - last.1) as f64 / seconds,
             published_per_s: (counts.2 - last.2) as f64 / seconds,
-            latency_ms: ctx.take_latency(),
+            latency_ms,
+            latency_buckets_us,
             resets: stats.resets.load(Ordering::Relaxed),
             resumes: stats.resumes.load(Ordering::Relaxed),
             slow_consumer_cuts: stats.slow_cuts.load(Ordering::Relaxed),
