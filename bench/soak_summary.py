@@ -32,12 +32,15 @@ def per_minute(lines):
             "open file descriptors, both hubs": sum(h["fds"] for h in line["hubs"]),
             "p99 latency (ms)": line["latency_ms"]["p99"],
             "p50 latency (ms)": line["latency_ms"]["p50"],
-            "machine busy": line["machine"]["busy"],
         }
+        # The earliest runs' lines have no machine share and no load generator CPU.
+        if line.get("machine"):
+            row["machine busy"] = line["machine"]["busy"]
         if previous is not None:
             row["hubs' CPU per minute (s)"] = hubs_cpu - previous[0]
-            row["load generator's CPU per minute (s)"] = line["loadgen_cpu_s"] - previous[1]
-        previous = (hubs_cpu, line["loadgen_cpu_s"])
+            if "loadgen_cpu_s" in line:
+                row["load generator's CPU per minute (s)"] = line["loadgen_cpu_s"] - previous[1]
+        previous = (hubs_cpu, line.get("loadgen_cpu_s", 0))
         row["buckets"] = line.get("latency_buckets_us")
         rows[minute] = row
     return rows
@@ -83,7 +86,8 @@ def summarize(path):
     print(f"  {'measure':44} {'2-11':>9} {'10-19':>9} {'21-30':>9} {'10-19 -> 21-30':>15}  verdict")
     ok = violations == 0
     pooled = {w: pooled_quantile(rows, ms, 0.99) for w, ms in WINDOWS.items()}
-    for measure in [k for k in rows[10] if k != "buckets"]:
+    measures = [k for k in rows[10] if k != "buckets" and all(k in rows[m] for m in range(2, 31))]
+    for measure in measures:
         medians = {w: statistics.median(rows[m][measure] for m in ms) for w, ms in WINDOWS.items()}
         label = measure
         if measure == "p99 latency (ms)" and pooled["10-19"] is not None:
