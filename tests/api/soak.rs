@@ -71,11 +71,11 @@ async fn a_minute_of_faults_on_postgres_loses_doubles_and_reorders_nothing() {
         hub_bin: hub_binary(),
         backend: Backend::Postgres,
         hubs: 2,
-        seed: 11,
+        seed: 10,
         mean_gap: Duration::from_secs(6),
         quiet: Duration::from_secs(15),
         max_outbound_bytes: 65536,
-        soak: mix(11),
+        soak: mix(10),
     };
 
     // Act
