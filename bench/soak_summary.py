@@ -41,18 +41,15 @@ def per_minute(lines):
             if "loadgen_cpu_s" in line:
                 row["load generator's CPU per minute (s)"] = line["loadgen_cpu_s"] - previous[1]
         previous = (hubs_cpu, line.get("loadgen_cpu_s", 0))
-        row["buckets"] = line.get("latency_buckets_us")
         rows[minute] = row
     return rows
 
 
-def pooled_quantile(rows, minutes, q):
-    """The q-quantile in ms of every delivery of `minutes`, from their buckets; None when a minute has none."""
+def pooled_quantile(buckets, minutes, q):
+    """The q-quantile in ms of every delivery of `minutes`, from their `[highest µs, count]` buckets."""
     counts = {}
     for m in minutes:
-        if not rows[m]["buckets"]:
-            return None
-        for high, count in rows[m]["buckets"]:
+        for high, count in buckets[m]:
             counts[high] = counts.get(high, 0) + count
     total = sum(counts.values())
     seen = 0
@@ -60,7 +57,6 @@ def pooled_quantile(rows, minutes, q):
         seen += counts[high]
         if seen >= q * total:
             return high / 1000
-    return None
 
 
 def verdict(measure, change):
@@ -85,24 +81,25 @@ def summarize(path):
           f"{max(r['p99 latency (ms)'] for r in rows.values()):.0f} ms, slow consumers cut {last['slow_consumer_cuts']}")
     print(f"  {'measure':44} {'2-11':>9} {'10-19':>9} {'21-30':>9} {'10-19 -> 21-30':>15}  verdict")
     ok = violations == 0
-    pooled = {w: pooled_quantile(rows, ms, 0.99) for w, ms in WINDOWS.items()}
-    measures = [k for k in rows[10] if k != "buckets" and all(k in rows[m] for m in range(2, 31))]
-    for measure in measures:
-        medians = {w: statistics.median(rows[m][measure] for m in ms) for w, ms in WINDOWS.items()}
-        label = measure
-        if measure == "p99 latency (ms)" and pooled["10-19"] is not None:
-            label = "p99 latency (ms), median of the minutes'"
-        change = medians["21-30"] / medians["10-19"] - 1
-        judged = verdict(measure, change) if label == measure else "(the earlier reading)"
+    buckets = {round(l["minute"]): l.get("latency_buckets_us") for l in lines}
+    pooled = all(buckets[m] for m in range(2, 31))
+
+    def show(label, values, judged):
+        nonlocal ok
+        change = values["21-30"] / values["10-19"] - 1
+        judged = judged(change)
         ok = ok and judged != "MISSED"
-        print(f"  {label:44} {medians['2-11']:9.2f} {medians['10-19']:9.2f} {medians['21-30']:9.2f} "
+        print(f"  {label:44} {values['2-11']:9.2f} {values['10-19']:9.2f} {values['21-30']:9.2f} "
               f"{change * 100:+14.1f}%  {judged}")
-        if label != measure:
-            change = pooled["21-30"] / pooled["10-19"] - 1
-            judged = verdict(measure, change)
-            ok = ok and judged != "MISSED"
-            print(f"  {'p99 latency (ms), all deliveries':44} {pooled['2-11']:9.2f} {pooled['10-19']:9.2f} "
-                  f"{pooled['21-30']:9.2f} {change * 100:+14.1f}%  {judged}")
+
+    for measure in [k for k in rows[10] if all(k in rows[m] for m in range(2, 31))]:
+        medians = {w: statistics.median(rows[m][measure] for m in ms) for w, ms in WINDOWS.items()}
+        if measure == "p99 latency (ms)" and pooled:
+            show("p99 latency (ms), median of the minutes'", medians, lambda _: "(the earlier reading)")
+            all_deliveries = {w: pooled_quantile(buckets, ms, 0.99) for w, ms in WINDOWS.items()}
+            show("p99 latency (ms), all deliveries", all_deliveries, lambda c: verdict(measure, c))
+        else:
+            show(measure, medians, lambda c: verdict(measure, c))
     return ok
 
 
