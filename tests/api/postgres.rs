@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use protocol::{NewEvent, Scope, Topic};
 use rand::Rng;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::backends::{assert_exactly_once_in_order, events_with_markers};
 use crate::helpers::{event, ids, spawn_pg_hub};
@@ -484,4 +484,31 @@ async fn reads_near_the_head_are_answered_from_the_hubs_window_while_the_log_tab
     assert_eq!(ids(&resumed.0), vec![published[2], published[3]]);
     assert_eq!(resumed.1, [published[2], published[3]]);
     assert!(before_window.is_err(), "a read from before the window is the table's: {before_window:?}");
+}
+
+/// A long-poll from before the window of newest events reads the table, then waits on the window: the window
+/// starting later than the request's `after` is not a loss. Every event in between was read (none matched), so
+/// the request waits and answers the next match, without a `reset`. (Found by the fault storm: a hub restarted
+/// has a window that starts at its restart, and its filtered long-polls were told `reset` for nothing lost.)
+#[actix_web::test]
+async fn a_long_poll_from_before_the_window_waits_without_a_reset_for_what_was_never_lost() {
+    let db = test_db!();
+    let hub = spawn_pg_hub(&db.url, |s| s.recent_events = 3).await;
+    let mut follower = hub.ws("/ws?topics=*").await;
+    follower.expect("subscribed").await;
+    let others = hub.publish(json!((0..5).map(|n| event("b", json!({}), n)).collect::<Vec<_>>())).await;
+    follower.events(5).await;
+
+    let from_before_the_window = format!("/api/events?topics=a&after={}&wait=10", others[0]);
+    let waiting = hub.get_json(&from_before_the_window);
+    let publish = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hub.publish(event("a", json!({}), 9)).await
+    };
+    let ((status, answer), published) = tokio::join!(waiting, publish);
+
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["reset"], Value::Null, "nothing after {} was lost: {answer}", others[0]);
+    assert_eq!(ids(answer["events"].as_array().unwrap()), published);
+    assert_eq!(answer["next_after"], published[0]);
 }

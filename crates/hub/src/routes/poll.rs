@@ -87,30 +87,34 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the dispatcher stopped"))?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
-    let mut through = page.through;
-    let page = loop {
+    // Everything up to `read` has been read and none of it matched. Each page is judged from where it was read:
+    // a later page may come from the window of newest events, which starts wherever this hub began to follow the
+    // log, and that is no loss.
+    let mut read = page.through;
+    let (page, read) = loop {
         let woken = waiting.notify.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let page = state.log.read_after(through, &log_query, limit).await?;
-        if !page.events.is_empty() || page.bounds.truncates(after) || state.shutting_down() {
-            break page;
+        let page = state.log.read_after(read, &log_query, limit).await?;
+        if !page.events.is_empty() || page.bounds.truncates(read) || state.shutting_down() {
+            break (page, read);
         }
-        through = page.through;
+        let from = std::mem::replace(&mut read, page.through);
         // A hub shutting down answers at once: the client asks another.
         tokio::select! {
             _ = woken => {}
-            _ = tokio::time::sleep_until(deadline) => break page,
-            _ = shutdown.wait_for(|stopping| *stopping) => break page,
+            _ = tokio::time::sleep_until(deadline) => break (page, from),
+            _ = shutdown.wait_for(|stopping| *stopping) => break (page, from),
         }
     };
     drop(waiting);
-    Ok(finish(&page, after, profile))
+    Ok(finish(&page, read, profile))
 }
 
-/// A page's answer, or the reset when retention or a new log epoch overtook `after` since the bounds were read.
-fn finish(page: &Page, after: u64, profile: Profile) -> HttpResponse {
-    if page.bounds.truncates(after) {
+/// The answer of `page`, read after `read`: its events, or the reset when retention or a new log epoch overtook
+/// `read` since the bounds were read.
+fn finish(page: &Page, read: u64, profile: Profile) -> HttpResponse {
+    if page.bounds.truncates(read) {
         return reset(page.bounds.reset(), page.bounds.earliest - 1);
     }
     answer(page, None, profile)
