@@ -477,6 +477,38 @@ every_backend! {
 }
 
 restartable_backends! {
+    /// A long-poll waiting while the log's server restarts is answered by the next event, judged from where it had
+    /// read: with nothing more when the server kept its log, with a reset (and no event) when it came back empty,
+    /// and the new event from the position the reset gives.
+    async fn a_long_poll_waiting_through_the_logs_server_restart_gets_the_next_event_or_a_reset(log) {
+        let hub = log.spawn_hub(|_| {}).await;
+        let before = hub.publish(event("a", json!({}), 1)).await;
+        let from_before = format!("/api/events?topics=a&after={}&wait=25", before[0]);
+        let waiting = hub.get_json(&from_before);
+        let restart_then_publish = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            log.stop_server().await;
+            hub.wait_ready(503, Duration::from_secs(10)).await;
+            log.start_server().await;
+            hub.wait_ready(200, Duration::from_secs(15)).await;
+            hub.publish(event("a", json!({}), 2)).await
+        };
+        let ((status, answer), after) = tokio::join!(waiting, restart_then_publish);
+
+        assert_eq!(status, 200, "{answer}");
+        if log.survives_a_server_restart() {
+            assert_eq!(answer["reset"], Value::Null, "nothing was lost: {answer}");
+            assert_eq!(ids(answer["events"].as_array().unwrap()), after);
+        } else {
+            assert_eq!(answer["reset"]["reason"], "history_truncated", "{answer}");
+            assert_eq!(answer["events"], json!([]), "{answer}");
+            let (_, next) = hub.get_json(&format!("/api/events?topics=a&after={}&wait=5", answer["next_after"])).await;
+            assert_eq!(ids(next["events"].as_array().unwrap()), after, "{next}");
+        }
+    }
+}
+
+restartable_backends! {
     /// The log's server stops: the hub turns unready and refuses publishes with 503 rather than accept what it
     /// cannot store; it recovers by itself. What the server kept is delivered with ids continuing; what it lost is
     /// said with a reset, and ids never go back under a client that holds old ones.
