@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The soak against two release hubs (ports 18091, 18092) sharing one log, started fresh here and stopped after.
-#   BACKEND=postgres (default): a fresh database hub_soak on 127.0.0.1:5432; the publisher crate writes into it too
+#   BACKEND=postgres (default): a fresh database hub_soak on 127.0.0.1:5432; the publisher crate writes into it too;
+#     PostgreSQL loses nothing, so the soak counts any reset as a violation (--lossless)
 #   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under a fresh prefix soak<epoch>
 #   LOADGEN=path: another loadgen binary (default target/release/loadgen), to compare two builds of the instrument
 #   bench/soak.sh --duration 30m --connections 5000 --churn 200 --out /tmp/soak-pg.jsonl
@@ -15,7 +16,7 @@ case "$BACKEND" in
     psql -q -h 127.0.0.1 -U postgres -c 'drop database if exists hub_soak with (force)' -c 'create database hub_soak'
     DB=postgres://postgres@127.0.0.1:5432/hub_soak
     backend_env=(HUB_BACKEND=postgres DATABASE_URL=$DB HUB_DB_POOL_SIZE=8)
-    sink=(--database-url "$DB") ;;
+    sink=(--database-url "$DB" --lossless) ;;
   redis)
     prefix=soak$(date +%s)
     backend_env=(HUB_BACKEND=redis REDIS_URL=$REDIS HUB_REDIS_PREFIX=$prefix)

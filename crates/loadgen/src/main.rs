@@ -139,6 +139,10 @@ enum Scenario {
         redis_url: Option<String>,
         #[arg(long, default_value = "realtime")]
         redis_prefix: String,
+        /// The hubs' log loses nothing during the run (PostgreSQL within its retention): count every `reset` as
+        /// a violation.
+        #[arg(long)]
+        lossless: bool,
         #[command(flatten)]
         mix: Mix,
     },
@@ -211,6 +215,7 @@ impl Mix {
             nats: None,
             interval: self.interval,
             out: self.out,
+            lossless: false,
             slow_share: self.slow_share,
             slow_stall: self.slow_stall,
             seed: self.seed,
@@ -224,12 +229,13 @@ async fn main() -> anyhow::Result<()> {
     loadgen::raise_file_limit();
     let pids = cli.hub_pid;
     let report: Report = match cli.scenario {
-        Scenario::Soak { other_hubs, database_url, redis_url, redis_prefix, mix } => {
+        Scenario::Soak { other_hubs, database_url, redis_url, redis_prefix, lossless, mix } => {
             let mut hubs = vec![cli.hub];
             hubs.extend(other_hubs);
             let mut config = mix.soak(hubs, pids);
             config.database_url = database_url;
             config.redis = redis_url.map(|url| (url, redis_prefix));
+            config.lossless = lossless;
             let out = config.out.clone();
             let outcome = soak::run(config).await?;
             soak::emit(&out, &outcome).await;

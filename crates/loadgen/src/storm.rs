@@ -234,6 +234,8 @@ pub async fn run(mut config: StormConfig) -> anyhow::Result<StormOutcome> {
             let cluster = PgCluster::start().await.ok_or_else(|| anyhow::anyhow!("no initdb: install PostgreSQL"))?;
             let url = cluster.url("postgres");
             config.soak.database_url = Some(url.clone());
+            // PostgreSQL keeps every event through restarts and failovers of the hubs and of itself.
+            config.soak.lossless = true;
             let env =
                 vec![("HUB_BACKEND", "postgres".to_owned()), ("DATABASE_URL", url), ("HUB_DB_POOL_SIZE", "4".into())];
             (LogServer::Postgres(cluster), env)
@@ -581,6 +583,7 @@ mod tests {
                 nats: None,
                 interval: Duration::from_secs(60),
                 out: None,
+                lossless: false,
                 slow_share: 0.01,
                 slow_stall,
                 seed,

@@ -143,6 +143,7 @@ impl<'a> Reader<'a> {
     /// A `reset`: what came before is closed; the connection goes on from `head`.
     fn reset(&mut self, head: u64) {
         self.ctx.stats.resets.fetch_add(1, Ordering::Relaxed);
+        self.ctx.truth.reset(&self.segment, self.last, head);
         let next = Segment::new(self.segment.client, self.segment.kind, self.segment.hub, self.segment.filter, head);
         self.ctx.truth.closed(std::mem::replace(&mut self.segment, next));
         self.last = head;
@@ -535,6 +536,7 @@ pub async fn audit(ctx: Arc<Context>, auditor: usize, stop: Arc<AtomicBool>) {
         let mut segment = Segment::new(u64::MAX - auditor as u64, Kind::Poll, hub, Filter::ALL, after);
         let reset = answer.reset.is_some().then_some((after, answer.next_after));
         if reset.is_some() {
+            ctx.truth.reset(&segment, after, answer.next_after);
             segment.start = answer.next_after;
         }
         let mut events = Vec::with_capacity(answer.events.len());

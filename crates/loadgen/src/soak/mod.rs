@@ -68,6 +68,9 @@ pub struct SoakConfig {
     /// The lines are appended to this file too.
     #[serde(skip)]
     pub out: Option<PathBuf>,
+    /// The hubs' log loses nothing during the run (PostgreSQL within its retention): every `reset` is a
+    /// violation.
+    pub lossless: bool,
     /// Share of WebSocket subscribers that stop reading once per connection.
     pub slow_share: f64,
     /// How long they stop: longer than the hubs' outbound bound can hold.
@@ -134,7 +137,7 @@ impl Context {
     pub fn new(config: &SoakConfig) -> Arc<Self> {
         let hubs: Vec<String> = config.hubs.iter().map(|h| h.trim_end_matches('/').to_owned()).collect();
         Arc::new(Self {
-            truth: Truth::new(hubs.len()),
+            truth: Truth::new(hubs.len(), config.lossless),
             hubs,
             stats: Stats::default(),
             latency: Mutex::new(measure::histogram()),

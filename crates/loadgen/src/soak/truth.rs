@@ -6,7 +6,9 @@
 //! resume point, or the head it was told), its filter and the ids it got. Order is checked as events arrive; the
 //! gap check waits until an auditor has read past the segment's end, then asks: is every event of the truth that
 //! matches the filter, with start < id ≤ end, among the ids this connection got? A `reset` closes a segment and
-//! starts the next at the head it names, so events the contract lets go are never counted as lost.
+//! starts the next at the head it names, so events the contract lets go are never counted as lost. On a log that
+//! loses nothing during the run (PostgreSQL within its retention) there is nothing to let go: every `reset` is a
+//! violation, with the range it announced gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -118,6 +120,8 @@ struct State {
 /// The shared truth of one soak run.
 pub struct Truth {
     started: Instant,
+    /// The log loses nothing during the run: a `reset` announces a loss that did not happen.
+    lossless: bool,
     state: Mutex<State>,
 }
 
@@ -135,9 +139,9 @@ pub struct Verdict {
 }
 
 impl Truth {
-    pub fn new(auditors: usize) -> Self {
+    pub fn new(auditors: usize, lossless: bool) -> Self {
         let state = State { covered: vec![0; auditors], ..State::default() };
-        Self { started: Instant::now(), state: Mutex::new(state) }
+        Self { started: Instant::now(), lossless, state: Mutex::new(state) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -177,6 +181,14 @@ impl Truth {
         let line = serde_json::json!({ "violation": violation });
         eprintln!("{line}");
         println!("{line}");
+    }
+
+    /// A connection (`segment`) met a `reset` announcing `(from, to]` gone: on a lossless log, a violation.
+    pub fn reset(&self, segment: &Segment, from: u64, to: u64) {
+        if self.lossless {
+            let what = format!("a reset announced ({from}, {to}] gone from a log that loses nothing");
+            self.violation(what, Some(segment), vec![from, to]);
+        }
     }
 
     pub fn violations(&self) -> usize {
@@ -353,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_segment_that_got_every_matching_event_passes() {
-        let truth = Truth::new(1);
+        let truth = Truth::new(1, false);
         truth.audited(0, &[(1, 10, M), (2, 11, OTHER), (3, 12, M)], 3, None);
 
         truth.closed(segment(0, 3, &[1, 3]));
@@ -364,7 +376,7 @@ mod tests {
 
     #[test]
     fn a_segment_that_missed_a_matching_event_is_a_violation_with_its_id() {
-        let truth = Truth::new(1);
+        let truth = Truth::new(1, false);
         truth.audited(0, &[(1, 10, M), (2, 11, M), (3, 12, M)], 3, None);
 
         truth.closed(segment(0, 3, &[1, 3]));
@@ -377,7 +389,7 @@ mod tests {
 
     #[test]
     fn a_segment_waits_until_an_auditor_has_read_past_its_end() {
-        let truth = Truth::new(2);
+        let truth = Truth::new(2, false);
         truth.audited(0, &[(1, 10, M)], 1, None);
         truth.closed(segment(0, 2, &[1, 2]));
 
@@ -389,13 +401,13 @@ mod tests {
 
     #[test]
     fn an_acked_event_no_auditor_read_is_lost_unless_a_reset_announced_it() {
-        let truth = Truth::new(1);
+        let truth = Truth::new(1, false);
         truth.acked(10, Some(1));
         truth.acked(11, Some(2));
         truth.audited(0, &[(2, 11, M)], 2, None);
         assert_eq!(truth.verdict().lost, vec![10]);
 
-        let announced = Truth::new(1);
+        let announced = Truth::new(1, false);
         announced.acked(10, Some(1));
         announced.audited(0, &[], 1000, Some((0, 999)));
         let verdict = announced.verdict();
@@ -404,8 +416,21 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_is_a_violation_only_on_a_log_that_loses_nothing() {
+        let lossy = Truth::new(1, false);
+        lossy.reset(&segment(4, 4, &[]), 4, 9);
+        assert_eq!(lossy.violations(), 0);
+
+        let lossless = Truth::new(1, true);
+        lossless.reset(&segment(4, 4, &[]), 4, 9);
+        let verdict = lossless.verdict();
+        assert_eq!(verdict.violations.len(), 1);
+        assert_eq!((verdict.violations[0].client, verdict.violations[0].ids.clone()), (Some(1), vec![4, 9]));
+    }
+
+    #[test]
     fn one_event_at_two_ids_and_two_events_at_one_id_are_violations() {
-        let truth = Truth::new(2);
+        let truth = Truth::new(2, false);
         truth.audited(0, &[(1, 10, M), (2, 10, M)], 2, None);
         truth.audited(1, &[(1, 11, M)], 1, None);
 
