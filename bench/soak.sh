@@ -2,7 +2,8 @@
 # The soak against two release hubs (ports 18091, 18092) sharing one log, started fresh here and stopped after.
 #   BACKEND=postgres (default): a fresh database hub_soak on 127.0.0.1:5432; the publisher crate writes into it too;
 #     PostgreSQL loses nothing, so the soak counts any reset as a violation (--lossless)
-#   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under a fresh prefix soak<epoch>
+#   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under a fresh prefix soak<epoch>,
+#     deleted at the end so that runs do not pile up in a shared Redis
 #   LOADGEN=path: another loadgen binary (default target/release/loadgen), to compare two builds of the instrument
 #   bench/soak.sh --duration 30m --connections 5000 --churn 200 --out /tmp/soak-pg.jsonl
 # For faults, loadgen starts hubs and a log server of its own: target/release/loadgen storm --help.
@@ -40,4 +41,7 @@ done
   --other-hubs http://127.0.0.1:18092 "${sink[@]}" "$@"
 status=$?
 kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
+if [ "$BACKEND" = redis ]; then
+  redis-cli -u "$REDIS" del "{$prefix}:log" "{$prefix}:meta" "{$prefix}:idem" "{$prefix}:idem_ids" > /dev/null
+fi
 exit $status
