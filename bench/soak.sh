@@ -3,7 +3,7 @@
 #   BACKEND=postgres (default): a fresh database hub_soak on 127.0.0.1:5432; the publisher crate writes into it too;
 #     PostgreSQL loses nothing, so the soak counts any reset as a violation (--lossless)
 #   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under a fresh prefix soak<epoch>,
-#     deleted at the end so that runs do not pile up in a shared Redis
+#     deleted after a run that passed, so that runs do not pile up in a shared Redis
 #   LOADGEN=path: another loadgen binary (default target/release/loadgen), to compare two builds of the instrument
 #   bench/soak.sh --duration 30m --connections 5000 --churn 200 --out /tmp/soak-pg.jsonl
 # For faults, loadgen starts hubs and a log server of its own: target/release/loadgen storm --help.
@@ -42,6 +42,11 @@ done
 status=$?
 kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
 if [ "$BACKEND" = redis ]; then
-  redis-cli -u "$REDIS" del "{$prefix}:log" "{$prefix}:meta" "{$prefix}:idem" "{$prefix}:idem_ids" > /dev/null
+  # Every key of the log's prefix, as the Redis test helper finds them; a failed run keeps its keys to look at.
+  if [ "$status" -eq 0 ]; then
+    redis-cli -u "$REDIS" --scan --pattern "{$prefix}:*" | xargs -r redis-cli -u "$REDIS" del > /dev/null
+  else
+    echo "keeping the Redis keys {$prefix}:* of the failed soak" >&2
+  fi
 fi
 exit $status
