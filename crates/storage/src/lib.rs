@@ -5,21 +5,23 @@
 //! the hub never knows which one it talks to.
 //!
 //! # Layout
-//! - [`event_log`]: the [`EventLog`] and [`LiveFeed`] traits, [`StoredEvent`], [`LogQuery`], [`Page`], [`LogBounds`].
+//! - [`event`]: the log's vocabulary: [`StoredEvent`], [`LogQuery`], [`Page`], [`LogBounds`].
+//! - [`event_log`]: the [`EventLog`] and [`LiveFeed`] traits every backend implements.
 //! - [`memory`]: the embedded in-memory log (one process), bounded by capacity and age.
 //! - [`postgres`]: the PostgreSQL log shared by any number of hubs, its inbox for transactional publishers, and
 //!   its `LISTEN` feed.
 //! - [`redis`]: the Redis Streams log shared by any number of hubs, with epochs for a Redis that lost its data.
 //! - [`nats`]: the NATS JetStream log, replicated across a NATS cluster with no single primary; its feed carries
 //!   the events.
-//! - [`recent`]: [`RecentEvents`], the newest events in memory, and [`WindowedLog`], which answers reads near the
-//!   head from them.
+//! - [`recent`]: [`RecentEvents`], the newest events in memory; [`windowed`]: [`WindowedLog`], which answers reads
+//!   near the head from them.
 //! - [`log_actor`]: [`EventLogActor`], which follows the log from a cursor and sends [`EventsAppended`] batches,
 //!   in id order, to the dispatcher; it also runs retention and reports health.
 //! - [`retention`]: the [`Retention`] policy.
 //! - [`error`]: the crate's [`Error`].
 
 pub mod error;
+pub mod event;
 pub mod event_log;
 #[cfg(feature = "actor")]
 pub mod log_actor;
@@ -29,14 +31,17 @@ pub mod postgres;
 pub mod recent;
 pub mod redis;
 pub mod retention;
+pub mod windowed;
 
 pub use error::{Error, Result};
-pub use event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
+pub use event::{LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
+pub use event_log::{EventLog, LiveFeed};
 #[cfg(feature = "actor")]
 pub use log_actor::{EventLogActor, EventsAppended, LogHealth};
 pub use memory::MemoryLog;
 pub use nats::{NatsLog, NatsSettings};
 pub use postgres::{PgLog, PgSettings};
-pub use recent::{RecentEvents, WindowedLog};
+pub use recent::RecentEvents;
 pub use redis::{RedisLog, RedisSettings};
 pub use retention::Retention;
+pub use windowed::WindowedLog;

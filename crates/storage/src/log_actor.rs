@@ -8,7 +8,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::{info, warn};
 
-use crate::event_log::{EventLog, LiveFeed, LogQuery, SharedEvent};
+use crate::event::{LogQuery, SharedEvent};
+use crate::event_log::{EventLog, LiveFeed};
 use crate::recent::RecentEvents;
 
 /// Batches handed to dispatch and not yet delivered; past this the storage actor waits before reading on.

@@ -8,7 +8,8 @@ use chrono::Utc;
 use protocol::{EventId, NewEvent};
 use tokio::sync::watch;
 
-use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
+use crate::event::{LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
+use crate::event_log::{EventLog, LiveFeed};
 use crate::{Error, Result, Retention};
 
 /// How many retained events one read looks at before it returns a page, so a rare filter over a long history

@@ -38,7 +38,8 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use protocol::{EventId, NewEvent};
 
-use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, StoredEvent};
+use crate::event::{LogBounds, LogQuery, Page, StoredEvent};
+use crate::event_log::{EventLog, LiveFeed};
 use crate::{Error, Result, Retention};
 
 /// Most messages one read takes from the stream; a filtered read returns fewer events and says how far it looked.

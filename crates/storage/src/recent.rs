@@ -27,13 +27,10 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::Utc;
-use protocol::{EventId, NewEvent};
 use tokio::sync::watch;
 
-use crate::Result;
-use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, SharedEvent};
+use crate::event::{LogBounds, LogQuery, Page, SharedEvent};
 
 /// The most JSON the window holds, whatever its capacity in events: large payloads shorten it instead of
 /// growing the hub.
@@ -189,68 +186,12 @@ impl RecentEvents {
     }
 }
 
-/// A backend with the [`RecentEvents`] window in front of its reads; everything else goes to the backend.
-pub struct WindowedLog {
-    inner: std::sync::Arc<dyn EventLog>,
-    recent: std::sync::Arc<RecentEvents>,
-}
-
-impl WindowedLog {
-    pub fn new(inner: std::sync::Arc<dyn EventLog>, recent: std::sync::Arc<RecentEvents>) -> Self {
-        Self { inner, recent }
-    }
-}
-
-#[async_trait]
-impl EventLog for WindowedLog {
-    fn provider(&self) -> &'static str {
-        self.inner.provider()
-    }
-
-    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
-        let ids = self.inner.append(events).await?;
-        if let Some(newest) = ids.iter().map(|id| id.get()).max() {
-            self.recent.appended(newest);
-        }
-        Ok(ids)
-    }
-
-    async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
-        if self.recent.caught_up().await
-            && let Some(page) = self.recent.read_after(after, query, limit)
-        {
-            return Ok(page);
-        }
-        self.inner.read_after(after, query, limit).await
-    }
-
-    async fn bounds(&self) -> Result<LogBounds> {
-        self.inner.bounds().await
-    }
-
-    async fn prune(&self) -> Result<u64> {
-        self.inner.prune().await
-    }
-
-    async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
-        self.inner.live_feed().await
-    }
-
-    async fn describe(&self) -> Option<serde_json::Value> {
-        self.inner.describe().await
-    }
-
-    fn recent(&self) -> Option<&RecentEvents> {
-        Some(&self.recent)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use chrono::DateTime;
-    use protocol::{Scope, Topic, TopicPattern};
+    use protocol::{EventId, NewEvent, Scope, Topic, TopicPattern};
     use serde_json::Map;
 
     use super::*;
@@ -351,22 +292,6 @@ mod tests {
         recent.extend(12, &page(13..=15, 15));
         assert!(waiting.await.unwrap(), "held back by an append made while it waited");
         assert!(!recent.caught_up().await, "event 99 never reached the window: the backend answers");
-    }
-
-    /// Through the windowed log: what this hub appended and the window has not read yet is still in the answer
-    /// (from the backend), never a page that ends before it.
-    #[tokio::test]
-    async fn a_read_after_an_append_the_window_has_not_read_yet_returns_it() {
-        let backend: Arc<dyn EventLog> = Arc::new(crate::MemoryLog::new(crate::Retention::default()));
-        let recent = Arc::new(window(100));
-        let log = WindowedLog::new(backend.clone(), recent.clone());
-        let first = log.append(vec![NewEvent::new(Topic::parse("a").unwrap(), Scope::default(), Map::new())]).await;
-        let first = first.unwrap()[0].get();
-        recent.extend(0, &backend.read_after(0, &LogQuery::all(), 10).await.unwrap());
-        let second = log.append(vec![NewEvent::new(Topic::parse("a").unwrap(), Scope::default(), Map::new())]).await;
-
-        let page = log.read_after(first, &LogQuery::all(), 10).await.unwrap();
-        assert_eq!(ids(&page), vec![second.unwrap()[0].get()], "the window answered without the appended event");
     }
 
     #[test]

@@ -29,7 +29,8 @@ use redis::{AsyncConnectionConfig, Client, Script, Value};
 use serde::Serialize;
 use serde_json::Map;
 
-use crate::event_log::{EventLog, LiveFeed, LogBounds, LogQuery, Page, StoredEvent};
+use crate::event::{LogBounds, LogQuery, Page, StoredEvent};
+use crate::event_log::{EventLog, LiveFeed};
 use crate::{Error, Result, Retention};
 
 /// How long the storage actor's blocking read waits before returning for nothing (below its safety interval).

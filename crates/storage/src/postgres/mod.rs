@@ -1,0 +1,176 @@
+//! The PostgreSQL event log: any number of hubs share it.
+//!
+//! Ids are dense and become visible in id order: every id is given under the row lock of `realtime_log_state`,
+//! held until the giving transaction commits (see the migrations and `docs/POSTGRES.md`). Writers do not take
+//! that lock. One hub of the cluster, the *sequencer* (the holder of the advisory lock `realtime-sequencer` on a
+//! connection of its own; a dead hub's connection, and with it the lock, goes with it), gives the ids:
+//! - its own hub's publishes it stores directly, coalesced into one `realtime_append` per round trip;
+//! - every other writer inserts into `realtime_inbox` with no lock (the publisher crate, inside the caller's
+//!   transaction when it wants; the HTTP route of the other hubs), and the sequencer moves committed inbox rows into
+//!   the log in batches (`realtime_move_inbox`), woken by `NOTIFY realtime_inbox` or by a poll.
+//!
+//! A hub that published through the inbox learns its events' ids by reading the log, where each moved event keeps
+//! its inbox id. Hubs learn of new events from `NOTIFY realtime_events`, sent once per sequencing transaction, and
+//! read the log from their cursor.
+//!
+//! # Layout
+//! - [`statement`]: one statement's error, deadline and task; [`pool`]: the pool, renewed when PostgreSQL stops
+//!   answering on it, and the migrations.
+//! - [`read`]: the log's bounds and pages; [`write`]: appends, inbox inserts and the inbox's move.
+//! - [`pending`]: the ids inbox publishes wait for; [`shared`]: what the log's tasks share.
+//! - [`appender`]: this hub's publishes; [`sequencer`]: the cluster's one id giver.
+//! - [`listener`]: the live feed; [`prune`]: retention.
+
+mod appender;
+mod listener;
+mod pending;
+mod pool;
+mod prune;
+mod read;
+mod sequencer;
+mod shared;
+mod statement;
+mod write;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use protocol::{EventId, NewEvent};
+use sqlx::PgConnection;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use self::appender::{AppendRequest, run_appender, run_waker};
+use self::listener::PgFeed;
+use self::pending::Pending;
+use self::pool::{ACQUIRE_TIMEOUT, Db, by_index, connect_options, pool_options, with_keepalives};
+pub use self::pool::{DEFAULT_TIMEOUT, connect_pool, migrate};
+use self::sequencer::run_sequencer;
+use self::shared::Shared;
+pub use self::shared::{EVENTS_CHANNEL, INBOX_CHANNEL, SEQUENCER_LOCK};
+use self::statement::{fetch, isolated, unavailable, within};
+pub use self::write::{append_with, enqueue_with};
+use crate::event::{LogBounds, LogQuery, Page};
+use crate::event_log::{EventLog, LiveFeed};
+use crate::{Error, Result, Retention};
+
+/// How the PostgreSQL log connects and behaves.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub url: String,
+    pub pool_size: u32,
+    /// The longest the hub waits for any one statement (and the sequencer's and listener's connections for
+    /// theirs); a connection that does not answer in time is taken for dead (see [`Db`]).
+    pub timeout: Duration,
+    /// How often the sequencer checks the inbox without a notification (and that it still holds its lock).
+    pub inbox_poll: Duration,
+    pub retention: Retention,
+}
+
+pub struct PgLog {
+    shared: Arc<Shared>,
+    retention: Retention,
+    appends: mpsc::UnboundedSender<AppendRequest>,
+}
+
+impl PgLog {
+    /// Connects, applies migrations, and starts the appender and the sequencer (which waits for its lock).
+    pub async fn connect(settings: PgSettings) -> Result<Self> {
+        let options = by_index(with_keepalives(connect_options(&settings.url, "realtime-hub")?));
+        let pool = pool_options(settings.pool_size).connect_with(options.clone()).await.map_err(unavailable)?;
+        let listen_options = options.clone().application_name("realtime-hub-listener");
+        migrate(&pool).await?;
+        let lock_options = with_keepalives(connect_options(&settings.url, "realtime-hub-sequencer")?);
+        let shared = Arc::new(Shared {
+            db: Db::new(pool, options, settings.pool_size, settings.timeout),
+            listen_options,
+            sequencing: AtomicBool::new(false),
+            inbox_wake: Notify::new(),
+            pending: Mutex::new(Pending::default()),
+            moved_since_vacuum: AtomicU64::new(0),
+            vacuumed_at: Mutex::new(Instant::now()),
+            vacuuming: AtomicBool::new(false),
+        });
+        shared.set_sequencing(false);
+        let (appends, requests) = mpsc::unbounded_channel();
+        let (local, local_requests) = mpsc::unbounded_channel();
+        let (remote_wake, remote_wakes) = mpsc::channel(1);
+        tokio::spawn(run_appender(shared.clone(), requests, local, remote_wake));
+        tokio::spawn(run_sequencer(shared.clone(), lock_options, local_requests, settings.inbox_poll));
+        tokio::spawn(run_waker(shared.clone(), remote_wakes));
+        Ok(Self { shared, retention: settings.retention, appends })
+    }
+
+    /// Whether this hub is the cluster's sequencer now.
+    pub fn is_sequencer(&self) -> bool {
+        self.shared.sequencing.load(Ordering::Acquire)
+    }
+}
+
+#[async_trait]
+impl EventLog for PgLog {
+    fn provider(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, answer) = oneshot::channel();
+        self.appends
+            .send(AppendRequest { events, ids })
+            .map_err(|_| Error::Unavailable("the appender stopped".into()))?;
+        answer.await.map_err(|_| Error::Unavailable("the appender stopped".into()))?
+    }
+
+    async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
+        let (shared, query) = (self.shared.clone(), query.clone());
+        isolated(async move {
+            let read = async |conn: &mut PgConnection, timeout| {
+                within(timeout, read::read_page(conn, &shared.pending, after, &query, limit)).await
+            };
+            shared.db.run(read).await
+        })
+        .await
+    }
+
+    async fn bounds(&self) -> Result<LogBounds> {
+        let shared = self.shared.clone();
+        isolated(async move { shared.db.run(async |conn, timeout| within(timeout, read::bounds(conn)).await).await })
+            .await
+    }
+
+    async fn prune(&self) -> Result<u64> {
+        let (shared, cutoff) = (self.shared.clone(), Utc::now() - self.retention.max_age);
+        isolated(async move { prune::prune(&shared.db, cutoff).await }).await
+    }
+
+    async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
+        // The listener's connection comes from a pool of one of its own, not the shared pool: when a listener is
+        // dropped, sqlx sends `UNLISTEN *` on its connection and waits for the answer holding that pool's slot,
+        // which a dead connection never gives.
+        let (options, timeout) = (self.shared.listen_options.clone(), self.shared.db.timeout);
+        let listener = isolated(async move {
+            let pool =
+                PgPoolOptions::new().max_connections(1).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy_with(options);
+            let mut listener = fetch(PgListener::connect_with(&pool)).await?;
+            // A lost connection is said at once (`try_recv` answers `None`), not reconnected behind the storage
+            // actor's back: it marks itself not ready and reads what it missed once a new listener is attached.
+            listener.eager_reconnect(false);
+            within(timeout, fetch(listener.listen_all([EVENTS_CHANNEL, INBOX_CHANNEL]))).await?;
+            Ok(listener)
+        })
+        .await?;
+        // Inbox rows committed while nobody listened are moved now.
+        self.shared.inbox_wake.notify_one();
+        Ok(Box::new(PgFeed { listener: Some(listener), shared: self.shared.clone(), all: LogQuery::all() }))
+    }
+
+    async fn describe(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"sequencer": self.is_sequencer()}))
+    }
+}

@@ -1,0 +1,134 @@
+//! Reads of the log: its bounds, and one page after a position for a query, decoded into events.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use protocol::scope::WELL_KNOWN_KEYS;
+use protocol::{ENVELOPE_VERSION, Envelope, EventId, Scope, Topic, TopicPattern};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Row};
+
+use super::pending::{self, Pending};
+use super::statement::unavailable;
+use crate::event::{LogBounds, LogQuery, Page, StoredEvent, format_ts};
+use crate::{Error, Result};
+
+pub(super) async fn bounds(db: impl sqlx::PgExecutor<'_>) -> Result<LogBounds> {
+    let row = sqlx::query(
+        "SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton",
+    )
+    .fetch_one(db)
+    .await
+    .map_err(unavailable)?;
+    let head = row.try_get::<i64, _>("head").map_err(unavailable)? as u64;
+    let earliest = row.try_get::<Option<i64>, _>("earliest").map_err(unavailable)?.map_or(head + 1, |e| e as u64);
+    Ok(LogBounds { head, earliest })
+}
+
+/// One page of the log after `after` matching `query`, with the head read in the same snapshot.
+pub(super) async fn read_page<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    pending: &Mutex<Pending>,
+    after: u64,
+    query: &LogQuery,
+    limit: usize,
+) -> Result<Page> {
+    let mut sql = QueryBuilder::new(
+        "SELECT s.head, s.earliest, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, \
+         e.traceparent, e.created_at, e.inbox_id \
+         FROM (SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton) s \
+         LEFT JOIN LATERAL (SELECT * FROM realtime_events WHERE id > ",
+    );
+    sql.push_bind(after as i64);
+    push_topics(&mut sql, &query.topics);
+    for (key, value) in query.filter.iter() {
+        if WELL_KNOWN_KEYS.contains(&key) {
+            // The key is one of six fixed column names, never client text.
+            sql.push(format!(" AND {key} = ")).push_bind(value.to_owned());
+        } else {
+            sql.push(" AND scope ->> ").push_bind(key.to_owned()).push(" = ").push_bind(value.to_owned());
+        }
+    }
+    sql.push(" ORDER BY id LIMIT ").push_bind(limit as i64).push(") e ON true ORDER BY e.id");
+    let rows = sql.build().fetch_all(db).await.map_err(unavailable)?;
+    let head = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0) as u64;
+    let earliest = rows.first().map(|r| r.try_get::<Option<i64>, _>("earliest")).transpose().map_err(unavailable)?;
+    let bounds = LogBounds { head, earliest: earliest.flatten().map_or(head + 1, |e| e as u64) };
+    let mut events = Vec::with_capacity(rows.len());
+    let mut published = Vec::new();
+    for row in &rows {
+        let Some(id) = row.try_get::<Option<i64>, _>("id").map_err(unavailable)? else { continue };
+        let event = decode(id, row)?;
+        if let Some(inbox_id) = row.try_get::<Option<i64>, _>("inbox_id").map_err(unavailable)? {
+            published.push((inbox_id, event.envelope.id));
+        }
+        events.push(Arc::new(event));
+    }
+    // Publishes of this hub that went through the inbox learn their ids here.
+    pending::resolve(pending, published);
+    let full = events.len() == limit;
+    let through = if full { events.last().map_or(after, |e| e.id()) } else { head.max(after) };
+    Ok(Page { events, through, complete: !full, bounds })
+}
+
+/// Appends the topic condition: nothing when a pattern is `*`; `topic = $1` for one exact topic (so replay walks
+/// the `(topic, id)` index in id order and stops at the page's limit); otherwise `topic = ANY(…)` and/or
+/// `topic LIKE ANY(…)`, leaving out an empty list so the planner is not pushed off the indexes.
+fn push_topics(sql: &mut QueryBuilder<'_, sqlx::Postgres>, patterns: &[TopicPattern]) {
+    if patterns.iter().any(|p| matches!(p, TopicPattern::Prefix(prefix) if prefix.is_empty())) {
+        return;
+    }
+    let exact: Vec<String> = patterns
+        .iter()
+        .filter_map(|p| match p {
+            TopicPattern::Exact(t) => Some(t.as_str().to_owned()),
+            TopicPattern::Prefix(_) => None,
+        })
+        .collect();
+    let prefixes: Vec<String> = patterns
+        .iter()
+        .filter_map(|p| match p {
+            // `_` is a topic character and a LIKE wildcard: escape it (and the escape character).
+            TopicPattern::Prefix(prefix) => Some(format!("{}%", prefix.replace('\\', "\\\\").replace('_', "\\_"))),
+            TopicPattern::Exact(_) => None,
+        })
+        .collect();
+    match (exact.as_slice(), prefixes.is_empty()) {
+        ([one], true) => {
+            sql.push(" AND topic = ").push_bind(one.clone());
+        }
+        (_, true) => {
+            sql.push(" AND topic = ANY(").push_bind(exact).push(")");
+        }
+        ([], false) => {
+            sql.push(" AND topic LIKE ANY(").push_bind(prefixes).push(")");
+        }
+        (_, false) => {
+            sql.push(" AND (topic = ANY(").push_bind(exact).push(") OR topic LIKE ANY(").push_bind(prefixes).push("))");
+        }
+    }
+}
+
+fn decode(id: i64, row: &sqlx::postgres::PgRow) -> Result<StoredEvent> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("event {id}: {what}: {e}"));
+    let id = EventId::new(id as u64).map_err(|e| corrupt("id", &e))?;
+    let topic: String = row.try_get("topic").map_err(unavailable)?;
+    let topic = Topic::parse(topic).map_err(|e| corrupt("topic", &e))?;
+    let Json(scope): Json<Scope> = row.try_get("scope").map_err(|e| corrupt("scope", &e))?;
+    let Json(payload): Json<Map<String, Value>> = row.try_get("payload").map_err(|e| corrupt("payload", &e))?;
+    let created_at: DateTime<Utc> = row.try_get("created_at").map_err(unavailable)?;
+    let envelope = Envelope {
+        id,
+        topic,
+        scope,
+        key: row.try_get("stream_key").map_err(unavailable)?,
+        seq: row.try_get::<Option<i64>, _>("seq").map_err(unavailable)?.map(|s| s as u64),
+        ts: format_ts(created_at),
+        v: ENVELOPE_VERSION,
+        correlation_id: row.try_get("correlation_id").map_err(unavailable)?,
+        payload,
+    };
+    let traceparent = row.try_get("traceparent").map_err(unavailable)?;
+    Ok(StoredEvent::new(envelope, created_at, traceparent))
+}
