@@ -5,38 +5,32 @@
 //! WebSocket sessions in id order. `docs/ARCHITECTURE.md` tells the path of one event.
 //!
 //! # Layout
-//! - [`startup`]: [`Application`]: build, port, run, graceful shutdown.
-//! - [`settings`]: configuration from environment and flags.
-//! - [`state`]: what routes and sessions share.
-//! - [`actors`]: the dispatcher, topic rooms and WebSocket sessions.
-//! - [`subscription`]: one subscription's replay-then-live state; [`engine`] drives it for any connection actor.
-//! - [`auth`]: tokens and grants; [`limits`]: connection, waiter and rate limits.
-//! - [`routes`]: the HTTP endpoints.
-//! - [`smoke`]: `hub smoke`, the post-deploy check of a running hub.
-//! - [`sources`]: database sources, rows another service writes polled into the log.
-//! - [`outbound`]: per-connection byte accounting for slow consumers.
-//! - [`rate`]: token buckets for per-connection rates.
-//! - [`error`]: HTTP errors in the documented shape.
-//! - [`stats`], [`telemetry`], [`instruments`]: counts, logs, traces, and the metrics catalog.
+//! The folders follow an event's path: routes → connections → fan-out, with the storage crate below; each module
+//! uses only modules of its own layer or lower ones (`.ci/layers.py` checks it).
+//!
+//! | layer | modules | what they own |
+//! | --- | --- | --- |
+//! | 6 | [`startup`], [`cli`], [`smoke`] | [`Application`]: build, port, run, graceful shutdown; the command line; `hub smoke` |
+//! | 5 | [`routes`] | the HTTP endpoints: WebSocket and SSE upgrades, long-poll, publish, health, dashboard |
+//! | 4 | [`connections`] | the connection actors (WebSocket, SSE), their subscriptions' engine, outbound queues, heartbeats |
+//! | 3 | [`state`] | [`state::HubState`], what routes and connections share |
+//! | 2 | [`fanout`], [`sources`] | dispatcher, topic rooms, subscriptions, waiting long-polls, open sessions; database sources |
+//! | 1 | [`telemetry`], [`auth`], [`limits`] | logs, traces, metrics and counts; tokens and grants; connection, waiter and rate limits |
+//! | 0 | [`delivery`], [`settings`], [`error`] | the vocabulary: connections, subscribers and deliveries; configuration; HTTP errors |
 
-pub mod actors;
 pub mod auth;
-pub mod engine;
+pub mod cli;
+pub mod connections;
+pub mod delivery;
 pub mod error;
-pub mod instruments;
+pub mod fanout;
 pub mod limits;
-pub mod outbound;
-pub mod poll_wakes;
-pub mod rate;
 pub mod routes;
-pub mod sessions;
 pub mod settings;
 pub mod smoke;
 pub mod sources;
 pub mod startup;
 pub mod state;
-pub mod stats;
-pub mod subscription;
 pub mod telemetry;
 
 pub use settings::Settings;

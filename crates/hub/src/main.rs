@@ -4,7 +4,7 @@ use clap::Parser;
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use hub::settings::{Cli, Command};
+use hub::cli::{Cli, Command};
 use hub::{Application, telemetry};
 
 #[actix_web::main]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::ValueEnum;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -35,26 +35,6 @@ pub const DEFAULT_MAX_POLL_WAITERS: usize = 10_000;
 pub const DEFAULT_PUBLISH_RATE: u32 = 5000;
 pub const DEFAULT_INBOX_POLL: &str = "100ms";
 pub const DEFAULT_DB_TIMEOUT: &str = "10s";
-
-/// The realtime hub: WebSocket, SSE and long-poll delivery of events from an event log.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "hub", version, about, long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub settings: Settings,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum Command {
-    /// Serve (the default).
-    Serve,
-    /// Apply the PostgreSQL migrations to DATABASE_URL and exit (for a Kubernetes Job before a rollout).
-    Migrate,
-    /// Check a running hub after a deploy: readiness, health, and a probe event over WebSocket, SSE and long-poll.
-    Smoke(crate::smoke::SmokeArgs),
-}
 
 /// Which event log the hub uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -395,26 +375,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flags_are_the_variable_names_in_kebab_case() {
-        let cli = Cli::try_parse_from([
-            "hub",
-            "--hub-bind",
-            "0.0.0.0:9000",
-            "--hub-backend",
-            "postgres",
-            "--hub-retention",
-            "90m",
-            "--hub-memory-capacity",
-            "5",
-        ])
-        .unwrap();
-        assert_eq!(cli.settings.bind, "0.0.0.0:9000");
-        assert_eq!(cli.settings.backend, Some(Backend::Postgres));
-        assert_eq!(cli.settings.retention, Some(Duration::from_secs(90 * 60)));
-        assert_eq!(cli.settings.memory_capacity, 5);
-    }
 
     #[test]
     fn default_settings_match_the_documented_defaults() {

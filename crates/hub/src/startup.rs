@@ -17,15 +17,15 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
 
-use crate::actors::dispatcher::Dispatcher;
 use crate::auth::Authenticator;
+use crate::fanout::dispatcher::Dispatcher;
+use crate::fanout::poll_wakes::{self, PollWakes};
 use crate::limits::{ConnectionLimiter, CountLimiter, KeyedRate};
-use crate::poll_wakes::{self, PollWakes};
 use crate::routes;
 use crate::settings::{Backend, Settings};
 use crate::state::HubState;
-use crate::stats::HubStats;
 use crate::telemetry;
+use crate::telemetry::stats::HubStats;
 
 pub struct Application {
     port: u16,
@@ -105,7 +105,10 @@ impl Application {
             );
         }
         telemetry::prometheus();
-        crate::instruments::register(backend.name(), &sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+        crate::telemetry::instruments::register(
+            backend.name(),
+            &sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        );
         let stats = Arc::new(HubStats::default());
         let health = Arc::new(LogHealth::default());
         let dispatcher = Dispatcher::new(stats.clone()).start();
@@ -161,9 +164,9 @@ impl Application {
             scope_keys: routes::query::scope_keys(&settings_scope_keys),
             allowed_origins,
             shutdown: shutdown_rx,
-            sessions: crate::sessions::Sessions::default(),
+            sessions: crate::fanout::sessions::Sessions::default(),
         });
-        crate::sessions::start_heartbeats(&state);
+        crate::connections::heartbeat::start_heartbeats(&state);
         if state.auth.jwks().is_some() {
             tokio::spawn(refresh_jwks(state.clone()));
         }

@@ -7,12 +7,12 @@ use protocol::EventLimits;
 use storage::{EventLog, LogHealth};
 use tokio::sync::watch;
 
-use crate::actors::dispatcher::Dispatcher;
 use crate::auth::Authenticator;
+use crate::fanout::dispatcher::Dispatcher;
+use crate::fanout::poll_wakes::PollWakes;
 use crate::limits::{ConnectionLimiter, CountLimiter, KeyedRate};
-use crate::poll_wakes::PollWakes;
 use crate::settings::Settings;
-use crate::stats::HubStats;
+use crate::telemetry::stats::HubStats;
 
 pub struct HubState {
     pub log: Arc<dyn EventLog>,
@@ -37,7 +37,7 @@ pub struct HubState {
     /// Turns `true` when shutdown begins: readiness fails, new connections are refused.
     pub shutdown: watch::Receiver<bool>,
     /// The open WebSocket and SSE sessions, told when shutdown begins (WebSockets close with 1012).
-    pub sessions: crate::sessions::Sessions,
+    pub sessions: crate::fanout::sessions::Sessions,
 }
 
 impl HubState {

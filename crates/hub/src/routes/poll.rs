@@ -122,7 +122,7 @@ fn finish(page: &Page, read: u64, profile: Profile) -> HttpResponse {
 
 /// The answer to a position whose events are gone: no events, the reset, and where to go on from.
 fn reset(info: ResetInfo, next_after: u64) -> HttpResponse {
-    crate::instruments::resets(1);
+    crate::telemetry::instruments::resets(1);
     answer(&Page { through: next_after, ..Page::default() }, Some(info), Profile::Hub)
 }
 

@@ -65,7 +65,7 @@ pub async fn publish(
         use tracing::Instrument as _;
         state.log.append(events).instrument(append).await?
     };
-    crate::instruments::published(count);
+    crate::telemetry::instruments::published(count);
     metrics::histogram!("hub_publish_latency_seconds").record(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().json(PublishBody { ids }))
 }

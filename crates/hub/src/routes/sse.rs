@@ -7,9 +7,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::ErrorCode;
 use tokio::sync::oneshot;
 
-use crate::actors::sse::SseSession;
+use crate::connections::outbound::{Outbound, OutboundBody};
+use crate::connections::sse::SseSession;
 use crate::error::ApiError;
-use crate::outbound::{Outbound, OutboundBody};
 use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
 use crate::state::HubState;

@@ -7,9 +7,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use protocol::ErrorCode;
 
-use crate::actors::session::{ClientFrames, WsSession};
+use crate::connections::outbound::{Outbound, OutboundBody};
+use crate::connections::ws::{ClientFrames, WsSession};
 use crate::error::ApiError;
-use crate::outbound::{Outbound, OutboundBody};
 use crate::routes::access;
 use crate::routes::query::SubscriptionQuery;
 use crate::state::HubState;

@@ -230,7 +230,7 @@ async fn poll_once(
     if !events.is_empty() {
         let count = events.len() as u64;
         publishing.log.append(events).await?;
-        crate::instruments::published(count);
+        crate::telemetry::instruments::published(count);
     }
     save_cursor(connection, &source.name, &next).await?;
     if let Some(oldest) = oldest {

@@ -1,5 +1,5 @@
 //! Drives subscriptions for any transport whose connection is an actor (WebSocket and SSE sessions): join the
-//! rooms, read the bounds, replay page by page, then go live (see [`crate::subscription`] for the rules).
+//! rooms, read the bounds, replay page by page, then go live (see [`crate::fanout::subscription`] for the rules).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,11 +12,11 @@ use protocol::{SubName, Subscribe};
 use storage::{LogQuery, Page, SharedEvent};
 use tokio::sync::oneshot;
 
-use crate::actors::dispatcher::{Join, Leave, build_frame};
-use crate::actors::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
-use crate::outbound::Outbound;
+use crate::connections::outbound::Outbound;
+use crate::delivery::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
+use crate::fanout::dispatcher::{Join, Leave, build_frame};
+use crate::fanout::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
 use crate::state::HubState;
-use crate::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
 
 /// While replaying, a subscription waits for the network to take what was written before reading more once the
 /// connection holds this fraction of its outbound bound.
@@ -95,7 +95,7 @@ impl Subscriptions {
         let Some(index) = self.list.iter().position(|s| s.name == *name) else { return false };
         let subscription = self.list.swap_remove(index);
         hub.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        crate::instruments::subscription_removed(self.transport);
+        crate::telemetry::instruments::subscription_removed(self.transport);
         hub.dispatcher.do_send(Leave {
             key: SubKey { session: self.session, generation: subscription.generation },
             patterns: subscription.query.topics,
@@ -157,13 +157,13 @@ where
     }
     if let Some(info) = &msg.lost {
         let resets = act.subscriptions().lost(info);
-        crate::instruments::resets(resets.len() as u64);
+        crate::telemetry::instruments::resets(resets.len() as u64);
         for (name, reset) in resets {
             act.reset(ctx, &name, reset);
         }
     }
     let frames = act.subscriptions().deliver(msg.items);
-    crate::instruments::delivered(act.transport(), frames.len() as u64);
+    crate::telemetry::instruments::delivered(act.transport(), frames.len() as u64);
     act.write_all(ctx, frames);
 }
 
@@ -193,7 +193,7 @@ where
     let subscription = Subscription::new(request.sub.clone(), generation, query, request.since, format);
     subs.list.push(subscription);
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);
-    crate::instruments::subscription_added(format.transport, request.since.is_some());
+    crate::telemetry::instruments::subscription_added(format.transport, request.since.is_some());
     let (joined, joined_rx) = oneshot::channel();
     hub_dispatcher.do_send(Join { subscriber, patterns: request.topics, joined });
     let name = request.sub;
@@ -247,7 +247,7 @@ where
     let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
     let start = subscription.start(bounds);
     if start.reset.is_some() {
-        crate::instruments::resets(1);
+        crate::telemetry::instruments::resets(1);
     }
     act.subscription_started(ctx, &name, start);
     read_replay(act, ctx, name, generation, None);
@@ -321,19 +321,19 @@ where
     let frame_of = |event: &SharedEvent| build_frame(event, format, name.as_str());
     let outcome = subscription.on_page(page, budget, frame_of);
     if let Some(reset) = outcome.reset {
-        crate::instruments::resets(1);
+        crate::telemetry::instruments::resets(1);
         act.reset(ctx, &name, reset);
     }
-    crate::instruments::replayed(act.transport(), outcome.frames.len() as u64);
+    crate::telemetry::instruments::replayed(act.transport(), outcome.frames.len() as u64);
     act.write_all(ctx, outcome.frames);
     match outcome.next {
         AfterPage::ReadMore => read_replay(act, ctx, name, generation, None),
         AfterPage::Live { reset, frames, announce, last_id } => {
             if let Some(reset) = reset {
-                crate::instruments::resets(1);
+                crate::telemetry::instruments::resets(1);
                 act.reset(ctx, &name, reset);
             }
-            crate::instruments::delivered(act.transport(), frames.len() as u64);
+            crate::telemetry::instruments::delivered(act.transport(), frames.len() as u64);
             act.write_all(ctx, frames);
             act.went_live(ctx, &name, last_id, announce);
         }

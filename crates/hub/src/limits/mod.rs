@@ -1,10 +1,13 @@
-//! Hub-wide limits: connections (in all and per token subject), long-poll waiters, and publish rates.
+//! Hub-wide limits: connections (in all and per token subject), long-poll waiters, and publish rates; [`rate`]: the
+//! token bucket they and the connections' own rates use.
+
+pub mod rate;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::rate::TokenBucket;
+use rate::TokenBucket;
 
 /// Counts connections in all and per subject; a [`ConnectionPermit`] is held for a connection's lifetime.
 #[derive(Debug)]

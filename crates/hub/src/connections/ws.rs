@@ -24,15 +24,15 @@ use futures_util::Stream;
 use protocol::{ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame, SubName, Subscribe};
 use tracing::{debug, info, warn};
 
-use super::subscriber::{Deliver, SessionId, Transport};
 use crate::auth::Grant;
-use crate::engine::{self, SubscriptionHost, Subscriptions};
+use crate::connections::engine::{self, SubscriptionHost, Subscriptions};
+use crate::connections::outbound::Outbound;
+use crate::delivery::{Deliver, SessionId, Transport};
+use crate::fanout::sessions::Notice;
+use crate::fanout::subscription::{Reset, Start};
 use crate::limits::ConnectionPermit;
-use crate::outbound::Outbound;
-use crate::rate::TokenBucket;
-use crate::sessions::Notice;
+use crate::limits::rate::TokenBucket;
 use crate::state::HubState;
-use crate::subscription::{Reset, Start};
 
 /// Close code when the token expired (or was invalid) on an open connection.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
@@ -292,7 +292,7 @@ impl SubscriptionHost for WsSession {
             return;
         }
         warn!(session = %self.id(), pending = self.outbound.pending(), "slow consumer; closing with 4008");
-        crate::instruments::slow_consumer_closed(Transport::WebSocket);
+        crate::telemetry::instruments::slow_consumer_closed(Transport::WebSocket);
         // What the reader did not take is dropped, and so is every frame after it: the close follows the last
         // frame the reader took, and `since` resumes without a gap.
         let reason =
@@ -334,7 +334,7 @@ impl Actor for WsSession {
             metrics::counter!("hub_connections_refused_total").increment(1);
             return self.close(ctx, CloseCode::Other(CLOSE_TOO_MANY_CONNECTIONS), "too many connections");
         }
-        crate::instruments::connection_opened(Transport::WebSocket);
+        crate::telemetry::instruments::connection_opened(Transport::WebSocket);
         debug!(session = %self.id(), "session started");
         let welcome = ServerFrame::Welcome {
             session: self.id().to_string(),
@@ -360,7 +360,7 @@ impl Actor for WsSession {
         }
         self.hub.sessions.unregister(self.id());
         self.subs.remove_all(&self.hub);
-        crate::instruments::connection_closed(Transport::WebSocket);
+        crate::telemetry::instruments::connection_closed(Transport::WebSocket);
         debug!(session = %self.id(), "session stopped");
     }
 }

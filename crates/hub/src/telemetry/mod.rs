@@ -1,4 +1,12 @@
 //! Logs, traces and metrics.
+//!
+//! - this module: the tracing subscriber (JSON or text logs, OpenTelemetry export), trace context in and out of
+//!   events, and the Prometheus recorder;
+//! - [`instruments`]: the catalog of every metric the hub exports, and the functions that record them;
+//! - [`stats`]: the counts `/api/health/pubsub` reports.
+
+pub mod instruments;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -18,7 +18,7 @@ use bytestring::ByteString;
 use protocol::{ResetInfo, SubName};
 use storage::{LogBounds, LogQuery, Page, SharedEvent};
 
-use crate::actors::subscriber::{Delivery, FrameFormat};
+use crate::delivery::{Delivery, FrameFormat};
 
 /// Live deliveries kept per subscription while it replays; past this, replay reads them from the log instead.
 pub const MAX_BUFFERED: usize = 4096;
@@ -219,7 +219,7 @@ mod tests {
     use storage::StoredEvent;
 
     use super::*;
-    use crate::actors::subscriber::Transport;
+    use crate::delivery::Transport;
 
     fn sub(since: Option<u64>) -> Subscription {
         let format = FrameFormat { transport: Transport::WebSocket, profile: protocol::Profile::Hub };

@@ -7,7 +7,7 @@
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
-use crate::actors::subscriber::Transport;
+use crate::delivery::Transport;
 
 /// Every transport label value.
 pub const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::ServerSentEvents];

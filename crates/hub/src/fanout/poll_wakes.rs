@@ -18,8 +18,8 @@ use actix::Addr;
 use protocol::{Filter, Profile, SubName, TopicPattern};
 use tokio::sync::{Notify, SetOnce, oneshot};
 
-use crate::actors::dispatcher::{Dispatcher, Join, Leave};
-use crate::actors::subscriber::{FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
+use crate::delivery::{FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
+use crate::fanout::dispatcher::{Dispatcher, Join, Leave};
 
 /// How long a shared subscription outlives its last waiting request.
 pub const LINGER: Duration = Duration::from_secs(30);
@@ -137,7 +137,7 @@ mod tests {
     use storage::{EventsAppended, StoredEvent};
 
     use super::*;
-    use crate::stats::HubStats;
+    use crate::telemetry::stats::HubStats;
 
     fn appended(id: u64, topic: &str) -> EventsAppended {
         let new = NewEvent::new(Topic::parse(topic).unwrap(), Scope::default(), Default::default());

@@ -19,8 +19,8 @@ use storage::{EventsAppended, SharedEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use super::room::{AddSubscriber, Match, RemoveSubscriber, Route, TopicRoom};
-use super::subscriber::{Deliver, Delivery, FrameFormat, SessionId, SharedSubscriber, SubKey, Target, Transport};
-use crate::stats::HubStats;
+use crate::delivery::{Deliver, Delivery, FrameFormat, SessionId, SharedSubscriber, SubKey, Target, Transport};
+use crate::telemetry::stats::HubStats;
 
 /// Registers a subscription with the room of each of its patterns; `joined` fires when every room has it.
 #[derive(Message)]
@@ -362,7 +362,7 @@ mod tests {
     use storage::StoredEvent;
 
     use super::*;
-    use crate::actors::subscriber::Subscriber;
+    use crate::delivery::Subscriber;
 
     /// What a connection was sent, one entry per `Deliver`.
     #[derive(Debug, Clone, PartialEq)]

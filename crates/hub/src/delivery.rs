@@ -85,7 +85,7 @@ pub type SharedSubscriber = Arc<Subscriber>;
 pub enum Target {
     /// A session actor (WebSocket, SSE): every delivery, frames and all.
     Session(Recipient<Deliver>),
-    /// The long-poll requests waiting on one subscription (`crate::poll_wakes`), all woken by each delivery; they
+    /// The long-poll requests waiting on one subscription (`crate::fanout::poll_wakes`), all woken by each delivery; they
     /// read the events from the log themselves, so no actor and no mailbox stand between the room and a request.
     Wake(Arc<tokio::sync::Notify>),
 }

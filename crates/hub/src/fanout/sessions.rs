@@ -10,15 +10,12 @@
 //! them at once, and each session still gets exactly one heartbeat per interval.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, Weak};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use actix::WeakRecipient;
 use actix::prelude::*;
-use tracing::debug;
 
-use crate::actors::subscriber::{SessionId, Transport};
-use crate::state::HubState;
+use crate::delivery::{SessionId, Transport};
 
 /// How many slots a heartbeat interval is split into.
 pub const HEARTBEAT_SLOTS: u64 = 8;
@@ -83,7 +80,7 @@ impl Sessions {
     }
 
     /// Tells the sessions of `transport` in heartbeat slot `slot` that their heartbeat is due; how many.
-    fn heartbeat(&self, transport: Transport, slot: u64) -> usize {
+    pub fn heartbeat(&self, transport: Transport, slot: u64) -> usize {
         let due: Vec<_> = self
             .inner()
             .open
@@ -98,35 +95,10 @@ impl Sessions {
     }
 }
 
-/// Starts the heartbeat ticker of each transport; each ends when shutdown begins or the hub is gone.
-pub fn start_heartbeats(hub: &actix_web::web::Data<HubState>) {
-    let tickers =
-        [(Transport::WebSocket, hub.settings.heartbeat), (Transport::ServerSentEvents, hub.settings.sse_heartbeat)];
-    for (transport, interval) in tickers {
-        let hub = std::sync::Arc::downgrade(&hub.clone().into_inner());
-        tokio::spawn(heartbeats(hub, transport, interval));
-    }
-}
-
-async fn heartbeats(hub: Weak<HubState>, transport: Transport, interval: Duration) {
-    let period = (interval / HEARTBEAT_SLOTS as u32).max(Duration::from_millis(1));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let Some(mut shutdown) = hub.upgrade().map(|hub| hub.shutdown.clone()) else { return };
-    for tick in 0u64.. {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = shutdown.wait_for(|down| *down) => return,
-        }
-        let Some(hub) = hub.upgrade() else { return };
-        let told = hub.sessions.heartbeat(transport, tick % HEARTBEAT_SLOTS);
-        debug!(?transport, told, "heartbeats");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
 

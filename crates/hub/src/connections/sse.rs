@@ -10,13 +10,13 @@ use protocol::{SubName, Subscribe};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use super::subscriber::{Deliver, SessionId, Transport};
-use crate::engine::{self, SubscriptionHost, Subscriptions};
+use crate::connections::engine::{self, SubscriptionHost, Subscriptions};
+use crate::connections::outbound::Outbound;
+use crate::delivery::{Deliver, SessionId, Transport};
+use crate::fanout::sessions::Notice;
+use crate::fanout::subscription::{Reset, Start};
 use crate::limits::ConnectionPermit;
-use crate::outbound::Outbound;
-use crate::sessions::Notice;
 use crate::state::HubState;
-use crate::subscription::{Reset, Start};
 
 /// What a browser waits before reconnecting, sent once as `retry:`.
 pub const RETRY_MS: u64 = 2000;
@@ -112,7 +112,7 @@ impl SubscriptionHost for SseSession {
 
     fn cut_slow_consumer(&mut self, ctx: &mut Self::Context) {
         warn!(session = %self.subs.session(), pending = self.outbound.pending(), "slow consumer; ending the SSE stream");
-        crate::instruments::slow_consumer_closed(Transport::ServerSentEvents);
+        crate::telemetry::instruments::slow_consumer_closed(Transport::ServerSentEvents);
         // The stream ends with what the client already took: its Last-Event-ID resumes without a gap.
         self.outbound.cut(None);
         ctx.stop();
@@ -146,7 +146,7 @@ impl Actor for SseSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        crate::instruments::connection_opened(Transport::ServerSentEvents);
+        crate::telemetry::instruments::connection_opened(Transport::ServerSentEvents);
         self.write_bytes(ctx, Bytes::from(format!("retry: {RETRY_MS}\n\n")));
         if let Some(left) = self.expires_in {
             ctx.run_later(left, |_, ctx| ctx.stop());
@@ -167,7 +167,7 @@ impl Actor for SseSession {
         self.outbound.finish();
         self.hub.sessions.unregister(self.subs.session());
         self.subs.remove_all(&self.hub);
-        crate::instruments::connection_closed(Transport::ServerSentEvents);
+        crate::telemetry::instruments::connection_closed(Transport::ServerSentEvents);
         debug!(session = %self.subs.session(), "SSE stream ended");
     }
 }

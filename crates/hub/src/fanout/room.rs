@@ -8,7 +8,7 @@ use protocol::TopicPattern;
 use storage::SharedEvent;
 use tokio::sync::oneshot;
 
-use super::subscriber::{SharedSubscriber, SubKey};
+use crate::delivery::{SharedSubscriber, SubKey};
 
 /// Adds (or replaces) a subscription; `joined` fires once the room will route to it.
 #[derive(Message)]
