@@ -303,6 +303,27 @@ async fn an_unknown_query_key_is_a_400_instead_of_a_filter_that_matches_nothing(
     assert_eq!(hub.get_json("/api/events?after=0&tenant=t1&wait=0").await.0, 200, "configured keys are filters");
 }
 
+/// A route refuses what another route reads (`after`, `limit`, `wait` are the long-poll's), and every route
+/// refuses a name none reads (`sub`, which older versions accepted and ignored), instead of ignoring it.
+#[actix_web::test]
+async fn a_query_parameter_the_route_does_not_read_is_a_400_naming_it() {
+    use hub::routes::query::POLL_PARAMETERS;
+    let hub = spawn_hub(|_| {}).await;
+
+    for parameter in POLL_PARAMETERS.iter().chain(&["sub"]) {
+        let query = format!("topics=a&{parameter}=1");
+        let sse = hub.http.get(hub.url(&format!("/sse?{query}"))).send().await.unwrap();
+        assert_eq!(sse.status(), 400, "/sse took {parameter}");
+        let body: Value = sse.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains(parameter), "{body}");
+        assert!(hub.ws_raw(&format!("/ws?{query}")).await.is_err(), "/ws took {parameter}");
+    }
+    let (status, body) = hub.get_json("/api/events?topics=a&after=0&sub=s1").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = hub.get_json("/api/events?topics=a&after=0&limit=5&wait=0&profile=hub").await;
+    assert_eq!(status, 200, "the long-poll reads its own parameters: {body}");
+}
+
 #[test]
 fn the_test_jwk_fixtures_match_their_private_keys() {
     // The JWK files are the public halves of the PEM keys; a mismatch would make the rotation test meaningless.

@@ -9,7 +9,7 @@ use storage::{LogQuery, Page};
 
 use crate::error::ApiError;
 use crate::routes::access;
-use crate::routes::query::SubscriptionQuery;
+use crate::routes::query::{POLL_PARAMETERS, SubscriptionQuery};
 use crate::state::HubState;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -37,7 +37,7 @@ fn number(
 #[tracing::instrument(name = "long_poll", skip_all)]
 pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     let grant = access::grant(&req, &state).await?;
-    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys)?;
+    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys, &POLL_PARAMETERS)?;
     // `after`, or the names the other transports use for the same position.
     let after = match (query.other.get("after"), query.resume_point(&req)?) {
         (Some(raw), _) => parse_position_str(raw, "after").map_err(|e| ApiError::bad_request(e.0))?,

@@ -10,8 +10,12 @@ use protocol::{Filter, Profile, SubName, Subscribe, TopicPattern};
 use crate::auth::Grant;
 use crate::error::ApiError;
 
-/// Query parameters that are not scope keys.
-const RESERVED: [&str; 7] = ["topics", "since", "access_token", "after", "limit", "wait", "sub"];
+/// The parameters every route that takes a subscription by query reads, besides scope keys (`last_event_id` is the
+/// older systems' name of `since`; `access_token` is read by [`super::token_in_query`]).
+pub const SUBSCRIPTION_PARAMETERS: [&str; 5] = ["topics", "since", "last_event_id", "profile", "access_token"];
+
+/// The long-poll route's own parameters (`GET /api/events`); `/ws` and `/sse` have none of their own.
+pub const POLL_PARAMETERS: [&str; 3] = ["after", "limit", "wait"];
 
 /// The scope keys accepted as query parameters: the well-known ones and those configured (`HUB_SCOPE_KEYS`).
 pub fn scope_keys(configured: &[String]) -> BTreeSet<String> {
@@ -26,14 +30,15 @@ pub struct SubscriptionQuery {
     pub since: Option<u64>,
     /// The output profile its events are written in; absent: the token's, else `hub`.
     pub profile: Option<Profile>,
-    /// Reserved parameters other than `topics`, `since` and `profile`, by name.
+    /// The route's own parameters (`own` in [`parse`](Self::parse)), by name.
     pub other: BTreeMap<String, String>,
 }
 
 impl SubscriptionQuery {
-    /// Parses a query string; parameters other than the reserved ones must be among `scope_keys`, so a typo or an
-    /// unknown name is refused instead of becoming a filter that silently matches nothing.
-    pub fn parse(query_string: &str, scope_keys: &BTreeSet<String>) -> Result<Self, ApiError> {
+    /// Parses a query string for a route whose own parameters are `own`; every other parameter must be one of
+    /// [`SUBSCRIPTION_PARAMETERS`] or among `scope_keys`, so a typo, an unknown name or another route's parameter
+    /// is refused instead of being ignored or becoming a filter that silently matches nothing.
+    pub fn parse(query_string: &str, scope_keys: &BTreeSet<String>, own: &[&str]) -> Result<Self, ApiError> {
         let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query_string)
             .map_err(|e| ApiError::bad_request(format!("the query string is malformed: {e}")))?
             .into_inner();
@@ -58,8 +63,11 @@ impl SubscriptionQuery {
                 "profile" => {
                     query.profile = Some(Profile::parse(&value).map_err(|e| ApiError::bad_request(e.0))?);
                 }
-                _ if RESERVED.contains(&name.as_str()) => {
-                    query.other.insert(name, value);
+                "access_token" => {}
+                _ if own.contains(&name.as_str()) => {
+                    if query.other.insert(name.clone(), value).is_some() {
+                        return Err(ApiError::bad_request(format!("{name} is given twice")));
+                    }
                 }
                 _ if scope_keys.contains(&name) => {
                     if query.filter.insert(name.clone(), value).is_some() {
@@ -68,8 +76,9 @@ impl SubscriptionQuery {
                 }
                 _ => {
                     let keys: Vec<&str> = scope_keys.iter().map(String::as_str).collect();
+                    let own = own.iter().map(|p| format!("{p}, ")).collect::<String>();
                     return Err(ApiError::bad_request(format!(
-                        "unknown query parameter {name:?}: expected topics, since (or last_event_id), profile, \
+                        "unknown query parameter {name:?}: expected {own}topics, since (or last_event_id), profile, \
                          access_token, or a scope key ({}; more with HUB_SCOPE_KEYS)",
                         keys.join(", ")
                     )));
@@ -116,7 +125,7 @@ mod tests {
     }
 
     fn parse(query: &str) -> Result<SubscriptionQuery, ApiError> {
-        SubscriptionQuery::parse(query, &keys())
+        SubscriptionQuery::parse(query, &keys(), &[])
     }
 
     #[test]
@@ -164,6 +173,20 @@ mod tests {
         let error = parse("colour=blue").unwrap_err().to_string();
         assert!(error.contains("unknown query parameter \"colour\""), "{error}");
         assert!(error.contains("project_id"), "the known keys are listed: {error}");
+    }
+
+    #[test]
+    fn a_parameter_of_another_route_is_refused_and_a_route_reads_its_own() {
+        for foreign in ["after=1", "limit=5", "wait=0", "sub=s1"] {
+            let error = parse(foreign).unwrap_err().to_string();
+            assert!(error.contains("unknown query parameter"), "{foreign}: {error}");
+        }
+        let poll =
+            SubscriptionQuery::parse("after=1&limit=5&wait=0&access_token=t", &keys(), &POLL_PARAMETERS).unwrap();
+        assert_eq!(poll.other.get("after").map(String::as_str), Some("1"));
+        assert_eq!(poll.other.len(), 3, "the token is no route parameter: {:?}", poll.other);
+        assert!(SubscriptionQuery::parse("after=1&after=2", &keys(), &POLL_PARAMETERS).is_err());
+        assert!(SubscriptionQuery::parse("sub=s1", &keys(), &POLL_PARAMETERS).is_err());
     }
 
     proptest::proptest! {

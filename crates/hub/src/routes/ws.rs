@@ -27,7 +27,7 @@ pub async fn websocket(
     access::not_shutting_down(&state)?;
     access::origin_allowed(&req, &state)?;
     let grant = access::grant(&req, &state).await?;
-    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys)?;
+    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys, &[])?;
     let since = query.resume_point(&req)?;
     let auto_subscribe = if query.asks_for_subscription() || since.is_some() {
         let subscribe = query.subscription(since, &grant)?;
