@@ -9,6 +9,7 @@ mod natsd;
 mod auth;
 mod backends;
 mod browser;
+mod drift;
 mod helpers;
 mod js_client;
 mod limits;
