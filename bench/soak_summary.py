@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The flatness reading of a soak's JSON lines (docs/RELIABILITY.md, "Where the targets stand").
+"""The flatness reading of a soak's JSON lines (docs/RELIABILITY.md, "What holds today").
 
     python3 bench/soak_summary.py /tmp/soak-redis.jsonl [more.jsonl ...]
 

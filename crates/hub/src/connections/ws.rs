@@ -140,7 +140,7 @@ impl WsSession {
         self.send(ctx, ServerFrame::Error { code, message, sub });
     }
 
-    /// Told by the hub's heartbeat ticker once per interval (`crate::sessions`).
+    /// Told by the hub's heartbeat ticker once per interval (`crate::connections::heartbeat`).
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.last_heard.elapsed() > self.hub.settings.heartbeat * 2 {
             info!(session = %self.id(), "peer silent for two heartbeats; closing");

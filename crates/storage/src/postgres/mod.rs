@@ -14,12 +14,12 @@
 //! read the log from their cursor.
 //!
 //! # Layout
-//! - [`statement`]: one statement's error, deadline and task; [`pool`]: the pool, renewed when PostgreSQL stops
+//! - `statement.rs`: one statement's error, deadline and task; `pool.rs`: the pool, renewed when PostgreSQL stops
 //!   answering on it, and the migrations.
-//! - [`read`]: the log's bounds and pages; [`write`]: appends, inbox inserts and the inbox's move.
-//! - [`pending`]: the ids inbox publishes wait for; [`shared`]: what the log's tasks share.
-//! - [`appender`]: this hub's publishes; [`sequencer`]: the cluster's one id giver.
-//! - [`listener`]: the live feed; [`prune`]: retention.
+//! - `read.rs`: the log's bounds and pages; `write.rs`: appends, inbox inserts and the inbox's move.
+//! - `pending.rs`: the ids inbox publishes wait for; `shared.rs`: what the log's tasks share.
+//! - `appender.rs`: this hub's publishes; `sequencer.rs`: the cluster's one id giver.
+//! - `listener.rs`: the live feed; `prune.rs`: retention.
 
 mod appender;
 mod listener;
@@ -63,7 +63,7 @@ pub struct PgSettings {
     pub url: String,
     pub pool_size: u32,
     /// The longest the hub waits for any one statement (and the sequencer's and listener's connections for
-    /// theirs); a connection that does not answer in time is taken for dead (see [`Db`]).
+    /// theirs); a connection that does not answer in time is taken for dead (see `pool::Db`).
     pub timeout: Duration,
     /// How often the sequencer checks the inbox without a notification (and that it still holds its lock).
     pub inbox_poll: Duration,

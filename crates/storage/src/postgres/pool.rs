@@ -15,7 +15,7 @@ use super::read::bounds;
 use super::statement::{is_silent, unavailable};
 use crate::{Error, Result};
 
-/// How long the hub waits, by default, for PostgreSQL to answer one statement (see [`PgSettings::timeout`]).
+/// How long the hub waits, by default, for PostgreSQL to answer one statement (see [`PgSettings::timeout`](super::PgSettings::timeout)).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long acquires may time out with no statement answered before the pool is taken for stuck and replaced.
