@@ -22,7 +22,7 @@ LAYERS = {
         # 1: cross-cutting services: telemetry, authorisation, limits
         ["telemetry", "auth", "limits"],
         # 2: the fan-out (dispatcher, rooms, subscriptions, waiting long-polls, the open sessions) and database sources
-        ["fanout", "sources"],
+        ["fanout", "cluster", "sources"],
         # 3: what routes and connections share
         ["state"],
         # 4: the connection actors
@@ -36,7 +36,7 @@ LAYERS = {
         ["error", "event", "retention"],
         ["recent"],
         ["event_log"],
-        ["windowed", "memory", "redis", "nats", "postgres"],
+        ["windowed", "memory", "redis", "nats", "postgres", "cluster"],
         ["log_actor"],
         ["lib"],
     ],

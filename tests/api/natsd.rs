@@ -37,6 +37,8 @@ impl Drop for TestStream {
         // Drop runs inside the test's runtime, which cannot block on itself: use a thread with its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            // The hubs' revocation records live in a stream beside the log's.
+            runtime.block_on(delete_stream(&url, &format!("{name}-revocations")));
             runtime.block_on(delete_stream(&url, &name))
         })
         .join();

@@ -17,9 +17,11 @@
 //!   near the head from them.
 //! - [`log_actor`]: [`EventLogActor`], which follows the log from a cursor and sends [`EventsAppended`] batches,
 //!   in id order, to the dispatcher; it also runs retention and reports health.
+//! - [`cluster`]: what the hubs of a cluster say to each other, and the revocations they share, on every backend.
 //! - [`retention`]: the [`Retention`] policy.
 //! - [`error`]: the crate's [`Error`].
 
+pub mod cluster;
 pub mod error;
 pub mod event;
 pub mod event_log;
@@ -33,6 +35,7 @@ pub mod redis;
 pub mod retention;
 pub mod windowed;
 
+pub use cluster::Cluster;
 pub use error::{Error, Result};
 pub use event::{LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
 pub use event_log::{EventLog, LiveFeed};

@@ -103,35 +103,40 @@ fn no_stream(e: &async_nats::Error) -> bool {
     e.downcast_ref::<PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::StreamNotFound)
 }
 
+/// A client of the cluster `settings` names (its servers, credentials and timeouts), reconnecting for ever.
+pub(crate) async fn connect_client(settings: &NatsSettings) -> Result<async_nats::Client> {
+    let mut servers = Vec::new();
+    let mut options = ConnectOptions::new()
+        .name("realtime-hub")
+        .connection_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Some(REQUEST_TIMEOUT))
+        // Keep reconnecting to whichever server of the cluster answers; the storage actor re-reads from its
+        // cursor after a reconnect.
+        .max_reconnects(None);
+    for url in settings.urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let server = ServerAddr::from_str(url).map_err(|e| Error::Config(format!("NATS_URL: {url:?}: {e}")))?;
+        if let (Some(user), Some(pass)) = (server.username(), server.password()) {
+            options = options.user_and_password(user.to_owned(), pass.to_owned());
+        }
+        servers.push(server);
+    }
+    if servers.is_empty() {
+        return Err(Error::Config("NATS_URL names no server".into()));
+    }
+    if let Some(creds) = &settings.creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| Error::Config(format!("NATS_CREDS: cannot read {}: {e}", creds.display())))?;
+    }
+    options.connect(servers).await.map_err(unavailable)
+}
+
 impl NatsLog {
     /// Connects to the cluster and finds the stream, creating it when absent; refuses a stream whose settings
     /// contradict the hub's (another storage, fewer replicas).
     pub async fn connect(settings: NatsSettings) -> Result<Self> {
-        let mut servers = Vec::new();
-        let mut options = ConnectOptions::new()
-            .name("realtime-hub")
-            .connection_timeout(CONNECT_TIMEOUT)
-            .request_timeout(Some(REQUEST_TIMEOUT))
-            // Keep reconnecting to whichever server of the cluster answers; the storage actor re-reads from its
-            // cursor after a reconnect.
-            .max_reconnects(None);
-        for url in settings.urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            let server = ServerAddr::from_str(url).map_err(|e| Error::Config(format!("NATS_URL: {url:?}: {e}")))?;
-            if let (Some(user), Some(pass)) = (server.username(), server.password()) {
-                options = options.user_and_password(user.to_owned(), pass.to_owned());
-            }
-            servers.push(server);
-        }
-        if servers.is_empty() {
-            return Err(Error::Config("NATS_URL names no server".into()));
-        }
-        if let Some(creds) = &settings.creds {
-            options = options
-                .credentials_file(creds)
-                .await
-                .map_err(|e| Error::Config(format!("NATS_CREDS: cannot read {}: {e}", creds.display())))?;
-        }
-        let client = options.connect(servers).await.map_err(unavailable)?;
+        let client = connect_client(&settings).await?;
         let js = jetstream::new(client.clone());
         let subject = format!("{}.events", settings.stream);
         let hidden = format!("{}.new.{}", settings.stream, uuid::Uuid::new_v4().simple());
