@@ -11,6 +11,8 @@ pub enum ErrorCode {
     /// HTTP only: a missing, malformed, badly signed or expired token (always the same answer).
     Unauthorized,
     Forbidden,
+    /// HTTP only: what the request names does not exist (a revocation to lift).
+    NotFound,
     TooLarge,
     RateLimited,
     LimitExceeded,
@@ -26,6 +28,7 @@ impl ErrorCode {
             Self::UnknownOp => "unknown_op",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::LimitExceeded => "limit_exceeded",
@@ -40,6 +43,7 @@ impl ErrorCode {
             Self::BadRequest | Self::UnknownOp => 400,
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
+            Self::NotFound => 404,
             Self::TooLarge => 413,
             Self::RateLimited | Self::LimitExceeded => 429,
             Self::Unavailable => 503,

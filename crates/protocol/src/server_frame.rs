@@ -29,6 +29,15 @@ pub enum ServerFrame {
         node: String,
         protocol: u32,
         heartbeat_s: u64,
+        /// When the connection's token expires (its `exp`, Unix seconds); absent when it never does (development
+        /// mode). A client sends `refresh` before then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
+    /// A `refresh` was accepted: the connection now runs on the new token, which expires at `expires_at`.
+    Refreshed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
     },
     Subscribed {
         sub: String,
@@ -95,6 +104,8 @@ mod tests {
             json!({"type":"error","code":"unknown_op","message":"m"})
         );
         assert_eq!(ServerFrame::Pong.to_json(), r#"{"type":"pong"}"#);
+        let refreshed = ServerFrame::Refreshed { expires_at: Some(1_790_000_000) };
+        assert_eq!(refreshed.to_json(), r#"{"type":"refreshed","expires_at":1790000000}"#);
     }
 
     #[test]

@@ -30,7 +30,20 @@ impl Topic {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the topic is the hub's own: under [`RESERVED_PREFIX`] (the audit trail `hub.admin`), where
+    /// publishers are refused, except [`SMOKE_TOPIC`], where `hub smoke` publishes its probe.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(RESERVED_PREFIX) && self.0 != SMOKE_TOPIC
+    }
 }
+
+/// Topics the hub keeps for itself (see [`Topic::is_reserved`]).
+pub const RESERVED_PREFIX: &str = "hub.";
+/// Where the hub's post-deploy check publishes its probe event.
+pub const SMOKE_TOPIC: &str = "hub.smoke";
+/// Where every change an operator makes is recorded.
+pub const ADMIN_TOPIC: &str = "hub.admin";
 
 impl TryFrom<String> for Topic {
     type Error = ValidationError;
@@ -151,6 +164,15 @@ impl std::fmt::Display for TopicPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_under_hub_are_reserved_but_the_smoke_probe_s() {
+        assert!(Topic::parse("hub.admin").unwrap().is_reserved());
+        assert!(Topic::parse("hub.anything").unwrap().is_reserved());
+        assert!(!Topic::parse("hub.smoke").unwrap().is_reserved());
+        assert!(!Topic::parse("hubx").unwrap().is_reserved());
+        assert!(!Topic::parse("run.logs").unwrap().is_reserved());
+    }
 
     fn pat(s: &str) -> TopicPattern {
         TopicPattern::parse(s).unwrap()

@@ -81,6 +81,12 @@ impl<S: Sink> Publisher<S> {
             return Err(Error::PayloadTooLarge { size, limit: self.limits.max_payload_bytes });
         }
         event.validate(&self.limits).map_err(|e| Error::Invalid(e.to_string()))?;
+        if event.topic.is_reserved() {
+            return Err(Error::Invalid(format!(
+                "{} is the hub's own topic: topics hub.* take no publishes",
+                event.topic
+            )));
+        }
         Ok(event)
     }
 }
@@ -134,5 +140,19 @@ mod tests {
 
         let payload = &publisher.sink().envelopes().await[0].payload;
         assert_eq!(Value::Object(payload.clone()), json!({"license": "[REDACTED]", "password": "[REDACTED]", "n": 1}));
+    }
+
+    #[test]
+    fn the_hubs_own_topics_are_refused_but_its_smoke_probe_is_not() {
+        let publisher = Publisher::new(MemorySink::new());
+        let event = |topic: &str| {
+            protocol::NewEvent::new(protocol::Topic::parse(topic).unwrap(), Default::default(), Default::default())
+        };
+
+        let refused = publisher.prepare(event("hub.admin")).unwrap_err();
+
+        assert!(refused.to_string().contains("hub's own topic"), "{refused}");
+        assert!(publisher.prepare(event("hub.smoke")).is_ok());
+        assert!(publisher.prepare(event("run.events")).is_ok());
     }
 }
