@@ -167,15 +167,18 @@ async fn rs256_and_es256_tokens_verify_against_the_configured_public_key() {
 #[actix_web::test]
 async fn an_expiring_token_closes_the_connection_with_4001_unless_refreshed() {
     let hub = secured_hub().await;
-    let short = hs256(&claims(&["run.*"], json!({}), &[], 2));
+    let short_claims = claims(&["run.*"], json!({}), &[], 2);
+    let short = hs256(&short_claims);
     let mut expiring = hub.ws_with_token("/ws", Some(&short)).await.unwrap();
-    expiring.expect("welcome").await;
+    assert_eq!(expiring.expect("welcome").await["expires_at"], short_claims["exp"], "welcome says when");
     let mut refreshed = hub.ws_with_token("/ws", Some(&short)).await.unwrap();
     refreshed.expect("welcome").await;
     refreshed.subscribe(json!({"op":"subscribe","sub":"s","topics":["run.logs"]})).await;
 
-    refreshed.send_json(json!({"op":"refresh","token": hs256(&claims(&["run.*"], json!({}), &[], 3600))})).await;
+    let renewal = claims(&["run.*"], json!({}), &[], 3600);
+    refreshed.send_json(json!({"op":"refresh","token": hs256(&renewal)})).await;
 
+    assert_eq!(refreshed.expect("refreshed").await["expires_at"], renewal["exp"], "the refresh is answered");
     assert_eq!(expiring.expect_close(Duration::from_secs(6)).await, Some(4001));
     refreshed.expect_silence(Duration::from_millis(500)).await;
     hub.publish_as(&event("run.logs", json!({}), 1), Some(&hs256(&standard()))).await;
@@ -194,6 +197,7 @@ async fn a_refresh_that_narrows_the_grant_removes_subscriptions_it_no_longer_all
 
     client.send_json(json!({"op":"refresh","token": narrow})).await;
     let revoked = client.expect("error").await;
+    client.expect("refreshed").await;
     client.send_json(json!({"op":"refresh","token":"garbage"})).await;
     let refused = client.expect("error").await;
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use hub::routes::admin::CONNECTIONS_PARAMETERS;
 use hub::routes::query::{POLL_PARAMETERS, SUBSCRIPTION_PARAMETERS};
 use hub::settings::Backend;
 use serde_json::Value;
@@ -56,7 +57,7 @@ fn every_query_parameter_a_route_reads_is_in_the_protocol_doc() {
     let section = &protocol[start..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |end| end + 3)];
 
-    for parameter in SUBSCRIPTION_PARAMETERS.iter().chain(&POLL_PARAMETERS) {
+    for parameter in SUBSCRIPTION_PARAMETERS.iter().chain(&POLL_PARAMETERS).chain(&CONNECTIONS_PARAMETERS) {
         assert!(section.contains(&format!("`{parameter}`")), "docs/PROTOCOL.md does not document {parameter:?}");
     }
     assert!(section.contains("refused with 400"), "the section says what happens to other parameters");

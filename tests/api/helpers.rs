@@ -168,6 +168,11 @@ impl TestHub {
         (status, response.json().await.expect("JSON"))
     }
 
+    /// Stops the hub as a SIGTERM would, and waits until it has.
+    pub async fn stop(self) {
+        self.shutdown.begin().await;
+    }
+
     /// Starts the graceful shutdown a SIGTERM would start, without waiting for it to finish.
     pub fn begin_shutdown(&self) {
         let shutdown = self.shutdown.clone();

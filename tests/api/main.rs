@@ -7,7 +7,9 @@ mod kv;
 #[macro_use]
 mod natsd;
 mod auth;
+#[macro_use]
 mod backends;
+mod admin;
 mod browser;
 mod drift;
 mod helpers;

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::HttpRequest;
@@ -27,6 +28,8 @@ pub struct Authenticator {
     /// When set, tokens must name this audience (`aud`) / issuer (`iss`).
     audience: Option<String>,
     issuer: Option<String>,
+    /// Subjects and token ids refused until their revocation lapses; kept by the cluster (`crate::cluster`).
+    revocations: Arc<Revocations>,
 }
 
 #[derive(Clone)]
@@ -45,6 +48,15 @@ pub struct Unauthorized;
 struct Claims {
     sub: Option<String>,
     exp: u64,
+    /// When the token was issued (Unix seconds): a revocation of its subject covers tokens issued at or before it.
+    #[serde(default)]
+    iat: Option<u64>,
+    /// The token's own id, for revoking one token.
+    #[serde(default)]
+    jti: Option<String>,
+    /// May call `/api/admin/*`.
+    #[serde(default)]
+    admin: bool,
     #[serde(default)]
     topics: Vec<String>,
     #[serde(default)]
@@ -69,6 +81,11 @@ struct Restrictions {
     subject: Option<String>,
     /// Unix seconds after which the grant is void (the token's `exp` plus the leeway).
     expires_at: u64,
+    /// The token's own `exp`, as clients see it (in `welcome` and `refreshed`).
+    token_expires_at: u64,
+    issued_at: Option<u64>,
+    token_id: Option<String>,
+    admin: bool,
     topics: Vec<TopicPattern>,
     scope: BTreeMap<String, BTreeSet<String>>,
     publish: Vec<TopicPattern>,
@@ -115,7 +132,13 @@ impl Authenticator {
             leeway_s: settings.jwt_leeway.as_secs(),
             audience: settings.jwt_audience.clone(),
             issuer: settings.jwt_issuer.clone(),
+            revocations: Arc::default(),
         })
+    }
+
+    /// The revocations this authenticator refuses, which the cluster keeps up to date.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     /// Development mode: no key configured, every request accepted.
@@ -167,10 +190,19 @@ impl Authenticator {
         };
         let profile =
             claims.profile.as_deref().map(Profile::parse).transpose().map_err(|e| refuse("bad profile", &e))?;
+        if let Some(revocation) = self.revocations.covering(claims.sub.as_deref(), claims.iat, claims.jti.as_deref()) {
+            metrics::counter!("hub_tokens_refused_total", "reason" => "revoked").increment(1);
+            tracing::info!(subject = ?claims.sub, jti = ?claims.jti, revocation = %revocation, "token refused: revoked");
+            return Err(Unauthorized);
+        }
         Ok(Grant {
             restrictions: Some(Restrictions {
                 subject: claims.sub,
                 expires_at: claims.exp.saturating_add(self.leeway_s),
+                token_expires_at: claims.exp,
+                issued_at: claims.iat,
+                token_id: claims.jti,
+                admin: claims.admin,
                 topics: patterns(claims.topics)?,
                 scope: claims.scope.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect(),
                 publish: patterns(claims.publish)?,
@@ -346,6 +378,107 @@ impl Grant {
     pub fn expires_in(&self) -> Option<Duration> {
         self.restrictions.as_ref().map(|r| Duration::from_secs(r.expires_at.saturating_sub(now_s())))
     }
+
+    /// The token's `exp` (Unix seconds), as clients are told it; `None` in development mode.
+    pub fn token_expires_at(&self) -> Option<u64> {
+        self.restrictions.as_ref().map(|r| r.token_expires_at)
+    }
+
+    /// Whether the grant may call `/api/admin/*`: a token with `"admin": true`, or development mode.
+    pub fn is_admin(&self) -> bool {
+        self.restrictions.as_ref().is_none_or(|r| r.admin)
+    }
+
+    /// Whether `revocation` covers the token behind this grant (never in development mode, which has none).
+    pub fn is_revoked_by(&self, revocation: &Revocation) -> bool {
+        self.restrictions
+            .as_ref()
+            .is_some_and(|r| revocation.covers(r.subject.as_deref(), r.issued_at, r.token_id.as_deref()))
+    }
+}
+
+/// What a revocation names: every token of a subject issued at or before a moment, or one token by its id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revoked {
+    /// Tokens of `subject` whose `iat` is at or before `issued_before` (Unix seconds); a token without `iat`
+    /// counts as issued before.
+    Subject { subject: String, issued_before: u64 },
+    /// The token whose `jti` this is.
+    Token { jti: String },
+}
+
+/// A revocation and when it lapses (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revocation {
+    #[serde(flatten)]
+    pub revoked: Revoked,
+    pub until: u64,
+}
+
+impl Revocation {
+    /// The key it is kept under: one revocation per subject, one per token id.
+    pub fn key(&self) -> String {
+        match &self.revoked {
+            Revoked::Subject { subject, .. } => format!("sub:{subject}"),
+            Revoked::Token { jti } => format!("jti:{jti}"),
+        }
+    }
+
+    fn covers(&self, subject: Option<&str>, issued_at: Option<u64>, token_id: Option<&str>) -> bool {
+        if self.until <= now_s() {
+            return false;
+        }
+        match &self.revoked {
+            Revoked::Subject { subject: revoked, issued_before } => {
+                subject == Some(revoked.as_str()) && issued_at.is_none_or(|iat| iat <= *issued_before)
+            }
+            Revoked::Token { jti } => token_id == Some(jti.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for Revocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// The revocations in force, by key. Read on every authentication (a read lock and a scan of what is usually a
+/// handful of entries), written when an operator revokes or lifts one, on any hub.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    by_key: RwLock<BTreeMap<String, Revocation>>,
+}
+
+impl Revocations {
+    pub fn insert(&self, revocation: Revocation) {
+        self.by_key.write().unwrap_or_else(|e| e.into_inner()).insert(revocation.key(), revocation);
+    }
+
+    pub fn remove(&self, key: &str) -> bool {
+        self.by_key.write().unwrap_or_else(|e| e.into_inner()).remove(key).is_some()
+    }
+
+    /// Replaces every revocation held with `all` (what the backend keeps).
+    pub fn replace(&self, all: impl IntoIterator<Item = Revocation>) {
+        *self.by_key.write().unwrap_or_else(|e| e.into_inner()) = all.into_iter().map(|r| (r.key(), r)).collect();
+    }
+
+    /// The revocations in force, lapsed ones left out.
+    pub fn list(&self) -> Vec<Revocation> {
+        let now = now_s();
+        self.by_key.read().unwrap_or_else(|e| e.into_inner()).values().filter(|r| r.until > now).cloned().collect()
+    }
+
+    /// The revocation that refuses a token with these claims, if any.
+    fn covering(&self, subject: Option<&str>, issued_at: Option<u64>, token_id: Option<&str>) -> Option<Revocation> {
+        let held = self.by_key.read().unwrap_or_else(|e| e.into_inner());
+        if held.is_empty() {
+            return None;
+        }
+        held.values().find(|r| r.covers(subject, issued_at, token_id)).cloned()
+    }
 }
 
 #[cfg(test)]
@@ -357,12 +490,43 @@ mod tests {
             restrictions: Some(Restrictions {
                 subject: Some("u".into()),
                 expires_at: u64::MAX,
+                token_expires_at: u64::MAX,
+                issued_at: Some(1_000),
+                token_id: Some("t1".into()),
+                admin: false,
                 topics: topics.iter().map(|t| TopicPattern::parse(*t).unwrap()).collect(),
                 scope: scope.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
                 publish: vec![TopicPattern::parse("run.*").unwrap()],
                 profile: None,
             }),
         }
+    }
+
+    #[test]
+    fn a_subject_revocation_covers_tokens_issued_at_or_before_it_and_a_token_revocation_its_id() {
+        let later = now_s() + 3600;
+        let subject = |issued_before| Revocation {
+            revoked: Revoked::Subject { subject: "u".into(), issued_before },
+            until: later,
+        };
+        let g = grant(&["*"], &[]);
+        assert!(g.is_revoked_by(&subject(1_000)), "issued at the revocation");
+        assert!(!g.is_revoked_by(&subject(999)), "issued after it");
+        let other =
+            Revocation { revoked: Revoked::Subject { subject: "v".into(), issued_before: 5_000 }, until: later };
+        assert!(!g.is_revoked_by(&other));
+        let token = Revocation { revoked: Revoked::Token { jti: "t1".into() }, until: later };
+        assert!(g.is_revoked_by(&token));
+        let lapsed = Revocation { until: now_s() - 1, ..token.clone() };
+        assert!(!g.is_revoked_by(&lapsed), "a lapsed revocation covers nothing");
+        assert!(!Grant::unrestricted().is_revoked_by(&token), "development mode has no tokens to revoke");
+
+        let held = Revocations::default();
+        held.insert(subject(1_000));
+        assert!(held.covering(Some("u"), None, None).is_some(), "a token without iat counts as issued before");
+        assert!(held.covering(Some("u"), Some(2_000), None).is_none());
+        assert!(held.remove("sub:u"));
+        assert!(held.covering(Some("u"), None, None).is_none());
     }
 
     fn pats(list: &[&str]) -> Vec<TopicPattern> {

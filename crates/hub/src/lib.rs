@@ -14,12 +14,13 @@
 //! | 5 | [`routes`] | the HTTP endpoints: WebSocket and SSE upgrades, long-poll, publish, health, dashboard |
 //! | 4 | [`connections`] | the connection actors (WebSocket, SSE), their subscriptions' engine, outbound queues, heartbeats |
 //! | 3 | [`state`] | [`state::HubState`], what routes and connections share |
-//! | 2 | [`fanout`], [`sources`] | dispatcher, topic rooms, subscriptions, waiting long-polls, open sessions; database sources |
+//! | 2 | [`fanout`], [`cluster`], [`sources`] | dispatcher, topic rooms, subscriptions, waiting long-polls, open sessions; the hubs of a cluster as one (operators' commands, revocations); database sources |
 //! | 1 | [`telemetry`], [`auth`], [`limits`] | logs, traces, metrics and counts; tokens and grants; connection, waiter and rate limits |
 //! | 0 | [`delivery`], [`settings`], [`error`] | the vocabulary: connections, subscribers and deliveries; configuration; HTTP errors |
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod connections;
 pub mod delivery;
 pub mod error;

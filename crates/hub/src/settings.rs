@@ -27,6 +27,7 @@ pub const DEFAULT_PROTOCOL_TOLERANCE: u32 = 10;
 pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_DB_POOL_SIZE: u32 = 10;
 pub const DEFAULT_JWT_LEEWAY: &str = "30s";
+pub const DEFAULT_REVOCATION_TTL: &str = "24h";
 pub const DEFAULT_JWKS_MIN_INTERVAL: &str = "10s";
 pub const DEFAULT_SSE_HEARTBEAT: &str = "15s";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
@@ -194,6 +195,10 @@ pub struct Settings {
     #[arg(long = "hub-jwt-leeway", env = "HUB_JWT_LEEWAY", default_value = DEFAULT_JWT_LEEWAY, value_parser = humantime::parse_duration)]
     pub jwt_leeway: Duration,
 
+    /// How long a revocation (`POST /api/admin/revoke`) lasts when the request names no `until`.
+    #[arg(long = "hub-revocation-ttl", env = "HUB_REVOCATION_TTL", default_value = DEFAULT_REVOCATION_TTL, value_parser = humantime::parse_duration)]
+    pub revocation_ttl: Duration,
+
     /// This instance's name in welcome frames and health answers [default: the host name].
     #[arg(long = "hub-node-id", env = "HUB_NODE_ID")]
     pub node_id: Option<String>,
@@ -308,6 +313,7 @@ impl Default for Settings {
             jwt_secret: None,
             jwt_public_key: None,
             jwt_leeway: duration(DEFAULT_JWT_LEEWAY),
+            revocation_ttl: duration(DEFAULT_REVOCATION_TTL),
             jwt_audience: None,
             jwt_issuer: None,
             jwt_jwks_url: None,

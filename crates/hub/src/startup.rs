@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::Authenticator;
+use crate::cluster::ClusterAgent;
 use crate::fanout::dispatcher::Dispatcher;
 use crate::fanout::poll_wakes::{self, PollWakes};
 use crate::limits::{ConnectionLimiter, CountLimiter, KeyedRate};
@@ -87,6 +88,7 @@ impl Application {
             None => Vec::new(),
         };
         let backend_log = open_log(&settings, backend).await?;
+        let bus = open_cluster(&settings, backend).await?;
         // The memory backend is itself in memory; a shared backend gets the window of newest events.
         let recent = (backend != Backend::Memory && settings.recent_events > 0).then(|| {
             // Never more than the backend keeps: a window past a length cap would answer what the log has trimmed.
@@ -140,6 +142,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let (signal, shutdown_rx) = watch::channel(false);
         let node = settings.node_id();
+        let sessions = Arc::new(crate::fanout::sessions::Sessions::default());
+        let cluster =
+            ClusterAgent::start(node.clone(), bus, sessions.clone(), auth.revocations().clone(), settings.heartbeat)
+                .await
+                .context("cannot join the cluster")?;
         let grace = settings.shutdown_grace;
         let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let settings_scope_keys = settings.scope_keys.clone();
@@ -164,7 +171,8 @@ impl Application {
             scope_keys: routes::query::scope_keys(&settings_scope_keys),
             allowed_origins,
             shutdown: shutdown_rx,
-            sessions: crate::fanout::sessions::Sessions::default(),
+            sessions,
+            cluster,
         });
         crate::connections::heartbeat::start_heartbeats(&state);
         if state.auth.jwks().is_some() {
@@ -296,22 +304,42 @@ async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<d
             Ok(Arc::new(log))
         }
         Backend::Nats => {
-            let urls = settings.nats_url.clone().context("the nats backend needs NATS_URL")?;
             if settings.backend.is_none() && std::env::var_os("REALTIME_BACKEND").is_none() {
                 info!("NATS_URL is set and no backend is named: using the nats backend");
             }
-            let nats = NatsSettings {
-                urls,
-                creds: settings.nats_creds.clone(),
-                stream: settings.nats_stream.clone(),
-                replicas: settings.nats_replicas,
-                retention: Retention { max_events: settings.nats_max_events, ..retention },
-                keeps_stream: true,
-            };
-            let log = NatsLog::connect(nats).await.context("cannot open the NATS event log")?;
+            let log = NatsLog::connect(nats_settings(settings)?).await.context("cannot open the NATS event log")?;
             Ok(Arc::new(log))
         }
     }
+}
+
+/// The NATS log's settings.
+fn nats_settings(settings: &Settings) -> anyhow::Result<NatsSettings> {
+    let urls = settings.nats_url.clone().context("the nats backend needs NATS_URL")?;
+    let backend = Backend::Nats;
+    let retention = Retention { max_age: settings.retention_for(backend), max_events: settings.nats_max_events };
+    Ok(NatsSettings {
+        urls,
+        creds: settings.nats_creds.clone(),
+        stream: settings.nats_stream.clone(),
+        replicas: settings.nats_replicas,
+        retention,
+        keeps_stream: true,
+    })
+}
+
+/// What the hubs say to each other and the revocations they keep, over the backend the log uses.
+async fn open_cluster(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<dyn storage::Cluster>> {
+    use storage::cluster::{memory::MemoryCluster, nats::NatsCluster, postgres::PgCluster, redis::RedisCluster};
+    Ok(match backend {
+        Backend::Memory => Arc::new(MemoryCluster::default()),
+        Backend::Postgres => Arc::new(PgCluster::connect(&database_url(settings)?).await.context("PostgreSQL")?),
+        Backend::Redis => {
+            let url = settings.redis_url.as_deref().context("the redis backend needs REDIS_URL")?;
+            Arc::new(RedisCluster::connect(url, &settings.redis_prefix).await.context("Redis")?)
+        }
+        Backend::Nats => Arc::new(NatsCluster::connect(&nats_settings(settings)?).await.context("NATS")?),
+    })
 }
 
 /// CORS for browsers on other origins: GET and POST, the `Authorization`, `Content-Type` and `Last-Event-ID`

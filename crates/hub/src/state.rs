@@ -36,8 +36,11 @@ pub struct HubState {
     pub allowed_origins: Vec<String>,
     /// Turns `true` when shutdown begins: readiness fails, new connections are refused.
     pub shutdown: watch::Receiver<bool>,
-    /// The open WebSocket and SSE sessions, told when shutdown begins (WebSockets close with 1012).
-    pub sessions: crate::fanout::sessions::Sessions,
+    /// The open WebSocket and SSE sessions, told when shutdown begins (WebSockets close with 1012), and the
+    /// long-poll requests waiting.
+    pub sessions: Arc<crate::fanout::sessions::Sessions>,
+    /// The hubs of the cluster as one: operators' commands and revocations.
+    pub cluster: Arc<crate::cluster::ClusterAgent>,
 }
 
 impl HubState {

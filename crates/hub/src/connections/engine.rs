@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use crate::connections::outbound::Outbound;
 use crate::delivery::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
 use crate::fanout::dispatcher::{Join, Leave, build_frame};
+use crate::fanout::sessions::{ConnectionInfo, SubscriptionInfo};
 use crate::fanout::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
 use crate::state::HubState;
 
@@ -165,6 +166,40 @@ where
     let frames = act.subscriptions().deliver(msg.items);
     crate::telemetry::instruments::delivered(act.transport(), frames.len() as u64);
     act.write_all(ctx, frames);
+}
+
+/// What the connection is, for an operator's listing: its subscriptions with the id each has reached, and the
+/// bytes written for it that the network has not taken.
+pub fn describe<A>(
+    act: &mut A,
+    subject: Option<String>,
+    opened: chrono::DateTime<chrono::Utc>,
+    peer: Option<std::net::SocketAddr>,
+) -> ConnectionInfo
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let (transport, node, unsent_bytes) = (act.transport(), act.hub().node.clone(), act.outbound().pending());
+    let subscriptions = act.subscriptions();
+    ConnectionInfo {
+        id: subscriptions.session().to_string(),
+        node,
+        transport: transport.label().to_owned(),
+        subject,
+        subscriptions: subscriptions
+            .iter()
+            .map(|s| SubscriptionInfo {
+                sub: s.name.to_string(),
+                topics: s.query.topics.iter().map(|t| t.to_string()).collect(),
+                filter: s.query.filter.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                position: s.through,
+            })
+            .collect(),
+        since: opened.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        peer: peer.map(|p| p.to_string()),
+        unsent_bytes,
+    }
 }
 
 /// Registers `request` (replacing a subscription of the same name) and starts it.

@@ -10,16 +10,20 @@ use protocol::{SubName, Subscribe};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use crate::auth::Grant;
 use crate::connections::engine::{self, SubscriptionHost, Subscriptions};
 use crate::connections::outbound::Outbound;
 use crate::delivery::{Deliver, SessionId, Transport};
-use crate::fanout::sessions::Notice;
+use crate::fanout::sessions::{Cut, Notice};
 use crate::fanout::subscription::{Reset, Start};
 use crate::limits::ConnectionPermit;
 use crate::state::HubState;
 
 /// What a browser waits before reconnecting, sent once as `retry:`.
 pub const RETRY_MS: u64 = 2000;
+
+/// The SSE event name of an operator's disconnect notice.
+pub const DISCONNECT_EVENT: &str = "@disconnect";
 
 pub struct SseSession {
     hub: web::Data<HubState>,
@@ -29,9 +33,13 @@ pub struct SseSession {
     /// Fired once the subscription is established, so the response starts only then: when a browser's
     /// EventSource opens, everything published afterwards will reach it.
     established: Option<oneshot::Sender<()>>,
-    /// Until when the token is valid; the stream ends then (EventSource reconnects with a fresh token).
-    expires_in: Option<std::time::Duration>,
+    /// The stream ends when the token expires (EventSource reconnects with a fresh token); operators' commands
+    /// are matched against it.
+    grant: Grant,
     _permit: ConnectionPermit,
+    /// When the stream opened, and from where: for operators' listings.
+    opened: chrono::DateTime<chrono::Utc>,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl SseSession {
@@ -40,8 +48,9 @@ impl SseSession {
         outbound: Arc<Outbound>,
         subscription: Subscribe,
         established: oneshot::Sender<()>,
-        expires_in: Option<std::time::Duration>,
+        grant: Grant,
         permit: ConnectionPermit,
+        peer: Option<std::net::SocketAddr>,
     ) -> Self {
         Self {
             subs: Subscriptions::new(SessionId::new(), Transport::ServerSentEvents),
@@ -49,8 +58,10 @@ impl SseSession {
             outbound,
             subscription: Some(subscription),
             established: Some(established),
-            expires_in,
+            grant,
             _permit: permit,
+            opened: chrono::Utc::now(),
+            peer,
         }
     }
 
@@ -68,6 +79,19 @@ impl SseSession {
     fn write_reset(&mut self, ctx: &mut Context<Self>, reset: Reset) {
         let data = serde_json::to_string(&reset.info).expect("a reset always serializes");
         self.write_bytes(ctx, Bytes::from(format!("id: {}\nevent: reset\ndata: {data}\n\n", reset.through)));
+    }
+
+    /// An operator's command: when it matches, `event: @disconnect` (a name no topic can have: `@` is not a topic
+    /// character), then the end of the stream.
+    fn cut(&mut self, ctx: &mut Context<Self>, cut: &Cut) -> bool {
+        if !cut.matches(Some(self.subs.session()), &self.grant) {
+            return false;
+        }
+        let (code, reason) = cut.code();
+        let data = serde_json::json!({"type": "disconnect", "code": code, "reason": reason});
+        self.write_bytes(ctx, Bytes::from(format!("event: {DISCONNECT_EVENT}\ndata: {data}\n\n")));
+        ctx.stop();
+        true
     }
 }
 
@@ -148,7 +172,7 @@ impl Actor for SseSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         crate::telemetry::instruments::connection_opened(Transport::ServerSentEvents);
         self.write_bytes(ctx, Bytes::from(format!("retry: {RETRY_MS}\n\n")));
-        if let Some(left) = self.expires_in {
+        if let Some(left) = self.grant.expires_in() {
             ctx.run_later(left, |_, ctx| ctx.stop());
         }
         if !self.hub.sessions.register(
@@ -180,6 +204,15 @@ impl Handler<Notice> for SseSession {
             // A comment keeps proxies from closing an idle stream.
             Notice::Heartbeat => self.write_bytes(ctx, Bytes::from_static(b": hb\n\n")),
             Notice::Closing => ctx.stop(),
+            Notice::Cut(cut, answer) => {
+                let closed = self.cut(ctx, &cut);
+                let _ = answer.send(closed);
+            }
+            Notice::Describe(answer) => {
+                let subject = self.grant.subject().map(str::to_owned);
+                let info = engine::describe(self, subject, self.opened, self.peer);
+                let _ = answer.send(info);
+            }
         }
     }
 }

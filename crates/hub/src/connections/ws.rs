@@ -28,7 +28,7 @@ use crate::auth::Grant;
 use crate::connections::engine::{self, SubscriptionHost, Subscriptions};
 use crate::connections::outbound::Outbound;
 use crate::delivery::{Deliver, SessionId, Transport};
-use crate::fanout::sessions::Notice;
+use crate::fanout::sessions::{Cut, Notice};
 use crate::fanout::subscription::{Reset, Start};
 use crate::limits::ConnectionPermit;
 use crate::limits::rate::TokenBucket;
@@ -62,6 +62,9 @@ pub struct WsSession {
     /// The subscription given by query parameters, made once the session starts.
     auto_subscribe: Option<Subscribe>,
     closing: bool,
+    /// When the connection opened, and from where: for operators' listings.
+    opened: chrono::DateTime<chrono::Utc>,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl WsSession {
@@ -71,6 +74,7 @@ impl WsSession {
         grant: Grant,
         permit: Option<ConnectionPermit>,
         auto_subscribe: Option<Subscribe>,
+        peer: Option<std::net::SocketAddr>,
     ) -> Self {
         let rate = f64::from(hub.settings.subscribe_rate);
         Self {
@@ -85,6 +89,8 @@ impl WsSession {
             subscribe_budget: TokenBucket::new(rate, rate * 2.0),
             auto_subscribe,
             closing: false,
+            opened: chrono::Utc::now(),
+            peer,
             hub,
         }
     }
@@ -235,8 +241,21 @@ impl WsSession {
                     }
                 };
                 act.apply_grant(ctx, grant);
+                let expires_at = act.grant.token_expires_at();
+                act.send(ctx, ServerFrame::Refreshed { expires_at });
             },
         ));
+    }
+
+    /// An operator's command: closes the connection with the command's code if it matches.
+    fn cut(&mut self, ctx: &mut Context<Self>, cut: &Cut) -> bool {
+        if self.closing || !cut.matches(Some(self.id()), &self.grant) {
+            return false;
+        }
+        let (code, why) = cut.code();
+        info!(session = %self.id(), code, "closed by an operator's command");
+        self.close(ctx, CloseCode::Other(code), why);
+        true
     }
 
     fn apply_grant(&mut self, ctx: &mut Context<Self>, grant: Grant) {
@@ -341,6 +360,7 @@ impl Actor for WsSession {
             node: self.hub.node.clone(),
             protocol: PROTOCOL_VERSION,
             heartbeat_s: self.hub.settings.heartbeat.as_secs().max(1),
+            expires_at: self.grant.token_expires_at(),
         };
         self.send(ctx, welcome);
         self.schedule_expiry(ctx);
@@ -372,6 +392,15 @@ impl Handler<Notice> for WsSession {
         match notice {
             Notice::Heartbeat => self.heartbeat(ctx),
             Notice::Closing => self.close(ctx, CloseCode::Restart, "server restarting"),
+            Notice::Cut(cut, answer) => {
+                let closed = self.cut(ctx, &cut);
+                let _ = answer.send(closed);
+            }
+            Notice::Describe(answer) => {
+                let subject = self.grant.subject().map(str::to_owned);
+                let info = engine::describe(self, subject, self.opened, self.peer);
+                let _ = answer.send(info);
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The open sessions: told when to send a heartbeat, and once when shutdown begins.
+//! The open sessions: told when to send a heartbeat, once when shutdown begins, and an operator's commands (close
+//! the ones that match, describe themselves); and the long-poll requests waiting, which a command answers at once.
 //!
 //! An actor context polls every future it holds on each of its wake-ups, so a session that waited for shutdown
 //! with a future of its own, or kept its heartbeat as an interval timer in its context, paid a poll of each on
@@ -9,25 +10,108 @@
 //! tick tells the sessions of one slot, so 15,000 connections get 1/8 of their pings every 3 s rather than all of
 //! them at once, and each session still gets exactly one heartbeat per interval.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use actix::WeakRecipient;
 use actix::prelude::*;
 
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
+
+use crate::auth::{Grant, Revocation};
 use crate::delivery::{SessionId, Transport};
 
 /// How many slots a heartbeat interval is split into.
 pub const HEARTBEAT_SLOTS: u64 = 8;
 
+/// WebSocket close code for a connection an operator disconnected: the client may reconnect with a fresh token.
+pub const CLOSE_DISCONNECTED: u16 = 4002;
+/// WebSocket close code for a connection whose token was revoked: the client stops.
+pub const CLOSE_REVOKED: u16 = 4003;
+
 /// What the hub tells an open session.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub enum Notice {
     /// The session's heartbeat is due (WebSocket: check the peer, send a ping; SSE: a comment).
     Heartbeat,
     /// Shutdown began: close.
     Closing,
+    /// An operator's command: close with its code if the connection matches it, and answer whether it did.
+    Cut(Arc<Cut>, oneshot::Sender<bool>),
+    /// An operator's listing: answer with what the connection is.
+    Describe(oneshot::Sender<ConnectionInfo>),
+}
+
+/// Which connections an operator's command closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cut {
+    /// Every connection of a token subject (close code 4002).
+    Subject(String),
+    /// One connection, by the id `welcome` gave it (4002).
+    Connection(String),
+    /// The connections whose token a revocation covers (4003).
+    Revoked(Revocation),
+}
+
+impl Cut {
+    /// Whether the connection `id` with `grant` is one this command closes.
+    pub fn matches(&self, id: Option<SessionId>, grant: &Grant) -> bool {
+        match self {
+            Cut::Subject(subject) => grant.subject() == Some(subject.as_str()),
+            Cut::Connection(wanted) => id.is_some_and(|id| id.to_string() == *wanted),
+            Cut::Revoked(revocation) => grant.is_revoked_by(revocation),
+        }
+    }
+
+    /// The close code, and its reason as the close frame (or SSE notice) says it.
+    pub fn code(&self) -> (u16, &'static str) {
+        match self {
+            Cut::Subject(_) | Cut::Connection(_) => (CLOSE_DISCONNECTED, "disconnected by an operator"),
+            Cut::Revoked(_) => (CLOSE_REVOKED, "token revoked"),
+        }
+    }
+}
+
+/// One open connection, as `GET /api/admin/connections` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    pub id: String,
+    pub node: String,
+    pub transport: String,
+    pub subject: Option<String>,
+    pub subscriptions: Vec<SubscriptionInfo>,
+    /// When it opened (RFC 3339).
+    pub since: String,
+    pub peer: Option<String>,
+    /// Bytes written for it that the network has not taken yet.
+    pub unsent_bytes: u64,
+}
+
+/// One subscription of a listed connection: its name, patterns, filter, and the id it has reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    pub sub: String,
+    pub topics: Vec<String>,
+    pub filter: BTreeMap<String, String>,
+    pub position: u64,
+}
+
+/// A long-poll request waiting, registered for as long as this is held: [`Sessions::cut`] wakes `cut` when a
+/// command matches it, and the request answers at once.
+pub struct WaitingPoll<'a> {
+    sessions: &'a Sessions,
+    id: u64,
+    pub cut: Arc<Notify>,
+}
+
+impl Drop for WaitingPoll<'_> {
+    fn drop(&mut self) {
+        self.sessions.inner().polls.remove(&self.id);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +123,7 @@ pub struct Sessions {
 struct Inner {
     closing: bool,
     open: HashMap<SessionId, (Transport, WeakRecipient<Notice>)>,
+    polls: HashMap<u64, (Grant, Arc<Notify>)>,
 }
 
 impl Sessions {
@@ -79,6 +164,66 @@ impl Sessions {
         }
     }
 
+    /// Registers a waiting long-poll request of `grant` until the returned guard is dropped.
+    pub fn wait_poll(&self, grant: &Grant) -> WaitingPoll<'_> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let (id, cut) = (NEXT.fetch_add(1, Ordering::Relaxed), Arc::new(Notify::new()));
+        self.inner().polls.insert(id, (grant.clone(), cut.clone()));
+        WaitingPoll { sessions: self, id, cut }
+    }
+
+    /// Closes the open sessions `cut` matches and answers the waiting long-polls it matches; how many sessions
+    /// closed and how many long-polls were answered.
+    pub async fn cut(&self, cut: Cut) -> (usize, usize) {
+        let cut = Arc::new(cut);
+        let (sessions, polls): (Vec<_>, Vec<_>) = {
+            let inner = self.inner();
+            let sessions = inner.open.values().filter_map(|(_, session)| session.upgrade()).collect();
+            let polls = inner
+                .polls
+                .values()
+                .filter(|(grant, _)| cut.matches(None, grant))
+                .map(|(_, notify)| notify.clone())
+                .collect();
+            (sessions, polls)
+        };
+        for poll in &polls {
+            poll.notify_one();
+        }
+        let answers: Vec<_> = sessions
+            .into_iter()
+            .filter_map(|session| {
+                let (tx, rx) = oneshot::channel();
+                session.try_send(Notice::Cut(cut.clone(), tx)).ok().map(|()| rx)
+            })
+            .collect();
+        let mut closed = 0;
+        for answer in answers {
+            // A session that stopped before it answered was not closed by this command.
+            if answer.await.unwrap_or(false) {
+                closed += 1;
+            }
+        }
+        (closed, polls.len())
+    }
+
+    /// What every open session is.
+    pub async fn describe(&self) -> Vec<ConnectionInfo> {
+        let sessions: Vec<_> = self.inner().open.values().filter_map(|(_, session)| session.upgrade()).collect();
+        let answers: Vec<_> = sessions
+            .into_iter()
+            .filter_map(|session| {
+                let (tx, rx) = oneshot::channel();
+                session.try_send(Notice::Describe(tx)).ok().map(|()| rx)
+            })
+            .collect();
+        let mut described = Vec::with_capacity(answers.len());
+        for answer in answers {
+            described.extend(answer.await.ok());
+        }
+        described
+    }
+
     /// Tells the sessions of `transport` in heartbeat slot `slot` that their heartbeat is due; how many.
     pub fn heartbeat(&self, transport: Transport, slot: u64) -> usize {
         let due: Vec<_> = self
@@ -102,7 +247,7 @@ mod tests {
 
     use super::*;
 
-    struct Recording(Arc<Mutex<Vec<Notice>>>);
+    struct Recording(Arc<Mutex<Vec<&'static str>>>);
 
     impl Actor for Recording {
         type Context = Context<Self>;
@@ -112,11 +257,17 @@ mod tests {
         type Result = ();
 
         fn handle(&mut self, notice: Notice, _: &mut Self::Context) {
-            self.0.lock().unwrap().push(notice);
+            let told = match notice {
+                Notice::Heartbeat => "heartbeat",
+                Notice::Closing => "closing",
+                Notice::Cut(..) => "cut",
+                Notice::Describe(_) => "describe",
+            };
+            self.0.lock().unwrap().push(told);
         }
     }
 
-    async fn until(told: &Mutex<Vec<Notice>>, count: usize) {
+    async fn until(told: &Mutex<Vec<&'static str>>, count: usize) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while told.lock().unwrap().len() < count && std::time::Instant::now() < deadline {
             actix_web::rt::time::sleep(Duration::from_millis(5)).await;
@@ -142,11 +293,7 @@ mod tests {
         let late = sessions.register(SessionId::new(), Transport::WebSocket, first.downgrade().recipient());
         assert!(!late, "registered after shutdown");
         until(&told, 2).await;
-        assert_eq!(
-            *told.lock().unwrap(),
-            vec![Notice::Closing; 2],
-            "each open session once, the unregistered one never"
-        );
+        assert_eq!(*told.lock().unwrap(), vec!["closing"; 2], "each open session once, the unregistered one never");
     }
 
     /// One pass over every slot tells each session of the transport exactly once, and no session of another.
@@ -166,7 +313,7 @@ mod tests {
         let told: usize = (0..HEARTBEAT_SLOTS).map(|slot| sessions.heartbeat(Transport::WebSocket, slot)).sum();
         assert_eq!(told, 20);
         until(&websockets, 20).await;
-        assert_eq!(*websockets.lock().unwrap(), vec![Notice::Heartbeat; 20]);
+        assert_eq!(*websockets.lock().unwrap(), vec!["heartbeat"; 20]);
         assert!(streams.lock().unwrap().is_empty(), "SSE sessions were told a WebSocket heartbeat");
     }
 }

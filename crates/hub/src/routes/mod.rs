@@ -1,6 +1,7 @@
 //! HTTP routes.
 
 pub mod access;
+pub mod admin;
 pub mod dashboard;
 pub mod health;
 pub mod poll;
@@ -29,6 +30,11 @@ pub fn configure_streams(cfg: &mut web::ServiceConfig) {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/events", web::get().to(poll::events))
         .route("/api/publish", web::post().to(publish::publish))
+        .route("/api/admin/connections", web::get().to(admin::connections))
+        .route("/api/admin/disconnect", web::post().to(admin::disconnect))
+        .route("/api/admin/revoke", web::post().to(admin::revoke))
+        .route("/api/admin/revoke", web::delete().to(admin::lift))
+        .route("/api/admin/revocations", web::get().to(admin::revocations))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/api/health/pubsub", web::get().to(health::pubsub))

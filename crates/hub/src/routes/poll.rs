@@ -87,6 +87,8 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the dispatcher stopped"))?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
+    // An operator's disconnect or revocation that covers this request answers it at once.
+    let registered = state.sessions.wait_poll(&grant);
     // Everything up to `read` has been read and none of it matched. Each page is judged from where it was read:
     // a later page may come from the window of newest events, which starts wherever this hub began to follow the
     // log, and that is no loss.
@@ -105,9 +107,10 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
             _ = woken => {}
             _ = tokio::time::sleep_until(deadline) => break (page, from),
             _ = shutdown.wait_for(|stopping| *stopping) => break (page, from),
+            _ = registered.cut.notified() => break (page, from),
         }
     };
-    drop(waiting);
+    drop((waiting, registered));
     Ok(finish(&page, read, profile))
 }
 

@@ -41,6 +41,13 @@ pub async fn publish(
             index: r.index,
         }
     })?;
+    if let Some(index) = events.iter().position(|e| e.topic.is_reserved()) {
+        return Err(ApiError::Rejected {
+            code: ErrorCode::Forbidden,
+            message: format!("{} is the hub's own topic: topics hub.* take no publishes", events[index].topic),
+            index: Some(index),
+        });
+    }
     if let Some(index) = events.iter().position(|e| !grant.allows_publish(&e.topic)) {
         return Err(ApiError::Rejected {
             code: ErrorCode::Forbidden,

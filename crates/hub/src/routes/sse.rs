@@ -29,8 +29,8 @@ pub async fn sse(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpRes
         access::admit(&state, &grant).ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "too many connections"))?;
     let outbound = Arc::new(Outbound::default());
     let (established, is_established) = oneshot::channel();
-    let expires_in = grant.expires_in();
-    SseSession::new(state, outbound.clone(), subscription, established, expires_in, permit).start();
+    let peer = req.peer_addr();
+    SseSession::new(state, outbound.clone(), subscription, established, grant, permit, peer).start();
     // Answer once the subscription is in its rooms and has read the log's head: "live from now" then means from
     // the moment the client sees the response. The session drops `established` if the log failed.
     is_established.await.map_err(|_| ApiError::new(ErrorCode::Unavailable, "the event log is unavailable"))?;

@@ -45,7 +45,7 @@ pub async fn websocket(
     let outbound = Arc::new(Outbound::default());
     let hard_limit = state.settings.max_frame_bytes.saturating_mul(HARD_FRAME_FACTOR);
     let codec = actix_http::ws::Codec::new().max_size(hard_limit);
-    let session = WsSession::new(state, outbound.clone(), grant, permit, auto_subscribe);
+    let session = WsSession::new(state, outbound.clone(), grant, permit, auto_subscribe, req.peer_addr());
     WsSession::create(move |ctx| {
         ctx.add_stream(ClientFrames::new(payload, codec));
         session

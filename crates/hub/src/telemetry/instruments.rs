@@ -53,6 +53,10 @@ pub fn register(backend: &'static str, sources: &[String]) {
     for what in ["publish", "subscribe"] {
         counter!("hub_rate_limited_total", "what" => what).absolute(0);
     }
+    counter!("hub_tokens_refused_total", "reason" => "revoked").absolute(0);
+    for action in ["disconnect", "revoke", "lift"] {
+        counter!("hub_admin_actions_total", "action" => action).absolute(0);
+    }
     // Histograms appear with their first observation; these start with an empty one.
     let _ = histogram!("hub_dispatch_lag_seconds");
     let _ = histogram!("hub_publish_latency_seconds");
@@ -161,6 +165,8 @@ fn describe() {
     describe_counter!("hub_rate_limited_total", "Requests refused by a rate limit, by what (publish, subscribe).");
     describe_counter!("hub_connections_refused_total", "Connections refused by a connection limit.");
     describe_counter!("hub_origin_refused_total", "WebSocket upgrades refused for their Origin.");
+    describe_counter!("hub_tokens_refused_total", "Valid tokens refused anyway, by reason (revoked).");
+    describe_counter!("hub_admin_actions_total", "Operators' changes made through this hub, by action.");
     describe_counter!("hub_source_errors_total", "Database source polls that failed, by source.");
     describe_counter!(
         "hub_source_rows_rejected_total",
