@@ -41,7 +41,9 @@ import { Cursor } from './cursor.js';
 /**
  * @typedef {object} HubClientOptions
  * @property {string} url the hub's base URL (`https://realtime.example.com`)
- * @property {() => (string | undefined | Promise<string | undefined>)} [getToken] a fresh token for each connection
+ * @property {() => (string | undefined | Promise<string | undefined>)} [getToken] a fresh token: called for each
+ * connection and each SSE or long-poll request, and ahead of the token's expiry on an open WebSocket, whose token
+ * is then renewed in place (`refresh`) without reconnecting
  * @property {TransportName[]} [transports] in order of preference (default: websocket, sse, poll)
  * @property {number} [fallbackAfter] failed connections in a row before the next transport (default 2)
  * @property {import('./backoff.js').BackoffOptions} [backoff]
@@ -93,6 +95,8 @@ export class HubClient {
     this.probeAttempt = 0;
     /** @private @type {ReturnType<typeof setTimeout> | undefined} */
     this.probeTimer = undefined;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} renews the WebSocket's token before it expires */
+    this.refreshTimer = undefined;
     this.connect();
   }
 
@@ -102,8 +106,10 @@ export class HubClient {
   }
 
   /**
-   * Listens for `state` (ConnectionState), `reset` ({sub, info}) and `error` (an Error or the hub's error frame).
-   * @param {'state' | 'reset' | 'error'} event
+   * Listens for `state` (ConnectionState), `reset` ({sub, info}), `error` (an Error or the hub's error frame),
+   * `refreshed` ({expiresAt}: the open WebSocket now runs on a new token) and `revoked` ({code, reason}: an
+   * operator revoked the token's subject or id; the client has stopped and will not reconnect).
+   * @param {'state' | 'reset' | 'error' | 'refreshed' | 'revoked'} event
    * @param {Function} listener
    * @returns {() => void} stops listening
    */
@@ -180,6 +186,7 @@ export class HubClient {
     this.closed = true;
     clearTimeout(this.timer);
     clearTimeout(this.probeTimer);
+    clearTimeout(this.refreshTimer);
     for (const subscription of this.subscriptions.values()) subscription.stream?.abort();
     this.socket?.close(1000);
     this.setState('closed');
@@ -244,16 +251,56 @@ export class HubClient {
   }
 
   /**
-   * @private A failed or lost WebSocket: back off and connect again (maybe with the next transport).
+   * @private A failed or lost WebSocket: back off and connect again (maybe with the next transport), as its close
+   * code says: 4001 (token expired or invalid) at once with a new token; 4003 (revoked) not at all; 4029 (too many
+   * connections) after at least 30 s; anything else (4002 an operator's disconnect, 4008 too slow, 1012 a restart,
+   * a network drop) with backoff, resuming every subscription from its cursor.
    * @param {boolean} connected whether the connection had opened
+   * @param {number} [code] the close code
+   * @param {string} [reason] the close reason
    */
-  async scheduleReconnect(connected) {
+  async scheduleReconnect(connected, code, reason) {
     if (this.closed) return;
+    clearTimeout(this.refreshTimer);
+    if (code === 4003) return this.stopRevoked(code, reason);
     this.setState('reconnecting');
-    await this.countFailure(connected);
-    const delay = backoffDelay(this.attempt++, this.options.backoff);
+    await this.countFailure(connected || code === 4001);
+    let delay = code === 4001 ? 0 : backoffDelay(this.attempt++, this.options.backoff);
+    if (code === 4029) delay = Math.max(delay, 30000);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** @private The token was revoked: stop for good and say so. @param {number} code @param {string} [reason] */
+  stopRevoked(code, reason) {
+    this.close();
+    this.emit('revoked', { code, reason: reason ?? 'token revoked' });
+  }
+
+  /**
+   * @private Renews the open WebSocket's token ahead of its expiry (`expiresAt`, Unix seconds): a third of the time
+   * left before it, at most 30 s and at least 1 s before, a fresh token from `getToken` goes out as `refresh`; the
+   * hub answers `refreshed` with the new expiry, and the next renewal is planned from that.
+   * @param {WebSocket} socket
+   * @param {number | undefined} expiresAt
+   */
+  scheduleRefresh(socket, expiresAt) {
+    clearTimeout(this.refreshTimer);
+    if (expiresAt === undefined || expiresAt === null || !this.options.getToken) return;
+    const left = expiresAt * 1000 - Date.now();
+    const lead = Math.min(30000, Math.max(1000, left / 3));
+    this.refreshTimer = setTimeout(async () => {
+      if (this.closed || this.socket !== socket || socket.readyState !== 1) return;
+      try {
+        const token = await this.options.getToken?.();
+        if (token && this.socket === socket && socket.readyState === 1) {
+          socket.send(JSON.stringify({ op: 'refresh', token }));
+        }
+      } catch (error) {
+        // No fresh token now: the hub closes with 4001 at the expiry, and the reconnect asks for one again.
+        this.emit('error', error);
+      }
+    }, Math.max(0, left - lead));
   }
 
   /**
@@ -296,9 +343,11 @@ export class HubClient {
     if (!socket) return;
     let welcomed = false;
     socket.onmessage = (message) => {
-      if (welcomed || JSON.parse(String(message.data)).type !== 'welcome') return;
+      const frame = JSON.parse(String(message.data));
+      if (welcomed || frame.type !== 'welcome') return;
       welcomed = true;
       this.returnToWebSocket(socket);
+      this.scheduleRefresh(socket, frame.expires_at);
     };
     socket.onclose = () => {
       if (!welcomed) this.scheduleProbe();
@@ -370,9 +419,9 @@ export class HubClient {
       this.setState('open');
       for (const subscription of this.subscriptions.values()) this.sendSubscribe(subscription);
     };
-    socket.onmessage = (message) => this.onFrame(JSON.parse(String(message.data)));
-    socket.onclose = () => {
-      if (this.socket === socket) this.scheduleReconnect(opened);
+    socket.onmessage = (message) => this.onFrame(JSON.parse(String(message.data)), socket);
+    socket.onclose = (event) => {
+      if (this.socket === socket) this.scheduleReconnect(opened, event?.code, event?.reason);
     };
     socket.onerror = () => {};
     if (open) onOpen();
@@ -387,10 +436,17 @@ export class HubClient {
     this.socket?.send(JSON.stringify(frame));
   }
 
-  /** @private @param {any} frame */
-  onFrame(frame) {
+  /** @private @param {any} frame @param {WebSocket} [socket] the connection it came on */
+  onFrame(frame, socket) {
     const subscription = frame.sub ? this.subscriptions.get(frame.sub) : undefined;
     switch (frame.type) {
+      case 'welcome':
+        if (socket) this.scheduleRefresh(socket, frame.expires_at);
+        break;
+      case 'refreshed':
+        if (socket) this.scheduleRefresh(socket, frame.expires_at);
+        this.emit('refreshed', { expiresAt: frame.expires_at });
+        break;
       case 'event':
         if (subscription) this.apply(subscription, frame);
         break;
@@ -499,7 +555,10 @@ export class HubClient {
     }
     if (fields.data === undefined) return;
     const data = JSON.parse(fields.data);
-    if (fields.event === 'reset') this.reset(subscription, data, Number(fields.id));
+    // `@disconnect`: an operator closed the stream (`@` is no topic character, so no event is named so).
+    if (fields.event === '@disconnect') {
+      if (data.code === 4003) this.stopRevoked(data.code, data.reason);
+    } else if (fields.event === 'reset') this.reset(subscription, data, Number(fields.id));
     else this.apply(subscription, data);
   }
 

@@ -171,3 +171,88 @@ test('a subscription the hub failed with internal is subscribed again from its c
   assert.deepEqual(applied, [4]);
   hub.close();
 });
+
+/** Fake WebSockets that open and say `welcome` with `expiresAt`, recording what is sent; `close(code)` from the hub. */
+function fakeSockets(/** @type {() => number | undefined} */ expiresAt) {
+  /** @type {any[]} */
+  const sockets = [];
+  class FakeSocket {
+    /** @param {string} url */
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      /** @type {string[]} */
+      this.sent = [];
+      sockets.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.onopen?.();
+        const welcome = { type: 'welcome', session: 's', node: 'n', protocol: 1, expires_at: expiresAt() };
+        this.onmessage?.({ data: JSON.stringify(welcome) });
+      }, 1);
+    }
+    /** @param {string} frame */
+    send(frame) { this.sent.push(frame); }
+    close() { this.readyState = 3; }
+    /** The hub closes the connection with `code`. @param {number} code */
+    closeFromHub(code) {
+      this.readyState = 3;
+      this.onclose?.({ code, reason: `closed with ${code}` });
+    }
+  }
+  return { sockets, FakeSocket };
+}
+
+const until = async (/** @type {() => boolean} */ condition) => {
+  for (let i = 0; i < 800 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.ok(condition());
+};
+
+test('an open WebSocket renews its token ahead of the expiry welcome and refreshed announce, on one connection', async () => {
+  const { sockets, FakeSocket } = fakeSockets(() => Math.floor(Date.now() / 1000) + 2);
+  let issued = 0;
+  const getToken = () => `token-${++issued}`;
+  const hub = new HubClient({ url: 'http://hub.invalid', fetch: async () => new Response('ok'), WebSocket: /** @type {any} */ (FakeSocket), transports: ['websocket'], getToken });
+  const renewals = [];
+  hub.on('refreshed', (/** @type {any} */ info) => renewals.push(info.expiresAt));
+  await until(() => sockets.length === 1 && sockets[0].readyState === 1);
+  const socket = sockets[0];
+  const refreshes = () => socket.sent.map((f) => JSON.parse(f)).filter((f) => f.op === 'refresh');
+
+  await until(() => refreshes().length === 1);
+  const expiresAt = Math.floor(Date.now() / 1000) + 2;
+  socket.onmessage?.({ data: JSON.stringify({ type: 'refreshed', expires_at: expiresAt }) });
+  await until(() => refreshes().length === 2);
+
+  assert.deepEqual(refreshes().map((f) => f.token), ['token-2', 'token-3'], 'a fresh token each time, the first for the connection');
+  assert.deepEqual(renewals, [expiresAt]);
+  assert.equal(sockets.length, 1, 'no reconnect');
+  hub.close();
+});
+
+test('each close code is answered as it means: 4001 at once, 4003 stops with revoked, 4029 waits 30 s, 4002 backs off', async () => {
+  const { sockets, FakeSocket } = fakeSockets(() => undefined);
+  const options = { url: 'http://hub.invalid', fetch: async () => new Response('ok'), WebSocket: /** @type {any} */ (FakeSocket), transports: /** @type {any} */ (['websocket']), backoff: { initialMs: 50, maxMs: 50 } };
+  const hub = new HubClient(options);
+  await until(() => sockets.length === 1 && sockets[0].readyState === 1);
+
+  sockets[0].closeFromHub(4001);
+  await until(() => sockets.length === 2 && sockets[1].readyState === 1);
+  sockets[1].closeFromHub(4002);
+  await until(() => sockets.length === 3 && sockets[2].readyState === 1);
+  const revoked = [];
+  hub.on('revoked', (/** @type {any} */ info) => revoked.push(info.code));
+  sockets[2].closeFromHub(4003);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+
+  assert.deepEqual(revoked, [4003]);
+  assert.equal(hub.state, 'closed');
+  assert.equal(sockets.length, 3, 'no reconnect after a revocation');
+
+  const limited = new HubClient(options);
+  await until(() => sockets.length === 4 && sockets[3].readyState === 1);
+  sockets[3].closeFromHub(4029);
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  assert.equal(sockets.length, 4, 'too many connections: not before 30 s');
+  limited.close();
+});

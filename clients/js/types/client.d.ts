@@ -28,7 +28,9 @@
 /**
  * @typedef {object} HubClientOptions
  * @property {string} url the hub's base URL (`https://realtime.example.com`)
- * @property {() => (string | undefined | Promise<string | undefined>)} [getToken] a fresh token for each connection
+ * @property {() => (string | undefined | Promise<string | undefined>)} [getToken] a fresh token: called for each
+ * connection and each SSE or long-poll request, and ahead of the token's expiry on an open WebSocket, whose token
+ * is then renewed in place (`refresh`) without reconnecting
  * @property {TransportName[]} [transports] in order of preference (default: websocket, sse, poll)
  * @property {number} [fallbackAfter] failed connections in a row before the next transport (default 2)
  * @property {import('./backoff.js').BackoffOptions} [backoff]
@@ -78,15 +80,19 @@ export class HubClient {
     private probeAttempt;
     /** @private @type {ReturnType<typeof setTimeout> | undefined} */
     private probeTimer;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} renews the WebSocket's token before it expires */
+    private refreshTimer;
     /** The transport in use. @returns {TransportName} */
     get transport(): TransportName;
     /**
-     * Listens for `state` (ConnectionState), `reset` ({sub, info}) and `error` (an Error or the hub's error frame).
-     * @param {'state' | 'reset' | 'error'} event
+     * Listens for `state` (ConnectionState), `reset` ({sub, info}), `error` (an Error or the hub's error frame),
+     * `refreshed` ({expiresAt}: the open WebSocket now runs on a new token) and `revoked` ({code, reason}: an
+     * operator revoked the token's subject or id; the client has stopped and will not reconnect).
+     * @param {'state' | 'reset' | 'error' | 'refreshed' | 'revoked'} event
      * @param {Function} listener
      * @returns {() => void} stops listening
      */
-    on(event: "state" | "reset" | "error", listener: Function): () => void;
+    on(event: "state" | "reset" | "error" | "refreshed" | "revoked", listener: Function): () => void;
     /**
      * Subscribes to a topic pattern (`chat:*`, `run.*`, `*`, or an exact topic); `handler(data, event)` gets each
      * event's payload and envelope once, in id order.
@@ -133,10 +139,25 @@ export class HubClient {
     /** @private @param {Subscription} subscription */
     private start;
     /**
-     * @private A failed or lost WebSocket: back off and connect again (maybe with the next transport).
+     * @private A failed or lost WebSocket: back off and connect again (maybe with the next transport), as its close
+     * code says: 4001 (token expired or invalid) at once with a new token; 4003 (revoked) not at all; 4029 (too many
+     * connections) after at least 30 s; anything else (4002 an operator's disconnect, 4008 too slow, 1012 a restart,
+     * a network drop) with backoff, resuming every subscription from its cursor.
      * @param {boolean} connected whether the connection had opened
+     * @param {number} [code] the close code
+     * @param {string} [reason] the close reason
      */
     private scheduleReconnect;
+    /** @private The token was revoked: stop for good and say so. @param {number} code @param {string} [reason] */
+    private stopRevoked;
+    /**
+     * @private Renews the open WebSocket's token ahead of its expiry (`expiresAt`, Unix seconds): a third of the time
+     * left before it, at most 30 s and at least 1 s before, a fresh token from `getToken` goes out as `refresh`; the
+     * hub answers `refreshed` with the new expiry, and the next renewal is planned from that.
+     * @param {WebSocket} socket
+     * @param {number | undefined} expiresAt
+     */
+    private scheduleRefresh;
     /**
      * @private The one fallback rule, for every transport. A connection that cannot open while the hub answers plain
      * HTTP is blocked on the way (a proxy): after `fallbackAfter` such failures in a row the next transport is tried.
@@ -174,7 +195,7 @@ export class HubClient {
     private adoptSocket;
     /** @private @param {Subscription} subscription */
     private sendSubscribe;
-    /** @private @param {any} frame */
+    /** @private @param {any} frame @param {WebSocket} [socket] the connection it came on */
     private onFrame;
     /** @private @param {Subscription} subscription @param {Envelope & Record<string, unknown>} event */
     private apply;
@@ -261,7 +282,9 @@ export type HubClientOptions = {
      */
     url: string;
     /**
-     * a fresh token for each connection
+     * a fresh token: called for each
+     * connection and each SSE or long-poll request, and ahead of the token's expiry on an open WebSocket, whose token
+     * is then renewed in place (`refresh`) without reconnecting
      */
     getToken?: (() => (string | undefined | Promise<string | undefined>)) | undefined;
     /**
