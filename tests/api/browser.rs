@@ -59,3 +59,22 @@ async fn the_dashboard_shows_live_state_recovers_after_a_restart_falls_back_and_
 
     assert_eq!(result["checks"].as_array().unwrap().len(), 5, "{result}");
 }
+
+/// The dashboard on 10-second tokens from a token source, with no clock leeway: one WebSocket across three renewals
+/// with every event applied, the operations panel listing the connections, and a clean stop (no reconnect loop)
+/// when an operator revokes the page's subject. `HUB_DASHBOARD_SHOTS=<dir>` also writes the screenshots in docs/.
+#[actix_web::test]
+async fn a_dashboard_on_a_ten_second_token_stays_on_one_websocket_across_renewals_and_stops_when_revoked() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if !browser_available(&browser_dir) {
+        return eprintln!("skipped: no browser set-up (run `npm ci` in tests/browser and install chromium)");
+    }
+    let shots = std::env::var("HUB_DASHBOARD_SHOTS").unwrap_or_default();
+
+    let binary = crate::process::hub_binary().to_string_lossy().into_owned();
+    let result = run_script(&browser_dir.join("renewal.mjs"), &[binary, shots]).await;
+
+    assert!(result["refreshes"].as_u64().unwrap() >= 3, "{result}");
+    assert_eq!(result["sockets"], 1, "{result}");
+    assert_eq!(result["applied"], result["published"], "{result}");
+}

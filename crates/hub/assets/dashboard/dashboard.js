@@ -5,10 +5,22 @@ import { HubClient } from './client/index.js';
 
 const params = new URLSearchParams(location.search);
 const token = params.get('token') ?? localStorage.getItem('hubToken') ?? undefined;
+// A token source (`?tokenUrl=`), as an OIDC front end provides: a URL that answers a fresh token (the token as text,
+// or `{"token": …}`), asked for each connection and ahead of each expiry, so the page stays on short-lived tokens.
+const tokenUrl = params.get('tokenUrl') ?? undefined;
 const transports = params.get('transports')?.split(',');
+
+async function getToken() {
+  if (!tokenUrl) return token;
+  const response = await fetch(tokenUrl, { credentials: 'include', cache: 'no-store' });
+  if (!response.ok) throw new Error(`the token source answered ${response.status}`);
+  const text = (await response.text()).trim();
+  return text.startsWith('{') ? JSON.parse(text).token : text;
+}
+
 const hub = new HubClient({
   url: location.origin,
-  getToken: () => token,
+  getToken,
   transports,
   backoff: { initialMs: 200, maxMs: 5000 },
   // A staff page on a fallback tries WebSocket again soon: the proxy that blocked it may have been restarted.
@@ -25,7 +37,7 @@ let unsubscribe;
 let scheduled = false;
 
 function emptyState() {
-  return { runs: new Map(), logs: new Map(), deploys: new Map(), alerts: [], flags: new Map(), applied: 0, lastId: undefined };
+  return { runs: new Map(), logs: new Map(), deploys: new Map(), alerts: [], flags: new Map(), trail: [], applied: 0, lastId: undefined };
 }
 
 /** Applies one event to the page's state. */
@@ -53,6 +65,10 @@ function apply(data, event) {
     case 'system.errors':
       state.alerts.unshift({ source: data.source, message: data.message, code: data.code, ts: event.ts });
       state.alerts.length = Math.min(state.alerts.length, 50);
+      break;
+    case 'hub.admin':
+      state.trail.unshift({ ...data, ts: event.ts });
+      state.trail.length = Math.min(state.trail.length, 50);
       break;
     default:
       if (event.topic.startsWith('flags.')) applyFlag(data, event);
@@ -112,6 +128,11 @@ function draw() {
         `<td><span class="badge ${escape(f.action)}">${escape(f.action ?? '–')}</span> ${time(f.updated)}</td>` +
         `<td>${f.pending ? `<span class="badge pending">${f.pending} pending</span>` : ''}</td></tr>`).join('')
     : '<tr class="empty"><td colspan="5">no flag changes yet</td></tr>';
+  $('ops-trail').innerHTML = state.trail.length
+    ? state.trail.map((t) => `<li><span class="badge ${t.action === 'revoke' ? 'failed' : 'pending'}">${escape(t.action)}</span>` +
+        `<span>${escape(describeTarget(t.target))}</span><span class="muted">by ${escape(t.by ?? 'development mode')} · ` +
+        `${escape(t.connections)} connection(s) on ${escape((t.hubs ?? []).join(', '))}</span><span class="when">${time(t.ts)}</span></li>`).join('')
+    : '<li class="empty">no operator actions yet</li>';
   $('applied').textContent = String(state.applied);
   $('last-id').textContent = state.lastId === undefined ? '–' : String(state.lastId);
   $('transport').textContent = hub.transport;
@@ -145,5 +166,82 @@ $('runs').addEventListener('click', (event) => {
     render();
   }
 });
+hub.on('revoked', () => {
+  $('revoked').hidden = false;
+  // The page's token no longer opens anything: what the operations panel showed is stale.
+  $('ops').hidden = true;
+  document.body.dataset.revoked = 'true';
+});
+
+// ---- Operations: shown to admin tokens only (the hub answers /api/admin/* to them and 403 to any other). ----
+
+/** A call to the hub's admin API with the page's token. */
+async function admin(path, init = {}) {
+  const current = await getToken();
+  const headers = { 'content-type': 'application/json', ...(current ? { authorization: `Bearer ${current}` } : {}) };
+  return fetch(`${location.origin}${path}`, { ...init, headers });
+}
+
+function describeTarget(target) {
+  if (!target) return '';
+  if (target.subject !== undefined && typeof target.subject === 'string') return `subject ${target.subject}`;
+  if (target.connection) return `connection ${target.connection}`;
+  if (target.key) return `revocation ${target.key}`;
+  if (target.jti) return `token ${target.jti}`;
+  return JSON.stringify(target);
+}
+
+let connections = [];
+
+async function refreshConnections() {
+  const query = new URLSearchParams();
+  if ($('ops-subject').value.trim()) query.set('subject', $('ops-subject').value.trim());
+  if ($('ops-topic').value.trim()) query.set('topic', $('ops-topic').value.trim());
+  const response = await admin(`/api/admin/connections?${query}`).catch(() => undefined);
+  if (!response || response.status === 403 || response.status === 401) {
+    $('ops').hidden = true;
+    return false;
+  }
+  if (!response.ok) return true;
+  const listing = await response.json();
+  connections = listing.connections;
+  $('ops').hidden = false;
+  $('ops-summary').textContent = `${connections.length} connection(s) on ${listing.hubs.join(', ')}` +
+    (listing.missing.length ? ` · not answering: ${listing.missing.join(', ')}` : '');
+  $('ops-connections').innerHTML = connections.length
+    ? connections.map((c) => `<tr data-connection="${escape(c.id)}"><td>${escape(c.subject ?? '(none)')}</td><td>${escape(c.node)}</td>` +
+        `<td>${escape(c.transport)}</td><td>${escape(c.subscriptions.map((s) => s.topics.join(',')).join(' · '))}</td>` +
+        `<td>${time(c.since)}</td><td>${escape(c.peer)}</td><td>${escape(c.unsent_bytes)}</td><td>` +
+        (c.subject ? `<button data-action="disconnect" data-subject="${escape(c.subject)}">Disconnect</button>` +
+          `<button class="danger" data-action="revoke" data-subject="${escape(c.subject)}">Revoke</button>` : '') +
+        '</td></tr>').join('')
+    : '<tr class="empty"><td colspan="8">no connections</td></tr>';
+  return true;
+}
+
+$('ops-connections').addEventListener('click', async (event) => {
+  const button = event.target.closest('button[data-action]');
+  if (!button) return;
+  const { action, subject } = button.dataset;
+  const question = action === 'revoke'
+    ? `Revoke ${subject}? Every hub closes their connections and refuses their current tokens (for 24 h by default).`
+    : `Disconnect every connection of ${subject}? They may reconnect with a fresh token.`;
+  if (!window.confirm(question)) return;
+  const response = await admin(`/api/admin/${action}`, { method: 'POST', body: JSON.stringify({ subject }) });
+  const answer = await response.json().catch(() => ({}));
+  $('ops-message').textContent = response.ok
+    ? `${action === 'revoke' ? 'Revoked' : 'Disconnected'} ${subject}: ${answer.closed} connection(s) closed`
+    : `${action} failed: ${answer.error?.message ?? response.status}`;
+  refreshConnections();
+});
+for (const id of ['ops-subject', 'ops-topic']) $(id).addEventListener('input', () => refreshConnections());
+
+async function followConnections() {
+  if (document.body.dataset.revoked === 'true') return;
+  const isAdmin = await refreshConnections();
+  if (isAdmin) setTimeout(followConnections, 2000);
+}
+
 window.hubDashboard = { hub, get state() { return state; } };
 load();
+followConnections();
