@@ -204,12 +204,6 @@ impl Application {
         .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(grace.as_secs().max(1))
-        // After a connection's last response (a WebSocket the hub closed, an SSE stream it ended) the HTTP layer
-        // lingers, reading what the client still sends so the close is not a reset, until the client closes or
-        // this passes. A WebSocket client closes its side only after the server's (RFC 6455), so with actix-web's
-        // default of 1 s every close the hub makes (4001, 4002, 4003, 4008, 1012) reached the client a second
-        // late; the client's close frame arrives within milliseconds.
-        .client_disconnect_timeout(Duration::from_millis(100))
         .listen(listener)?
         .run();
         info!(port, node, backend = backend.name(), "hub listening");
