@@ -36,7 +36,7 @@ LAYERS = {
         ["error", "event", "retention"],
         ["recent"],
         ["event_log"],
-        ["windowed", "memory", "redis", "nats", "postgres", "cluster"],
+        ["windowed", "memory", "redis", "nats", "postgres", "cluster", "tail"],
         ["log_actor"],
         ["lib"],
     ],

@@ -34,5 +34,6 @@ mod smoke;
 mod soak;
 mod sources;
 mod sse;
+mod tail;
 mod tokens;
 mod websocket;

@@ -34,6 +34,8 @@ import { Cursor } from './cursor.js';
  * @typedef {object} SubscribeOptions
  * @property {Record<string, string>} [filter] scope key → value
  * @property {number} [since] resume point: every retained event after it, then live (default: live from now)
+ * @property {number} [tail] start on the last `tail` events (1-1000) the subscription may see, then live (not with
+ * `since`); after a drop it resumes from the last event it got, like any subscription
  * @property {(info: ResetInfo) => void} [onReset] events were lost or are no longer retained: reload the state
  * @property {() => void} [onLive] replay is over
  */
@@ -129,6 +131,7 @@ export class HubClient {
    * @returns {() => void} unsubscribes
    */
   subscribe(patterns, handler, options = {}) {
+    if (options.tail !== undefined && options.since !== undefined) throw new TypeError('give tail or since, not both');
     const name = `s${this.nextName++}`;
     /** @type {Subscription} */
     const subscription = {
@@ -414,6 +417,8 @@ export class HubClient {
     this.socket = socket;
     let opened = false;
     const onOpen = () => {
+      // Closed while it was connecting (a runtime may open it all the same): close it now.
+      if (this.closed) return socket.close(1000);
       opened = true;
       this.attempt = 0;
       this.setState('open');
@@ -433,6 +438,7 @@ export class HubClient {
     /** @type {Record<string, unknown>} */
     const frame = { op: 'subscribe', sub: subscription.name, topics: subscription.topics, filter: subscription.filter };
     if (subscription.cursor.lastId !== undefined) frame.since = subscription.cursor.lastId;
+    else if (subscription.options.tail !== undefined) frame.tail = subscription.options.tail;
     this.socket?.send(JSON.stringify(frame));
   }
 
@@ -451,13 +457,17 @@ export class HubClient {
         if (subscription) this.apply(subscription, frame);
         break;
       case 'subscribed':
-        // Live from now: the head at subscribe time is the position to resume from after a drop.
-        if (subscription && subscription.cursor.lastId === undefined) subscription.cursor.advanceTo(frame.head);
+        // Live from now: the head at subscribe time is the position to resume from after a drop. (A tail's events,
+        // all at or below that head, come first: its position is known once they have.)
+        if (subscription && subscription.cursor.lastId === undefined && subscription.options.tail === undefined) {
+          subscription.cursor.advanceTo(frame.head);
+        }
         break;
       case 'reset':
         if (subscription) this.reset(subscription, frame, frame.earliest_id - 1);
         break;
       case 'live':
+        if (subscription && subscription.cursor.lastId === undefined) subscription.cursor.advanceTo(frame.last_id);
         subscription?.options.onLive?.();
         break;
       case 'error':
@@ -497,7 +507,7 @@ export class HubClient {
    * @param {Subscription} subscription
    */
   async ensurePosition(subscription) {
-    if (subscription.cursor.lastId !== undefined) return;
+    if (subscription.cursor.lastId !== undefined || subscription.options.tail !== undefined) return;
     const response = await this.fetchHub('/api/health/pubsub');
     const health = await response.json();
     subscription.cursor.advanceTo(health?.log?.head ?? 0);
@@ -518,8 +528,11 @@ export class HubClient {
     const signal = /** @type {AbortController} */ (subscription.stream).signal;
     try {
       await this.ensurePosition(subscription);
+      const position = subscription.cursor.lastId;
+      /** @type {Record<string, number>} */
+      const start = position === undefined && subscription.options.tail !== undefined ? { tail: subscription.options.tail } : { since: position ?? 0 };
       const response = await this.fetchHub(
-        `/sse?${this.query(subscription, { since: subscription.cursor.lastId ?? 0 })}`,
+        `/sse?${this.query(subscription, start)}`,
         { signal, headers: { accept: 'text/event-stream' } },
       );
       if (!response.ok || !response.body) throw new HubError(response.status, 'sse', 'the SSE stream was refused');
@@ -573,10 +586,12 @@ export class HubClient {
       this.setState('degraded');
       while (!signal.aborted) {
         const wait = this.options.pollWaitSeconds ?? 25;
-        const response = await this.fetchHub(
-          `/api/events?${this.query(subscription, { after: subscription.cursor.lastId ?? 0, wait })}`,
-          { signal },
-        );
+        const position = subscription.cursor.lastId;
+        /** @type {Record<string, number>} */
+        const start = position === undefined && subscription.options.tail !== undefined
+          ? { tail: subscription.options.tail }
+          : { after: position ?? 0, wait };
+        const response = await this.fetchHub(`/api/events?${this.query(subscription, start)}`, { signal });
         const answer = await response.json();
         if (!response.ok) throw new HubError(response.status, answer?.error?.code, answer?.error?.message);
         this.failures = 0;

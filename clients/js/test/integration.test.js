@@ -100,3 +100,22 @@ test('a subscription resumes from its last id after the connection drops', { ski
   assert.deepEqual(got, [1, 2, 3]);
   assert.ok(states.includes('reconnecting'));
 });
+
+test('a subscription with tail starts on the last events on every transport, then goes on live', { skip }, async () => {
+  for (const transports of [['websocket'], ['sse'], ['poll']]) {
+    const hub = new HubClient({ url, transports: /** @type {any} */ (transports), pollWaitSeconds: 1 });
+    const topic = `tail.${transports[0]}.${Date.now()}`;
+    const ids = [];
+    for (let n = 0; n < 8; n++) ids.push(await hub.publish(topic, { n }));
+    const got = [];
+    hub.subscribe(topic, (data, event) => got.push(event.id), { tail: 3 });
+    await until(() => got.length === 3);
+    const live = await hub.publish(topic, { n: 99 });
+    await until(() => got.length === 4);
+    assert.deepEqual(got, [...ids.slice(-3), live], `${transports}: the last three, then live`);
+    assert.throws(() => hub.subscribe(topic, () => {}, { tail: 3, since: 1 }), /tail or since/);
+    // As the tests above: a moment before closing.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    hub.close();
+  }
+});

@@ -22,6 +22,8 @@
  * @typedef {object} SubscribeOptions
  * @property {Record<string, string>} [filter] scope key → value
  * @property {number} [since] resume point: every retained event after it, then live (default: live from now)
+ * @property {number} [tail] start on the last `tail` events (1-1000) the subscription may see, then live (not with
+ * `since`); after a drop it resumes from the last event it got, like any subscription
  * @property {(info: ResetInfo) => void} [onReset] events were lost or are no longer retained: reload the state
  * @property {() => void} [onLive] replay is over
  */
@@ -267,6 +269,11 @@ export type SubscribeOptions = {
      * resume point: every retained event after it, then live (default: live from now)
      */
     since?: number | undefined;
+    /**
+     * start on the last `tail` events (1-1000) the subscription may see, then live (not with
+     * `since`); after a drop it resumes from the last event it got, like any subscription
+     */
+    tail?: number | undefined;
     /**
      * events were lost or are no longer retained: reload the state
      */

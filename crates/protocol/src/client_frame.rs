@@ -9,6 +9,9 @@ use crate::{ErrorCode, Filter, Profile, TopicPattern, ValidationError};
 /// The most topic patterns one subscription may list.
 pub const MAX_TOPICS_PER_SUBSCRIPTION: usize = 64;
 
+/// The most events a subscription's `tail` may ask for.
+pub const MAX_TAIL: u32 = 1000;
+
 /// A client's name for one of its subscriptions: 1–64 characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -62,6 +65,8 @@ pub struct Subscribe {
     pub filter: Filter,
     /// `None`: live only. `Some(n)`: every retained matching event with id > n, then live.
     pub since: Option<u64>,
+    /// The last `n` matching events first, then live (never with `since`).
+    pub tail: Option<u32>,
     /// The shape its events are written in.
     pub profile: Profile,
 }
@@ -83,12 +88,24 @@ impl Subscribe {
                 topics.len()
             )));
         }
-        Ok(Self { sub, topics: TopicPattern::minimize(&topics), filter, since, profile: Profile::Hub })
+        Ok(Self { sub, topics: TopicPattern::minimize(&topics), filter, since, tail: None, profile: Profile::Hub })
     }
 
     /// The same subscription with its events written in `profile`.
     pub fn with_profile(self, profile: Profile) -> Self {
         Self { profile, ..self }
+    }
+
+    /// The same subscription starting on the last `tail` matching events (1 to [`MAX_TAIL`]), which a resume
+    /// point contradicts.
+    pub fn with_tail(self, tail: Option<u32>) -> Result<Self, ValidationError> {
+        match tail {
+            Some(_) if self.since.is_some() => Err(ValidationError::new("give tail or since, not both")),
+            Some(n) if !(1..=MAX_TAIL).contains(&n) => {
+                Err(ValidationError::new(format!("tail must be 1 to {MAX_TAIL}, got {n}")))
+            }
+            tail => Ok(Self { tail, ..self }),
+        }
     }
 }
 
@@ -127,6 +144,8 @@ struct RawSubscribe {
     since: Option<Value>,
     #[serde(default)]
     profile: Option<String>,
+    #[serde(default)]
+    tail: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -176,7 +195,7 @@ impl ClientFrame {
                 };
                 let profile = raw.profile.as_deref().map(Profile::parse).transpose().map_err(rule)?.unwrap_or_default();
                 let subscribe = Subscribe::new(name, topics, raw.filter.unwrap_or_default(), since).map_err(rule)?;
-                Ok(Self::Subscribe(subscribe.with_profile(profile)))
+                Ok(Self::Subscribe(subscribe.with_profile(profile).with_tail(raw.tail).map_err(rule)?))
             }
             "unsubscribe" => {
                 let raw: RawUnsubscribe = serde_json::from_value(value).map_err(shape)?;
@@ -206,6 +225,25 @@ mod tests {
 
     fn err(text: &str) -> FrameError {
         ClientFrame::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn a_tail_is_one_to_a_thousand_events_and_never_beside_a_resume_point() {
+        let parse = |frame: &str| ClientFrame::parse(frame);
+        let Ok(ClientFrame::Subscribe(tail)) =
+            parse(r#"{"op":"subscribe","sub":"l","topics":["run.logs"],"tail":500}"#)
+        else {
+            panic!("a tail subscribe parses")
+        };
+        assert_eq!((tail.tail, tail.since), (Some(500), None));
+        for bad in [
+            r#"{"op":"subscribe","sub":"l","topics":["a"],"tail":5,"since":3}"#,
+            r#"{"op":"subscribe","sub":"l","topics":["a"],"tail":0}"#,
+            r#"{"op":"subscribe","sub":"l","topics":["a"],"tail":1001}"#,
+            r#"{"op":"subscribe","sub":"l","topics":["a"],"tail":-1}"#,
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code, ErrorCode::BadRequest, "{bad}");
+        }
     }
 
     #[test]

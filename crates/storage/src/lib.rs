@@ -19,6 +19,7 @@
 //!   in id order, to the dispatcher; it also runs retention and reports health.
 //! - [`cluster`]: what the hubs of a cluster say to each other, and the revocations they share, on every backend.
 //! - [`retention`]: the [`Retention`] policy.
+//! - [`tail`]: the newest matching events below a position, read backwards in growing, bounded windows.
 //! - [`error`]: the crate's [`Error`].
 
 pub mod cluster;
@@ -33,6 +34,7 @@ pub mod postgres;
 pub mod recent;
 pub mod redis;
 pub mod retention;
+pub mod tail;
 pub mod windowed;
 
 pub use cluster::Cluster;

@@ -35,6 +35,11 @@ let state;
 let selectedRun;
 let unsubscribe;
 let scheduled = false;
+/** The selected run's log: the last LOG_TAIL lines, then live (a subscription of its own). */
+const LOG_TAIL = 500;
+let logRun;
+let unsubscribeLog;
+let unsubscribeTrail;
 
 function emptyState() {
   return { runs: new Map(), logs: new Map(), deploys: new Map(), alerts: [], flags: new Map(), trail: [], applied: 0, lastId: undefined };
@@ -53,6 +58,7 @@ function apply(data, event) {
       break;
     }
     case 'run.logs': {
+      // From the selected run's own subscription (the tail of its log, then live).
       const log = state.logs.get(scope.run_id) ?? { chunks: new Map(), eos: false };
       log.chunks.set(event.seq ?? log.chunks.size + 1, String(data.chunk ?? ''));
       log.eos ||= Boolean(data.eos);
@@ -100,6 +106,7 @@ function draw() {
   // The log panel follows the runs that exist: the newest one until a row is picked, and again when the picked run
   // is gone (a reset rebuilt the state without it).
   if (!state.runs.has(selectedRun)) selectedRun = runs[0]?.id;
+  followLog(selectedRun);
   $('runs').innerHTML = runs.length
     ? runs.map((r) => `<tr data-run="${escape(r.id)}" class="${r.id === selectedRun ? 'selected' : ''}"><td>${escape(r.id)}</td>` +
         `<td>${escape(r.project)}</td><td><span class="badge ${escape(r.status)}">${escape(r.status)}</span></td>` +
@@ -138,18 +145,34 @@ function draw() {
   $('transport').textContent = hub.transport;
 }
 
-/** (Re)builds the state from everything the hub retains, then follows live. */
+/** (Re)builds the state from everything the hub retains, then follows live (run logs: see followLog). */
 function load() {
   unsubscribe?.();
+  unsubscribeLog?.();
+  unsubscribeTrail?.();
+  unsubscribeLog = unsubscribeTrail = undefined;
+  logRun = undefined;
   state = emptyState();
   render();
-  unsubscribe = hub.subscribe('*', apply, {
-    since: 0,
-    onReset: () => {
-      $('reset').hidden = false;
-      load();
-    },
-  });
+  const reload = () => {
+    $('reset').hidden = false;
+    load();
+  };
+  unsubscribe = hub.subscribe(['run.events', 'deploy.*', 'system.*', 'flags.*'], apply, { since: 0, onReset: reload });
+}
+
+/**
+ * The log panel's run: its last LOG_TAIL log lines, then live, in a subscription of their own, moved when another
+ * run is selected (the page never loads every run's whole log).
+ */
+function followLog(runId) {
+  if (runId === logRun) return;
+  unsubscribeLog?.();
+  unsubscribeLog = undefined;
+  logRun = runId;
+  if (runId === undefined) return;
+  state.logs.delete(runId);
+  unsubscribeLog = hub.subscribe('run.logs', apply, { filter: { run_id: runId }, tail: LOG_TAIL, onReset: () => load() });
 }
 
 hub.on('state', (connection) => {
@@ -206,6 +229,8 @@ async function refreshConnections() {
   const listing = await response.json();
   connections = listing.connections;
   $('ops').hidden = false;
+  // The audit trail: operators' changes, recorded on hub.admin, which an admin token may read.
+  unsubscribeTrail ??= hub.subscribe('hub.admin', apply, { since: 0 });
   $('ops-summary').textContent = `${connections.length} connection(s) on ${listing.hubs.join(', ')}` +
     (listing.missing.length ? ` · not answering: ${listing.missing.join(', ')}` : '');
   $('ops-connections').innerHTML = connections.length

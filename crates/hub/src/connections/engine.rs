@@ -225,20 +225,57 @@ where
         target: Target::Session(recipient),
     });
     let query = LogQuery::new(request.topics.clone(), request.filter);
-    let subscription = Subscription::new(request.sub.clone(), generation, query, request.since, format);
+    let mut subscription = Subscription::new(request.sub.clone(), generation, query, request.since, format);
+    subscription.tail = request.tail.map(|n| n as usize);
     subs.list.push(subscription);
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);
     crate::telemetry::instruments::subscription_added(format.transport, request.since.is_some());
     let (joined, joined_rx) = oneshot::channel();
     hub_dispatcher.do_send(Join { subscriber, patterns: request.topics, joined });
-    let name = request.sub;
+    let (name, tail) = (request.sub, request.tail.is_some());
     ctx.spawn(async move { joined_rx.await.is_ok() }.into_actor(act).map(move |joined, act, ctx| {
-        if joined {
-            read_bounds(act, ctx, name, generation, None);
-        } else {
-            fail(act, ctx, &name, "the dispatcher stopped".to_owned());
+        match (joined, tail) {
+            (true, false) => read_bounds(act, ctx, name, generation, None),
+            (true, true) => find_tail(act, ctx, name, generation, None),
+            (false, _) => fail(act, ctx, &name, "the dispatcher stopped".to_owned()),
         }
     }));
+}
+
+/// A subscription that asked for its last `count` events: once its rooms have it (so nothing newer is missed),
+/// finds where they begin below the log's head and replays from there, as if it had asked for `since`.
+fn find_tail<A>(act: &mut A, ctx: &mut A::Context, name: SubName, generation: u64, failing: Option<Instant>)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let log = act.hub().log.clone();
+    let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
+    let (query, count) = (subscription.query.clone(), subscription.tail.unwrap_or(1));
+    let start = async move {
+        let head = log.bounds().await?.head;
+        let tail = storage::tail::read_before(&*log, head + 1, &query, count).await?;
+        Ok::<_, storage::Error>(tail_start(&tail, count, head))
+    };
+    ctx.spawn(start.into_actor(act).map(move |since, act, ctx| match since {
+        Ok(since) => {
+            if let Some(subscription) = act.subscriptions().current(&name, generation) {
+                subscription.since = Some(since);
+            }
+            read_bounds(act, ctx, name, generation, None);
+        }
+        Err(e) => retry_or_fail(act, ctx, name, generation, failing, e.to_string(), find_tail),
+    }));
+}
+
+/// Where a tail's replay starts: before its oldest event; from the start of what is retained when the log holds
+/// fewer matching events than asked for; from the head when a bounded read found none.
+pub fn tail_start(tail: &storage::tail::Tail, count: usize, head: u64) -> u64 {
+    match tail.events.first() {
+        _ if tail.events.len() < count && tail.complete => 0,
+        Some(oldest) => oldest.id() - 1,
+        None => head,
+    }
 }
 
 /// Learns the log's bounds, then starts the replay (or goes live).

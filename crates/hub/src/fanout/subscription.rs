@@ -44,6 +44,8 @@ pub struct Subscription {
     pub format: FrameFormat,
     /// The client's resume point; `None` for live only.
     pub since: Option<u64>,
+    /// Asked for its last events instead: found once it joined its rooms, which sets `since`.
+    pub tail: Option<usize>,
     pub phase: Phase,
     /// Everything up to this id has been sent or deliberately skipped.
     pub through: u64,
@@ -94,6 +96,7 @@ impl Subscription {
             query,
             format,
             since,
+            tail: None,
             phase: Phase::Joining,
             through: 0,
             buffer: Vec::new(),

@@ -37,13 +37,32 @@ fn number(
 #[tracing::instrument(name = "long_poll", skip_all)]
 pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     let grant = access::grant(&req, &state).await?;
-    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys, &POLL_PARAMETERS)?;
-    // `after`, or the names the other transports use for the same position.
-    let after = match (query.other.get("after"), query.resume_point(&req)?) {
-        (Some(raw), _) => parse_position_str(raw, "after").map_err(|e| ApiError::bad_request(e.0))?,
-        (None, Some(position)) => position,
-        (None, None) => return Err(ApiError::bad_request("after is required (0 for all retained events)")),
+    let mut query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys, &POLL_PARAMETERS)?;
+    // `after`, or the names the other transports use for the same position; or instead of a position, the last
+    // `tail` events, or the `limit` newest below `before` (scrollback).
+    let position = match query.other.get("after") {
+        Some(raw) => Some(parse_position_str(raw, "after").map_err(|e| ApiError::bad_request(e.0))?),
+        None => query.resume_point(&req)?,
     };
+    let before = query.other.get("before").map(|raw| parse_position_str(raw, "before")).transpose();
+    let before = before.map_err(|e| ApiError::bad_request(e.0))?;
+    let tail = query.tail.take();
+    match (position, before, tail) {
+        (Some(_), None, None) => {}
+        (None, Some(0), None) => return Err(ApiError::bad_request("before must be an event id, 1 or more")),
+        (None, Some(before), None) => return backwards(&state, &query, &grant, Start::Before(before)).await,
+        (None, None, Some(tail)) => {
+            if query.other.contains_key("limit") {
+                return Err(ApiError::bad_request("tail gives the count: leave limit out"));
+            }
+            return backwards(&state, &query, &grant, Start::Tail(tail)).await;
+        }
+        (None, None, None) => {
+            return Err(ApiError::bad_request("after is required (0 for all retained events), or tail, or before"));
+        }
+        _ => return Err(ApiError::bad_request("give one of after (or since, last_event_id), tail and before")),
+    }
+    let after = position.expect("checked above");
     let limit = number(&query, "limit", DEFAULT_LIMIT as u64, 1..=MAX_LIMIT as u64)? as usize;
     let wait = Duration::from_secs(number(&query, "wait", DEFAULT_WAIT_S, 0..=MAX_WAIT_S)?);
     let subscription = query.subscription(Some(after), &grant)?;
@@ -112,6 +131,48 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
     };
     drop((waiting, registered));
     Ok(finish(&page, read, profile))
+}
+
+/// Where a long-poll that gives no position starts.
+enum Start {
+    /// The last `n` matching events (then `next_after` is the head: ask again from there for what comes).
+    Tail(u32),
+    /// The `limit` newest matching events below this id, for scrollback.
+    Before(u64),
+}
+
+/// `tail=N` or `before=<id>&limit=N`: the newest matching events, read backwards, answered at once in id order
+/// (`storage::tail` bounds the work).
+async fn backwards(
+    state: &HubState,
+    query: &SubscriptionQuery,
+    grant: &crate::auth::Grant,
+    start: Start,
+) -> Result<HttpResponse, ApiError> {
+    let limit = number(query, "limit", DEFAULT_LIMIT as u64, 1..=MAX_LIMIT as u64)? as usize;
+    if query.other.contains_key("wait") {
+        return Err(ApiError::bad_request("tail and before are answered at once: leave wait out"));
+    }
+    let subscription = query.subscription(None, grant)?;
+    grant
+        .allows_subscription(&subscription.topics, &subscription.filter)
+        .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
+    let log_query = LogQuery::new(subscription.topics.clone(), subscription.filter.clone());
+    let (before, count, head) = match start {
+        Start::Tail(n) => {
+            if !(1..=protocol::client_frame::MAX_TAIL).contains(&n) {
+                let max = protocol::client_frame::MAX_TAIL;
+                return Err(ApiError::bad_request(format!("tail must be 1 to {max}, got {n}")));
+            }
+            let head = state.log.bounds().await?.head;
+            (head + 1, n as usize, Some(head))
+        }
+        Start::Before(before) => (before, limit, None),
+    };
+    let tail = storage::tail::read_before(&*state.log, before, &log_query, count).await?;
+    let next_after = head.unwrap_or_else(|| tail.events.last().map_or(before.saturating_sub(1), |e| e.id()));
+    let page = Page { events: tail.events, through: next_after, ..Page::default() };
+    Ok(answer(&page, None, subscription.profile))
 }
 
 /// The answer of `page`, read after `read`: its events, or the reset when retention or a new log epoch overtook

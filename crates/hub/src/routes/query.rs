@@ -12,10 +12,10 @@ use crate::error::ApiError;
 
 /// The parameters every route that takes a subscription by query reads, besides scope keys (`last_event_id` is the
 /// older systems' name of `since`; `access_token` is read by [`super::token_in_query`]).
-pub const SUBSCRIPTION_PARAMETERS: [&str; 5] = ["topics", "since", "last_event_id", "profile", "access_token"];
+pub const SUBSCRIPTION_PARAMETERS: [&str; 6] = ["topics", "since", "last_event_id", "tail", "profile", "access_token"];
 
 /// The long-poll route's own parameters (`GET /api/events`); `/ws` and `/sse` have none of their own.
-pub const POLL_PARAMETERS: [&str; 3] = ["after", "limit", "wait"];
+pub const POLL_PARAMETERS: [&str; 4] = ["after", "before", "limit", "wait"];
 
 /// The scope keys accepted as query parameters: the well-known ones and those configured (`HUB_SCOPE_KEYS`).
 pub fn scope_keys(configured: &[String]) -> BTreeSet<String> {
@@ -28,6 +28,8 @@ pub struct SubscriptionQuery {
     pub topics: Option<Vec<TopicPattern>>,
     pub filter: BTreeMap<String, String>,
     pub since: Option<u64>,
+    /// Start on the last `tail` matching events, then live (never with a resume point).
+    pub tail: Option<u32>,
     /// The output profile its events are written in; absent: the token's, else `hub`.
     pub profile: Option<Profile>,
     /// The route's own parameters (`own` in [`parse`](Self::parse)), by name.
@@ -62,6 +64,11 @@ impl SubscriptionQuery {
                 }
                 "profile" => {
                     query.profile = Some(Profile::parse(&value).map_err(|e| ApiError::bad_request(e.0))?);
+                }
+                "tail" => {
+                    let tail =
+                        value.parse().map_err(|_| ApiError::bad_request(format!("tail: not a count: {value:?}")))?;
+                    query.tail = Some(tail);
                 }
                 "access_token" => {}
                 _ if own.contains(&name.as_str()) => {
@@ -100,19 +107,27 @@ impl SubscriptionQuery {
         }
     }
 
-    /// Whether the query asks for a subscription at all (`topics`, `since` or a scope key).
+    /// Whether the query asks for a subscription at all (`topics`, `since`, `tail` or a scope key).
     pub fn asks_for_subscription(&self) -> bool {
-        self.topics.is_some() || self.since.is_some() || !self.filter.is_empty()
+        self.topics.is_some() || self.since.is_some() || self.tail.is_some() || !self.filter.is_empty()
     }
 
     /// The subscription `default` this query describes for a connection with `grant`: `topics` defaulting to
-    /// what the token grants (`*` for an unrestricted one), the profile to the token's.
+    /// what the token grants (`*` for an unrestricted one), the profile to the token's, starting at `since`, or on
+    /// the query's `tail` (a bad request beside a resume point).
     pub fn subscription(&self, since: Option<u64>, grant: &Grant) -> Result<Subscribe, ApiError> {
         let topics = self.topics.clone().unwrap_or_else(|| grant.default_topics());
         let filter = Filter::new(self.filter.clone()).map_err(|e| ApiError::bad_request(e.0))?;
         let subscribe =
             Subscribe::new(SubName::default_name(), topics, filter, since).map_err(|e| ApiError::bad_request(e.0))?;
-        Ok(subscribe.with_profile(self.profile.unwrap_or_else(|| grant.default_profile())))
+        let subscribe = subscribe.with_profile(self.profile.unwrap_or_else(|| grant.default_profile()));
+        subscribe.with_tail(self.tail).map_err(|e| ApiError::bad_request(e.0))
+    }
+
+    /// Whether the request resumes by its `Last-Event-ID` header (a reconnecting EventSource), which wins over
+    /// `since` and makes `tail` moot.
+    pub fn resumes_by_header(req: &actix_web::HttpRequest) -> bool {
+        req.headers().contains_key("last-event-id")
     }
 }
 

@@ -18,7 +18,11 @@ use crate::state::HubState;
 pub async fn sse(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     access::not_shutting_down(&state)?;
     let grant = access::grant(&req, &state).await?;
-    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys, &[])?;
+    let mut query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys, &[])?;
+    // An EventSource reconnecting with Last-Event-ID resumes from it: the tail it opened with is behind it.
+    if SubscriptionQuery::resumes_by_header(&req) {
+        query.tail = None;
+    }
     // Every browser EventSource sends Last-Event-ID when it reconnects: it wins over `since`.
     let since = query.resume_point(&req)?;
     let subscription = query.subscription(since, &grant)?;
