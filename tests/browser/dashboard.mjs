@@ -2,32 +2,14 @@
 //   node dashboard.mjs <hub binary> <database url> <screenshot dir>
 // Prints one JSON line: {"ok": true, "checks": [...]} or {"ok": false, "failed": "...", ...}.
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 
 import { chromium } from 'playwright-core';
+
+import { freePort, until } from './support.mjs';
 
 const [binary, databaseUrl, shots] = process.argv.slice(2);
 const checks = [];
 const children = new Set();
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function until(what, condition, ms = 15000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 /** Starts the hub binary on `port` with `env` and waits for /readyz. */
 async function startHub(port, env = {}) {

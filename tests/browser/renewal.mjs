@@ -8,9 +8,10 @@
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
-import net from 'node:net';
 
 import { chromium } from 'playwright-core';
+
+import { freePort, until } from './support.mjs';
 
 const [binary, shots] = process.argv.slice(2);
 const SECRET = 'a-browser-test-secret-long-enough-for-hs256';
@@ -25,25 +26,6 @@ function sign(claims) {
 }
 
 const now = () => Math.floor(Date.now() / 1000);
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function until(what, condition, ms = 15000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 const port = await freePort();
 const tokenPort = await freePort();

@@ -4,6 +4,42 @@ import { test } from 'node:test';
 
 import { Cursor, HubClient, backoffDelay } from '../src/index.js';
 
+/** Fake WebSockets that open and say `welcome` with `expiresAt`, recording what is sent; `close(code)` from the hub. */
+function fakeSockets(/** @type {() => number | undefined} */ expiresAt) {
+  /** @type {any[]} */
+  const sockets = [];
+  class FakeSocket {
+    /** @param {string} url */
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      /** @type {string[]} */
+      this.sent = [];
+      sockets.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.onopen?.();
+        const welcome = { type: 'welcome', session: 's', node: 'n', protocol: 1, expires_at: expiresAt() };
+        this.onmessage?.({ data: JSON.stringify(welcome) });
+      }, 1);
+    }
+    /** @param {string} frame */
+    send(frame) { this.sent.push(frame); }
+    close() { this.readyState = 3; }
+    /** The hub closes the connection with `code`. @param {number} code */
+    closeFromHub(code) {
+      this.readyState = 3;
+      this.onclose?.({ code, reason: `closed with ${code}` });
+    }
+  }
+  return { sockets, FakeSocket };
+}
+
+const until = async (/** @type {() => boolean} */ condition) => {
+  for (let i = 0; i < 800 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.ok(condition());
+};
+
 test('backoff delays are drawn between 0 and the capped exponential (full jitter)', () => {
   const options = { initialMs: 100, maxMs: 5000 };
   assert.equal(backoffDelay(0, options, () => 0), 0);
@@ -131,34 +167,11 @@ test('a client on a fallback probes WebSocket and moves back, resubscribing from
 });
 
 test('a subscription the hub failed with internal is subscribed again from its cursor', async () => {
-  /** @type {any[]} */
-  const sockets = [];
-  class FakeSocket {
-    /** @param {string} url */
-    constructor(url) {
-      this.url = url;
-      this.readyState = 0;
-      /** @type {string[]} */
-      this.sent = [];
-      sockets.push(this);
-      setTimeout(() => {
-        this.readyState = 1;
-        this.onopen?.();
-        this.onmessage?.({ data: JSON.stringify({ type: 'welcome', session: 's', node: 'n', protocol: 1 }) });
-      }, 1);
-    }
-    /** @param {string} frame */
-    send(frame) { this.sent.push(frame); }
-    close() { this.readyState = 3; }
-  }
+  const { sockets, FakeSocket } = fakeSockets(() => undefined);
   const fetch = async () => new Response('ok');
   const hub = new HubClient({ url: 'http://hub.invalid', fetch, WebSocket: /** @type {any} */ (FakeSocket), transports: ['websocket'] });
   const applied = [];
   hub.subscribe('a', (data) => applied.push(data.n), { since: 0 });
-  const until = async (/** @type {() => boolean} */ condition) => {
-    for (let i = 0; i < 600 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
-    assert.ok(condition());
-  };
   await until(() => sockets.length === 1 && sockets[0].sent.length === 1);
   const socket = sockets[0];
   const deliver = (/** @type {object} */ frame) => socket.onmessage?.({ data: JSON.stringify(frame) });
@@ -171,42 +184,6 @@ test('a subscription the hub failed with internal is subscribed again from its c
   assert.deepEqual(applied, [4]);
   hub.close();
 });
-
-/** Fake WebSockets that open and say `welcome` with `expiresAt`, recording what is sent; `close(code)` from the hub. */
-function fakeSockets(/** @type {() => number | undefined} */ expiresAt) {
-  /** @type {any[]} */
-  const sockets = [];
-  class FakeSocket {
-    /** @param {string} url */
-    constructor(url) {
-      this.url = url;
-      this.readyState = 0;
-      /** @type {string[]} */
-      this.sent = [];
-      sockets.push(this);
-      setTimeout(() => {
-        this.readyState = 1;
-        this.onopen?.();
-        const welcome = { type: 'welcome', session: 's', node: 'n', protocol: 1, expires_at: expiresAt() };
-        this.onmessage?.({ data: JSON.stringify(welcome) });
-      }, 1);
-    }
-    /** @param {string} frame */
-    send(frame) { this.sent.push(frame); }
-    close() { this.readyState = 3; }
-    /** The hub closes the connection with `code`. @param {number} code */
-    closeFromHub(code) {
-      this.readyState = 3;
-      this.onclose?.({ code, reason: `closed with ${code}` });
-    }
-  }
-  return { sockets, FakeSocket };
-}
-
-const until = async (/** @type {() => boolean} */ condition) => {
-  for (let i = 0; i < 800 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
-  assert.ok(condition());
-};
 
 test('an open WebSocket renews its token ahead of the expiry welcome and refreshed announce, on one connection', async () => {
   const { sockets, FakeSocket } = fakeSockets(() => Math.floor(Date.now() / 1000) + 2);
