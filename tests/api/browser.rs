@@ -42,8 +42,8 @@ async fn a_browser_eventsource_resumes_by_itself_after_its_connection_is_cut_and
 
 /// The staff dashboard end to end in Chromium: events appear, two tabs agree, a reset reloads the page's state (and
 /// the log panel follows the runs that still exist), a hub killed and restarted on PostgreSQL shows reconnecting and
-/// loses nothing, a refused WebSocket falls back, and a page on a fallback returns to WebSocket once it works again
-/// with every event once.
+/// loses nothing, a refused WebSocket falls back, a page on a fallback returns to WebSocket once it works again
+/// with every event once, and a long run log opens on its last 500 lines.
 /// `HUB_DASHBOARD_SHOTS=<dir>` also writes the screenshots kept in docs/.
 #[actix_web::test]
 async fn the_dashboard_shows_live_state_recovers_after_a_restart_falls_back_and_returns_to_websocket() {
@@ -57,7 +57,7 @@ async fn the_dashboard_shows_live_state_recovers_after_a_restart_falls_back_and_
     let binary = crate::process::hub_binary().to_string_lossy().into_owned();
     let result = run_script(&browser_dir.join("dashboard.mjs"), &[binary, db.url.clone(), shots]).await;
 
-    assert_eq!(result["checks"].as_array().unwrap().len(), 5, "{result}");
+    assert_eq!(result["checks"].as_array().unwrap().len(), 6, "{result}");
 }
 
 /// The dashboard on 10-second tokens from a token source, with no clock leeway: one WebSocket across three renewals

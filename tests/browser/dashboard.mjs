@@ -213,6 +213,27 @@ try {
     await page.close();
     await kill(hub);
   }
+  // 6. A run with a long log: the panel opens on its last 500 lines (the tail of the run's log, not all of it),
+  // then follows it live.
+  {
+    const port = await freePort();
+    const hub = await startHub(port);
+    await publish(port, [run('r-long', 'running', 'step 1/1')]);
+    for (let batch = 0; batch < 6; batch++) {
+      const lines = Array.from({ length: 100 }, (_, i) => batch * 100 + i + 1);
+      await publish(port, lines.map((n) => chunk('r-long', n, `line ${n}\n`)));
+    }
+    const page = await browser.newPage({ viewport: { width: 1280, height: 700 } });
+    await page.goto(`http://127.0.0.1:${port}/dashboard`);
+    await until('the log panel shows the run', async () => (await view(page)).log.startsWith('line 101\n'));
+    await publish(port, [chunk('r-long', 601, 'line 601\n')]);
+    await until('the live line follows', async () => (await view(page)).log.endsWith('line 600\nline 601\n'));
+    const lines = (await view(page)).log.trim().split('\n');
+    if (lines.length !== 501 || lines[0] !== 'line 101') throw new Error(`log tail: ${lines.length} lines from ${lines[0]}`);
+    checks.push('a long log opens on its last 500 lines, then live');
+    await page.close();
+    await kill(hub);
+  }
   console.log(JSON.stringify({ ok: true, checks }));
 } catch (error) {
   console.log(JSON.stringify({ ok: false, failed: String(error?.stack ?? error), checks }));
