@@ -26,9 +26,24 @@ pub struct Tail {
     /// The read found every event asked for, or reached the start of the retained history: there is nothing
     /// older that matches. `false` when it stopped at [`SCAN_IDS`].
     pub complete: bool,
+    /// The log's head when the read began (no event above it was read).
+    pub head: u64,
 }
 
-/// The `count` newest events matching `query` with ids below `before`.
+impl Tail {
+    /// Where a replay that delivers this tail, then everything after it, starts: before its oldest event; from
+    /// the start of what is retained (`0`) when the log holds fewer matching events than asked for; from the head
+    /// when a bounded read found none.
+    pub fn replay_from(&self, count: usize) -> u64 {
+        match self.events.first() {
+            _ if self.events.len() < count && self.complete => 0,
+            Some(oldest) => oldest.id() - 1,
+            None => self.head,
+        }
+    }
+}
+
+/// The `count` newest events matching `query` with ids below `before` (`u64::MAX`: the last `count` events).
 pub async fn read_before(log: &dyn EventLog, before: u64, query: &LogQuery, count: usize) -> Result<Tail> {
     read_before_within(log, before, query, count, SCAN_IDS).await
 }
@@ -44,8 +59,9 @@ async fn read_before_within(
     let bounds = log.bounds().await?;
     // Nothing lies above the head: the walk starts there at the latest.
     let before = before.min(bounds.head + 1);
+    let head = bounds.head;
     if count == 0 || before <= 1 {
-        return Ok(Tail { events: Vec::new(), complete: true });
+        return Ok(Tail { events: Vec::new(), complete: true, head });
     }
     let earliest = bounds.earliest;
     // Newest last; everything in it is below `upper`.
@@ -61,10 +77,10 @@ async fn read_before_within(
         }
         let reached_start = lower < earliest;
         if found.len() >= count || reached_start {
-            return Ok(Tail { events: found.into(), complete: true });
+            return Ok(Tail { events: found.into(), complete: true, head });
         }
         if before - lower >= scan_ids {
-            return Ok(Tail { events: found.into(), complete: false });
+            return Ok(Tail { events: found.into(), complete: false, head });
         }
         upper = lower;
         window = window.saturating_mul(4);
@@ -132,6 +148,8 @@ mod tests {
 
         assert_eq!(ids(&tail), [old[8], old[9], recent[0], recent[1], recent[2]]);
         assert!(tail.complete);
+        assert_eq!(tail.replay_from(5), old[8] - 1);
+        assert_eq!(all.replay_from(50), 0, "fewer than asked: from the start of what is retained");
         assert_eq!(ids(&below), [old[9], recent[0]], "below the position only, across the windows");
         assert_eq!(all.events.len(), 13, "fewer than asked: all there is");
         assert!(all.complete, "the start of the history was reached");
@@ -149,6 +167,7 @@ mod tests {
 
         assert_eq!(ids(&bounded), near, "the event 30,000 ids back is past a 20,000-id bound");
         assert!(!bounded.complete);
+        assert_eq!(bounded.replay_from(2), near[0] - 1, "what it found, not the whole history");
         assert_eq!(ids(&unbounded), [lonely[0], near[0]]);
     }
 }

@@ -16,7 +16,6 @@ pub(super) enum Message {
     /// Carry out `command` and answer it with `id`.
     Request {
         id: String,
-        from: String,
         command: Command,
     },
     Answer(Answer),

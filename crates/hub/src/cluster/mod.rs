@@ -86,11 +86,7 @@ impl ClusterAgent {
         Ok(agent)
     }
 
-    /// The node ids of the hubs alive now (heard from within two heartbeats), this one included.
-    pub fn hubs(&self) -> BTreeSet<String> {
-        self.alive_instances().into_values().collect()
-    }
-
+    /// The hubs alive now (heard from within two heartbeats), this one included: instance → node id.
     fn alive_instances(&self) -> HashMap<String, String> {
         let horizon = self.heartbeat * 2;
         let mut alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,7 +102,7 @@ impl ClusterAgent {
         let expected = self.alive_instances();
         let (tx, mut answers) = mpsc::unbounded_channel();
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), tx);
-        let request = Message::Request { id: id.clone(), from: self.instance.clone(), command };
+        let request = Message::Request { id: id.clone(), command };
         self.say(&request).await;
         let mut outcome = Outcome::default();
         let mut done = BTreeSet::new();
@@ -254,7 +250,7 @@ async fn receive(agent: std::sync::Weak<ClusterAgent>, mut messages: mpsc::Unbou
                     tokio::spawn(async move { agent.say(&hello).await });
                 }
             }
-            Message::Request { id, from: _, command } => {
+            Message::Request { id, command } => {
                 tokio::spawn(async move { agent.carry_out(id, command).await });
             }
             Message::Answer(answer) => {

@@ -253,9 +253,8 @@ where
     let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
     let (query, count) = (subscription.query.clone(), subscription.tail.unwrap_or(1));
     let start = async move {
-        let head = log.bounds().await?.head;
-        let tail = storage::tail::read_before(&*log, head + 1, &query, count).await?;
-        Ok::<_, storage::Error>(tail_start(&tail, count, head))
+        let tail = storage::tail::read_before(&*log, u64::MAX, &query, count).await?;
+        Ok::<_, storage::Error>(tail.replay_from(count))
     };
     ctx.spawn(start.into_actor(act).map(move |since, act, ctx| match since {
         Ok(since) => {
@@ -266,16 +265,6 @@ where
         }
         Err(e) => retry_or_fail(act, ctx, name, generation, failing, e.to_string(), find_tail),
     }));
-}
-
-/// Where a tail's replay starts: before its oldest event; from the start of what is retained when the log holds
-/// fewer matching events than asked for; from the head when a bounded read found none.
-pub fn tail_start(tail: &storage::tail::Tail, count: usize, head: u64) -> u64 {
-    match tail.events.first() {
-        _ if tail.events.len() < count && tail.complete => 0,
-        Some(oldest) => oldest.id() - 1,
-        None => head,
-    }
 }
 
 /// Learns the log's bounds, then starts the replay (or goes live).

@@ -176,52 +176,41 @@ impl Sessions {
     /// closed and how many long-polls were answered.
     pub async fn cut(&self, cut: Cut) -> (usize, usize) {
         let cut = Arc::new(cut);
-        let (sessions, polls): (Vec<_>, Vec<_>) = {
-            let inner = self.inner();
-            let sessions = inner.open.values().filter_map(|(_, session)| session.upgrade()).collect();
-            let polls = inner
-                .polls
-                .values()
-                .filter(|(grant, _)| cut.matches(None, grant))
-                .map(|(_, notify)| notify.clone())
-                .collect();
-            (sessions, polls)
-        };
+        let polls: Vec<_> = self
+            .inner()
+            .polls
+            .values()
+            .filter(|(grant, _)| cut.matches(None, grant))
+            .map(|(_, notify)| notify.clone())
+            .collect();
         for poll in &polls {
             poll.notify_one();
         }
-        let answers: Vec<_> = sessions
-            .into_iter()
-            .filter_map(|session| {
-                let (tx, rx) = oneshot::channel();
-                session.try_send(Notice::Cut(cut.clone(), tx)).ok().map(|()| rx)
-            })
-            .collect();
-        let mut closed = 0;
-        for answer in answers {
-            // A session that stopped before it answered was not closed by this command.
-            if answer.await.unwrap_or(false) {
-                closed += 1;
-            }
-        }
-        (closed, polls.len())
+        let closed = self.ask_all(|answer| Notice::Cut(cut.clone(), answer)).await;
+        (closed.into_iter().filter(|closed| *closed).count(), polls.len())
     }
 
     /// What every open session is.
     pub async fn describe(&self) -> Vec<ConnectionInfo> {
+        self.ask_all(Notice::Describe).await
+    }
+
+    /// Sends every open session the notice `ask` makes and collects their answers (a session that stops before
+    /// it answers gives none).
+    async fn ask_all<T>(&self, ask: impl Fn(oneshot::Sender<T>) -> Notice) -> Vec<T> {
         let sessions: Vec<_> = self.inner().open.values().filter_map(|(_, session)| session.upgrade()).collect();
         let answers: Vec<_> = sessions
             .into_iter()
             .filter_map(|session| {
                 let (tx, rx) = oneshot::channel();
-                session.try_send(Notice::Describe(tx)).ok().map(|()| rx)
+                session.try_send(ask(tx)).ok().map(|()| rx)
             })
             .collect();
-        let mut described = Vec::with_capacity(answers.len());
+        let mut collected = Vec::with_capacity(answers.len());
         for answer in answers {
-            described.extend(answer.await.ok());
+            collected.extend(answer.await.ok());
         }
-        described
+        collected
     }
 
     /// Tells the sessions of `transport` in heartbeat slot `slot` that their heartbeat is due; how many.

@@ -134,6 +134,7 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
 }
 
 /// Where a long-poll that gives no position starts.
+#[derive(Clone, Copy)]
 enum Start {
     /// The last `n` matching events (then `next_after` is the head: ask again from there for what comes).
     Tail(u32),
@@ -158,19 +159,21 @@ async fn backwards(
         .allows_subscription(&subscription.topics, &subscription.filter)
         .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
     let log_query = LogQuery::new(subscription.topics.clone(), subscription.filter.clone());
-    let (before, count, head) = match start {
+    let (before, count) = match start {
         Start::Tail(n) => {
             if !(1..=protocol::client_frame::MAX_TAIL).contains(&n) {
                 let max = protocol::client_frame::MAX_TAIL;
                 return Err(ApiError::bad_request(format!("tail must be 1 to {max}, got {n}")));
             }
-            let head = state.log.bounds().await?.head;
-            (head + 1, n as usize, Some(head))
+            (u64::MAX, n as usize)
         }
-        Start::Before(before) => (before, limit, None),
+        Start::Before(before) => (before, limit),
     };
     let tail = storage::tail::read_before(&*state.log, before, &log_query, count).await?;
-    let next_after = head.unwrap_or_else(|| tail.events.last().map_or(before.saturating_sub(1), |e| e.id()));
+    let next_after = match start {
+        Start::Tail(_) => tail.head,
+        Start::Before(before) => tail.events.last().map_or(before - 1, |e| e.id()),
+    };
     let page = Page { events: tail.events, through: next_after, ..Page::default() };
     Ok(answer(&page, None, subscription.profile))
 }
