@@ -34,7 +34,7 @@ LAYERS = {
     ],
     "crates/storage/src": [
         ["error", "event", "retention"],
-        ["recent"],
+        ["recent", "policy"],
         ["event_log"],
         ["windowed", "memory", "redis", "nats", "postgres", "cluster", "tail"],
         ["log_actor"],

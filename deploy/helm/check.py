@@ -27,6 +27,7 @@ CASES = {
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "smoke": {"tokenSecret": "hub-smoke"},
         "sources": "[[source]]\nname = \"flags\"\n",
+        "topicPolicies": "[[policy]]\ntopics = [\"run.logs\"]\nretention = \"1h\"\n",
     },
     "sources from values text": {"sources": {"toml": "[[source]]\nname = \"flags\"\n"}},
     "sources from a Secret, JWKS with a private CA": {
@@ -96,6 +97,8 @@ def check_safety(name, values, docs):
     from_secret = values.get("existingSecret") or (url and "secretKeyRef" in env.get(url, {}).get("valueFrom", {}))
     if url and not from_secret:
         problems.append(f"{url} must come from a Secret")
+    if values.get("topicPolicies") and config.get("HUB_TOPIC_POLICIES") != values["topicPolicies"]:
+        problems.append("topicPolicies must be passed as HUB_TOPIC_POLICIES")
     sources = values.get("sources")
     sources = {"toml": sources} if isinstance(sources, str) else (sources or {})
     volumes = {v["name"]: v for v in pod.get("volumes", [])}

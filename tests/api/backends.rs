@@ -11,7 +11,7 @@ use hub::settings::{Backend, Settings};
 use serde_json::{Value, json};
 
 use crate::db::{Cluster, TestDb};
-use crate::helpers::{TestHub, WsClient, event, ids, spawn_hub, ws_at};
+use crate::helpers::{TestHub, WsClient, event, ids, try_spawn_hub, ws_at};
 use crate::kv::{RedisServer, TestRedis};
 use crate::natsd::{NatsCluster, TestStream};
 use crate::process::HubProcess;
@@ -109,9 +109,14 @@ impl TestLog {
 
     /// Starts a hub in this process on the log, adjusted by `configure`.
     pub async fn spawn_hub(&self, configure: impl FnOnce(&mut Settings)) -> TestHub {
+        self.try_spawn_hub(configure).await.unwrap_or_else(|e| panic!("the hub starts: {e}"))
+    }
+
+    /// As [`TestLog::spawn_hub`], answering why the hub refused to start.
+    pub async fn try_spawn_hub(&self, configure: impl FnOnce(&mut Settings)) -> Result<TestHub, String> {
         let env = self.env();
         let value = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
-        spawn_hub(move |s| {
+        try_spawn_hub(move |s| {
             match self.kind {
                 LogKind::Memory => s.backend = Some(Backend::Memory),
                 LogKind::Postgres => {

@@ -24,6 +24,11 @@ pub struct TestHub {
 
 /// Starts a hub on the in-memory log with test-friendly settings, adjusted by `configure`.
 pub async fn spawn_hub(configure: impl FnOnce(&mut Settings)) -> TestHub {
+    try_spawn_hub(configure).await.unwrap_or_else(|e| panic!("the hub starts: {e}"))
+}
+
+/// As [`spawn_hub`], answering why the hub refused to start.
+pub async fn try_spawn_hub(configure: impl FnOnce(&mut Settings)) -> Result<TestHub, String> {
     // Hub logs go to the test's captured output; `RUST_LOG` picks what (default: warnings).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
@@ -34,11 +39,11 @@ pub async fn spawn_hub(configure: impl FnOnce(&mut Settings)) -> TestHub {
         ..Settings::default()
     };
     configure(&mut settings);
-    let app = Application::build(settings).await.expect("the hub starts");
+    let app = Application::build(settings).await.map_err(|e| format!("{e:#}"))?;
     let port = app.port();
     let shutdown = app.shutdown();
     actix_web::rt::spawn(app.run_until_stopped(false));
-    TestHub { port, http: reqwest::Client::new(), shutdown }
+    Ok(TestHub { port, http: reqwest::Client::new(), shutdown })
 }
 
 /// Starts a hub on the Redis log at `url` under the key prefix `prefix`.

@@ -21,6 +21,7 @@ mod observability;
 mod operations;
 mod ordering;
 mod partition;
+mod policies;
 mod poll;
 mod postgres;
 mod process;

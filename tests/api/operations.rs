@@ -24,7 +24,11 @@ async fn health_endpoints_report_a_ready_memory_hub() {
     assert_eq!(pubsub["healthy"], true);
     assert_eq!(pubsub["node"], "test-node");
     assert_eq!(pubsub["stats"], json!({"connections":1,"subscriptions":1,"topics":1,"channels":1,"patterns":0}));
-    assert_eq!(pubsub["log"], json!({"head":1,"earliest":1}));
+    assert_eq!(
+        pubsub["log"],
+        json!({"head":1,"earliest":1,"policies":[{"name":"default","topics":[],"retention_seconds":86400,
+            "max_events":null,"presence":false,"oldest":1,"removed_through":0,"removed":0}]})
+    );
     assert!(pubsub["auth"].as_str().unwrap().starts_with("development"));
     assert!(pubsub["timestamp"].as_str().unwrap().ends_with('Z'));
 }

@@ -264,7 +264,7 @@ async fn a_log_of_the_first_scheme_keeps_its_ids_and_its_old_callers_after_hub_m
     assert!(migrate.status.success(), "hub migrate failed: {}", String::from_utf8_lossy(&migrate.stderr));
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
-    assert_eq!(applied, [20261122000001, 20261124000001, 20261206000001]);
+    assert_eq!(applied, [20261122000001, 20261124000001, 20261206000001, 20261207000001]);
 
     // Still the old callers: a hub of the previous release moves the inbox, a service appends under the lock.
     let moved: i32 = sqlx::query_scalar("SELECT realtime_move_inbox(100)").fetch_one(&pool).await.unwrap();

@@ -134,6 +134,11 @@ pub struct Settings {
     #[arg(long = "realtime-replay-window-seconds", env = "REALTIME_REPLAY_WINDOW_SECONDS")]
     pub replay_window_seconds: Option<u64>,
 
+    /// Topic policies: a TOML file's path, or the TOML text, of `[[policy]]` tables giving groups of topics their
+    /// own retention, cap and presence (docs/RETENTION.md).
+    #[arg(long = "hub-topic-policies", env = "HUB_TOPIC_POLICIES")]
+    pub topic_policies: Option<String>,
+
     /// How often events past the retention are removed.
     #[arg(long = "hub-retention-interval", env = "HUB_RETENTION_INTERVAL", default_value = DEFAULT_RETENTION_INTERVAL, value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
@@ -306,6 +311,7 @@ impl Default for Settings {
             nats_max_events: DEFAULT_NATS_MAX_EVENTS,
             sources: None,
             retention: None,
+            topic_policies: None,
             replay_window_seconds: None,
             retention_interval: duration(DEFAULT_RETENTION_INTERVAL),
             memory_capacity: DEFAULT_MEMORY_CAPACITY,

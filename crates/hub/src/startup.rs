@@ -10,8 +10,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use storage::log_actor::TailSettings;
 use storage::{
-    EventLog, EventLogActor, LogHealth, MemoryLog, NatsLog, NatsSettings, PgLog, PgSettings, RecentEvents, RedisLog,
-    RedisSettings, Retention, WindowedLog,
+    EventLog, EventLogActor, LogHealth, LogQuery, MemoryLog, NatsLog, NatsSettings, PgLog, PgSettings, RecentEvents,
+    RedisLog, RedisSettings, Retention, TopicPolicies, WindowedLog,
 };
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -87,7 +87,8 @@ impl Application {
             })?,
             None => Vec::new(),
         };
-        let backend_log = open_log(&settings, backend).await?;
+        let policies = Arc::new(topic_policies(&settings, backend)?);
+        let backend_log = open_log(&settings, backend, &policies).await?;
         let bus = open_cluster(&settings, backend).await?;
         // The memory backend is itself in memory; a shared backend gets the window of newest events.
         let recent = (backend != Backend::Memory && settings.recent_events > 0).then(|| {
@@ -116,7 +117,7 @@ impl Application {
         let dispatcher = Dispatcher::new(stats.clone()).start();
         let tail = TailSettings { prune_interval: settings.retention_interval, ..TailSettings::default() };
         // Read before the listener is bound, so before any subscription can start: see `EventLogActor::new`.
-        let head = backend_log.bounds().await.context("cannot read the event log's head")?.head;
+        let head = backend_log.bounds(&LogQuery::all()).await.context("cannot read the event log's head")?.head;
         let follower = EventLogActor::new(backend_log, dispatcher.clone().recipient(), health.clone(), tail, head);
         match recent {
             Some(recent) => follower.with_recent(recent).start(),
@@ -173,6 +174,7 @@ impl Application {
             shutdown: shutdown_rx,
             sessions,
             cluster,
+            policies,
         });
         crate::connections::heartbeat::start_heartbeats(&state);
         if state.auth.jwks().is_some() {
@@ -277,10 +279,43 @@ fn length_cap(settings: &Settings, backend: Backend) -> Option<usize> {
     (cap > 0).then_some(cap)
 }
 
-async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<dyn EventLog>> {
+/// The topic policies of `HUB_TOPIC_POLICIES` over the global retention; a policy the backend cannot keep is refused
+/// with the reason.
+fn topic_policies(settings: &Settings, backend: Backend) -> anyhow::Result<TopicPolicies> {
+    let max_events = match backend {
+        Backend::Memory => settings.memory_capacity,
+        Backend::Redis => settings.redis_max_events,
+        Backend::Nats => settings.nats_max_events,
+        // PostgreSQL bounds by count only the policies with a cap of their own.
+        Backend::Postgres => settings.memory_capacity,
+    };
+    let retention = Retention { max_age: settings.retention_for(backend), max_events };
+    let Some(value) = &settings.topic_policies else { return Ok(TopicPolicies::single(retention)) };
+    let policies =
+        TopicPolicies::from_setting(value, retention).map_err(|e| anyhow::anyhow!("HUB_TOPIC_POLICIES: {e}"))?;
+    if matches!(backend, Backend::Redis | Backend::Nats)
+        && let Some(own) = policies.iter().find(|p| p.own_retention)
+    {
+        anyhow::bail!(
+            "HUB_TOPIC_POLICIES: policy {:?} sets its own retention or max_events, which the {} backend cannot keep \
+             apart from other topics yet (its log is trimmed as one); use the memory or postgres backend, or keep \
+             only `presence` in the policy",
+            own.name,
+            backend.name()
+        );
+    }
+    info!(policies = policies.len() - 1, "topic policies read");
+    Ok(policies)
+}
+
+async fn open_log(
+    settings: &Settings,
+    backend: Backend,
+    policies: &TopicPolicies,
+) -> anyhow::Result<Arc<dyn EventLog>> {
     let retention = Retention { max_age: settings.retention_for(backend), max_events: settings.memory_capacity };
     match backend {
-        Backend::Memory => Ok(Arc::new(MemoryLog::new(retention))),
+        Backend::Memory => Ok(Arc::new(MemoryLog::with_policies(policies.clone()))),
         Backend::Postgres => {
             let url = database_url(settings)?;
             let pg = PgSettings {
@@ -288,7 +323,7 @@ async fn open_log(settings: &Settings, backend: Backend) -> anyhow::Result<Arc<d
                 pool_size: settings.db_pool_size,
                 timeout: settings.db_timeout,
                 inbox_poll: settings.inbox_poll,
-                retention,
+                policies: policies.clone(),
             };
             let log = PgLog::connect(pg).await.context("cannot open the PostgreSQL event log")?;
             Ok(Arc::new(log))

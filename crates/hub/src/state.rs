@@ -41,6 +41,8 @@ pub struct HubState {
     pub sessions: Arc<crate::fanout::sessions::Sessions>,
     /// The hubs of the cluster as one: operators' commands and revocations.
     pub cluster: Arc<crate::cluster::ClusterAgent>,
+    /// The topic policies (`HUB_TOPIC_POLICIES`): retention per group of topics, and where presence is kept.
+    pub policies: Arc<storage::TopicPolicies>,
 }
 
 impl HubState {

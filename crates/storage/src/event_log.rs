@@ -5,6 +5,7 @@ use protocol::{EventId, NewEvent};
 
 use crate::Result;
 use crate::event::{LogBounds, LogQuery, Page};
+use crate::policy::{PolicyState, TopicPolicies};
 use crate::recent::RecentEvents;
 
 /// An append-only, id-assigning event log.
@@ -19,10 +20,18 @@ pub trait EventLog: Send + Sync + 'static {
     /// Reads matching events with id > `after`, at most `limit`, in id order.
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page>;
 
-    async fn bounds(&self) -> Result<LogBounds>;
+    /// Where the log stands for reads of `query`: its head, and the id from which every event `query` matches is
+    /// retained (judged from the removal positions of the topic policies its patterns reach).
+    async fn bounds(&self, query: &LogQuery) -> Result<LogBounds>;
 
-    /// Removes what the retention policy no longer keeps; returns how many events went.
-    async fn prune(&self) -> Result<u64>;
+    /// The topic policies this log keeps its events by.
+    fn policies(&self) -> &TopicPolicies;
+
+    /// Removes what each topic policy no longer keeps; returns how many events went, by policy index.
+    async fn prune(&self) -> Result<Vec<u64>>;
+
+    /// What each topic policy holds, by policy index.
+    async fn policy_states(&self) -> Result<Vec<PolicyState>>;
 
     /// Opens the wake-up feed that tells when the log may have grown.
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>>;

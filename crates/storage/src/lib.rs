@@ -18,7 +18,8 @@
 //! - [`log_actor`]: [`EventLogActor`], which follows the log from a cursor and sends [`EventsAppended`] batches,
 //!   in id order, to the dispatcher; it also runs retention and reports health.
 //! - [`cluster`]: what the hubs of a cluster say to each other, and the revocations they share, on every backend.
-//! - [`retention`]: the [`Retention`] policy.
+//! - [`retention`]: the global [`Retention`]; [`policy`]: the [`TopicPolicies`] that keep groups of topics
+//!   longer or shorter than it, each with its own removal position.
 //! - [`tail`]: the newest matching events below a position, read backwards in growing, bounded windows.
 //! - [`error`]: the crate's [`Error`].
 
@@ -30,6 +31,7 @@ pub mod event_log;
 pub mod log_actor;
 pub mod memory;
 pub mod nats;
+pub mod policy;
 pub mod postgres;
 pub mod recent;
 pub mod redis;
@@ -45,6 +47,7 @@ pub use event_log::{EventLog, LiveFeed};
 pub use log_actor::{EventLogActor, EventsAppended, LogHealth};
 pub use memory::MemoryLog;
 pub use nats::{NatsLog, NatsSettings};
+pub use policy::{PolicyState, TopicPolicies, TopicPolicy};
 pub use postgres::{PgLog, PgSettings};
 pub use recent::RecentEvents;
 pub use redis::{RedisLog, RedisSettings};

@@ -142,14 +142,33 @@ impl Actor for EventLogActor {
         ctx.spawn(actix::fut::wrap_future(follower.run(self.cursor)));
         ctx.run_interval(self.settings.prune_interval, |act, ctx| {
             let log = act.log.clone();
-            ctx.spawn(actix::fut::wrap_future(async move {
-                match log.prune().await {
-                    Ok(0) => {}
-                    Ok(n) => info!(removed = n, "retention removed old events"),
-                    Err(e) => warn!(error = %e, "retention failed; will retry"),
-                }
-            }));
+            ctx.spawn(actix::fut::wrap_future(prune(log)));
         });
+    }
+}
+
+/// Runs each topic policy's retention once, and says what it did in the log and in `/metrics`.
+async fn prune(log: Arc<dyn EventLog>) {
+    match log.prune().await {
+        Ok(removed) => {
+            for (policy, n) in log.policies().iter().zip(removed) {
+                if n > 0 {
+                    info!(policy = %policy.name, removed = n, "retention removed old events");
+                    metrics::counter!("hub_policy_removed_total", "policy" => policy.name.clone()).increment(n);
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "retention failed; will retry"),
+    }
+    match log.policy_states().await {
+        Ok(states) => {
+            for state in states {
+                let oldest = state.oldest.map_or(f64::NAN, |id| id as f64);
+                metrics::gauge!("hub_policy_oldest_id", "policy" => state.name.clone()).set(oldest);
+                metrics::gauge!("hub_policy_removed_through", "policy" => state.name).set(state.removed_through as f64);
+            }
+        }
+        Err(e) => warn!(error = %e, "reading the topic policies' state failed; will retry"),
     }
 }
 
@@ -343,7 +362,7 @@ mod tests {
     async fn every_event_after_the_cursor_is_dispatched_once_in_order_even_if_appended_before_start() {
         let log = Arc::new(MemoryLog::new(Retention::default()));
         log.append(vec![event()]).await.unwrap(); // before the cursor: history, not live
-        let cursor = log.bounds().await.unwrap().head;
+        let cursor = log.bounds(&LogQuery::all()).await.unwrap().head;
         log.append(vec![event()]).await.unwrap(); // after the cursor, before the actor runs
         let seen = Arc::new(Mutex::new(Vec::new()));
         let collector = Collector(seen.clone()).start();

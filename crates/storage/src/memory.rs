@@ -1,6 +1,6 @@
-//! The embedded in-memory event log: one process, bounded by count and age.
+//! The embedded in-memory event log: one process, each topic policy bounded by its own count and age.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -10,55 +10,82 @@ use tokio::sync::watch;
 
 use crate::event::{LogBounds, LogQuery, Page, SharedEvent, StoredEvent};
 use crate::event_log::{EventLog, LiveFeed};
+use crate::policy::{PolicySet, PolicyState, Removed, TopicPolicies};
 use crate::{Error, Result, Retention};
 
 /// How many retained events one read looks at before it returns a page, so a rare filter over a long history
 /// never holds the lock for long; the reader asks again from `through`.
 const MAX_SCAN_PER_READ: usize = 16_384;
 
-/// An event log held in memory. Ids are dense (no gaps), so an event's position is its id minus the first id.
+/// An event log held in memory: every event by id, and each policy's events in id order for its removal.
 pub struct MemoryLog {
     state: Mutex<State>,
     /// Carries the head to the live feeds; `send_replace` never fails, even with no feed open.
     head_tx: watch::Sender<u64>,
-    retention: Retention,
+    policies: TopicPolicies,
 }
 
 struct State {
-    events: VecDeque<SharedEvent>,
+    events: BTreeMap<u64, SharedEvent>,
     head: u64,
-    /// Idempotency keys of recent appends and the ids they got, at most `max_events` of them (oldest forgotten).
+    /// By policy index.
+    kept: Vec<Kept>,
+    /// Idempotency keys of recent appends and the ids they got, at most the default policy's `max_events` of
+    /// them (oldest forgotten).
     idempotency: HashMap<String, EventId>,
     idempotency_order: VecDeque<String>,
 }
 
+/// One policy's events, oldest first, and what its removal has taken.
+#[derive(Default)]
+struct Kept {
+    events: VecDeque<SharedEvent>,
+    removed_through: u64,
+    removed: u64,
+}
+
 impl MemoryLog {
+    /// One retention for every topic.
     pub fn new(retention: Retention) -> Self {
+        Self::with_policies(TopicPolicies::single(retention))
+    }
+
+    pub fn with_policies(policies: TopicPolicies) -> Self {
         let (head_tx, _) = watch::channel(0);
-        let capacity = retention.max_events.min(1 << 20);
         let state = State {
-            events: VecDeque::with_capacity(capacity),
+            events: BTreeMap::new(),
             head: 0,
+            kept: (0..policies.len()).map(|_| Kept::default()).collect(),
             idempotency: HashMap::new(),
             idempotency_order: VecDeque::new(),
         };
-        Self { state: Mutex::new(state), head_tx, retention }
+        Self { state: Mutex::new(state), head_tx, policies }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock would be a bug in this file; the data is still consistent because every
-        // mutation below is a single push or pop, so recover the guard rather than poison the whole hub.
+        // mutation below is a single insert or removal, so recover the guard rather than poison the whole hub.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl State {
-    fn earliest(&self) -> u64 {
-        self.events.front().map_or(self.head + 1, |e| e.id())
+    fn removed(&self) -> Removed {
+        Removed(self.kept.iter().map(|k| k.removed_through).collect())
     }
 
-    fn bounds(&self) -> LogBounds {
-        LogBounds { head: self.head, earliest: self.earliest() }
+    fn bounds(&self, reached: PolicySet) -> LogBounds {
+        LogBounds { head: self.head, earliest: self.removed().through(reached) + 1 }
+    }
+
+    /// Removes policy `index`'s oldest event.
+    fn remove_oldest(&mut self, index: usize) {
+        let kept = &mut self.kept[index];
+        if let Some(event) = kept.events.pop_front() {
+            kept.removed_through = kept.removed_through.max(event.id());
+            kept.removed += 1;
+            self.events.remove(&event.id());
+        }
     }
 }
 
@@ -70,6 +97,7 @@ impl EventLog for MemoryLog {
 
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
         let now = Utc::now();
+        let idempotency_cap = self.policies.get(self.policies.len() - 1).max_events;
         let mut state = self.state();
         if state.head + events.len() as u64 >= EventId::LIMIT {
             return Err(Error::Corrupt("the id space of the log is exhausted".into()));
@@ -85,17 +113,21 @@ impl EventLog for MemoryLog {
             if let Some(key) = &event.idempotency_key {
                 state.idempotency.insert(key.clone(), id);
                 state.idempotency_order.push_back(key.clone());
-                if state.idempotency_order.len() > self.retention.max_events
+                if state.idempotency_order.len() > idempotency_cap
                     && let Some(oldest) = state.idempotency_order.pop_front()
                 {
                     state.idempotency.remove(&oldest);
                 }
             }
-            state.events.push_back(Arc::new(StoredEvent::from_new(id, now, event)));
+            let index = self.policies.index_of(event.topic.as_str());
+            let event = Arc::new(StoredEvent::from_new(id, now, event));
+            state.events.insert(id.get(), event.clone());
+            state.kept[index].events.push_back(event);
+            // A cap evicts within its own policy: a flood of one policy's topics never pushes out another's.
+            while state.kept[index].events.len() > self.policies.get(index).max_events {
+                state.remove_oldest(index);
+            }
             ids.push(id);
-        }
-        while state.events.len() > self.retention.max_events {
-            state.events.pop_front();
         }
         let head = state.head;
         drop(state);
@@ -104,41 +136,59 @@ impl EventLog for MemoryLog {
     }
 
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
+        let reached = self.policies.reached_by(&query.topics);
         let state = self.state();
-        let first = state.earliest();
-        let start = usize::try_from((after + 1).saturating_sub(first)).unwrap_or(usize::MAX);
-        let mut page = Page {
-            events: Vec::new(),
-            through: after.max(first.saturating_sub(1)),
-            complete: false,
-            bounds: state.bounds(),
-        };
-        for event in state.events.iter().skip(start).take(MAX_SCAN_PER_READ) {
-            if page.events.len() == limit {
+        let bounds = state.bounds(reached);
+        let mut page = Page { events: Vec::new(), through: after, complete: false, bounds };
+        for (scanned, (&id, event)) in state.events.range(after + 1..).enumerate() {
+            if page.events.len() == limit || scanned == MAX_SCAN_PER_READ {
                 return Ok(page);
             }
             if query.matches(event) {
                 page.events.push(event.clone());
             }
-            page.through = event.id();
+            page.through = id;
         }
-        page.through = page.through.min(state.head);
-        page.complete = page.through >= state.head;
+        page.through = page.through.max(state.head);
+        page.complete = true;
         Ok(page)
     }
 
-    async fn bounds(&self) -> Result<LogBounds> {
-        Ok(self.state().bounds())
+    async fn bounds(&self, query: &LogQuery) -> Result<LogBounds> {
+        Ok(self.state().bounds(self.policies.reached_by(&query.topics)))
     }
 
-    async fn prune(&self) -> Result<u64> {
-        let cutoff = Utc::now() - self.retention.max_age;
+    fn policies(&self) -> &TopicPolicies {
+        &self.policies
+    }
+
+    async fn prune(&self) -> Result<Vec<u64>> {
+        let now = Utc::now();
         let mut state = self.state();
-        let before = state.events.len();
-        while state.events.front().is_some_and(|e| e.created_at < cutoff) {
-            state.events.pop_front();
+        let mut removed = vec![0; self.policies.len()];
+        for (index, policy) in self.policies.iter().enumerate() {
+            let cutoff = now - policy.max_age;
+            while state.kept[index].events.front().is_some_and(|e| e.created_at < cutoff) {
+                state.remove_oldest(index);
+                removed[index] += 1;
+            }
         }
-        Ok((before - state.events.len()) as u64)
+        Ok(removed)
+    }
+
+    async fn policy_states(&self) -> Result<Vec<PolicyState>> {
+        let state = self.state();
+        Ok(self
+            .policies
+            .iter()
+            .zip(&state.kept)
+            .map(|(policy, kept)| PolicyState {
+                name: policy.name.clone(),
+                oldest: kept.events.front().map(|e| e.id()),
+                removed_through: kept.removed_through,
+                removed: Some(kept.removed),
+            })
+            .collect())
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
@@ -183,7 +233,7 @@ mod tests {
         let more = log.append(vec![event("a", "p1")]).await.unwrap();
         let ids: Vec<u64> = ids.into_iter().chain(more).map(EventId::get).collect();
         assert_eq!(ids, vec![1, 2, 3]);
-        assert_eq!(log.bounds().await.unwrap(), LogBounds { head: 3, earliest: 1 });
+        assert_eq!(log.bounds(&LogQuery::all()).await.unwrap(), LogBounds { head: 3, earliest: 1 });
     }
 
     #[tokio::test]
@@ -217,7 +267,7 @@ mod tests {
         let ids = |v: Vec<EventId>| v.into_iter().map(EventId::get).collect::<Vec<_>>();
         assert_eq!(ids(first), vec![1, 2]);
         assert_eq!(ids(again), vec![1, 3, 3]);
-        assert_eq!(log.bounds().await.unwrap().head, 3);
+        assert_eq!(log.bounds(&LogQuery::all()).await.unwrap().head, 3);
     }
 
     #[tokio::test]
@@ -226,7 +276,7 @@ mod tests {
         for _ in 0..5 {
             log.append(vec![event("a", "p")]).await.unwrap();
         }
-        assert_eq!(log.bounds().await.unwrap(), LogBounds { head: 5, earliest: 3 });
+        assert_eq!(log.bounds(&LogQuery::all()).await.unwrap(), LogBounds { head: 5, earliest: 3 });
         let page = log.read_after(0, &LogQuery::all(), 10).await.unwrap();
         assert_eq!(page.events.first().map(|e| e.id()), Some(3));
     }
@@ -236,8 +286,50 @@ mod tests {
         let log = MemoryLog::new(Retention { max_age: Duration::ZERO, max_events: 10 });
         log.append(vec![event("a", "p"), event("a", "p")]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(log.prune().await.unwrap(), 2);
-        assert_eq!(log.bounds().await.unwrap(), LogBounds { head: 2, earliest: 3 });
+        assert_eq!(log.prune().await.unwrap(), vec![2]);
+        assert_eq!(log.bounds(&LogQuery::all()).await.unwrap(), LogBounds { head: 2, earliest: 3 });
+    }
+
+    fn policies() -> TopicPolicies {
+        let text = "[[policy]]\ntopics = [\"run.logs\"]\nmax_events = 3\n[[policy]]\ntopics = [\"audit.*\"]";
+        TopicPolicies::from_toml(text, Retention { max_age: Duration::from_secs(3600), max_events: 100 }).unwrap()
+    }
+
+    fn only(pattern: &str) -> LogQuery {
+        LogQuery::new(vec![TopicPattern::parse(pattern).unwrap()], Filter::default())
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_one_policy_evicts_only_its_own_events_and_resets_only_its_readers() {
+        let log = MemoryLog::with_policies(policies());
+        log.append(vec![event("audit.login", "p")]).await.unwrap();
+        for _ in 0..10 {
+            log.append(vec![event("run.logs", "p")]).await.unwrap();
+        }
+        let audit = log.read_after(0, &only("audit.*"), 10).await.unwrap();
+        assert_eq!(audit.events.iter().map(|e| e.id()).collect::<Vec<_>>(), vec![1], "the audit event stays");
+        assert!(!audit.skips(0), "an audit reader lost nothing");
+        let logs = log.read_after(0, &only("run.logs"), 10).await.unwrap();
+        assert_eq!(logs.events.iter().map(|e| e.id()).collect::<Vec<_>>(), vec![9, 10, 11]);
+        assert!(logs.skips(0) && logs.skips(7) && !logs.skips(8), "2..=8 are gone for a log reader");
+        assert_eq!(log.bounds(&only("run.*")).await.unwrap(), LogBounds { head: 11, earliest: 9 });
+        assert_eq!(log.bounds(&only("audit.login")).await.unwrap(), LogBounds { head: 11, earliest: 1 });
+        let states = log.policy_states().await.unwrap();
+        assert_eq!((states[0].oldest, states[0].removed_through, states[0].removed), (Some(9), 8, Some(7)));
+        assert_eq!((states[1].oldest, states[1].removed_through, states[1].removed), (Some(1), 0, Some(0)));
+    }
+
+    #[tokio::test]
+    async fn each_policy_expires_on_its_own_age() {
+        let text = "[[policy]]\ntopics = [\"run.logs\"]\nretention = \"1ms\"";
+        let log = MemoryLog::with_policies(TopicPolicies::from_toml(text, Retention::default()).unwrap());
+        log.append(vec![event("run.logs", "p"), event("deploy", "p"), event("run.logs", "p")]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(log.prune().await.unwrap(), vec![2, 0]);
+        let page = log.read_after(0, &LogQuery::all(), 10).await.unwrap();
+        assert_eq!(page.events.iter().map(|e| e.id()).collect::<Vec<_>>(), vec![2]);
+        assert!(!log.read_after(0, &only("deploy"), 10).await.unwrap().skips(0));
+        assert!(log.read_after(1, &only("run.logs"), 10).await.unwrap().skips(1), "3 was removed");
     }
 
     #[tokio::test]

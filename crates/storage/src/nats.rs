@@ -40,6 +40,7 @@ use protocol::{EventId, NewEvent};
 
 use crate::event::{LogBounds, LogQuery, Page, StoredEvent};
 use crate::event_log::{EventLog, LiveFeed};
+use crate::policy::{PolicyState, TopicPolicies};
 use crate::{Error, Result, Retention};
 
 /// Most messages one read takes from the stream; a filtered read returns fewer events and says how far it looked.
@@ -83,6 +84,8 @@ pub struct NatsLog {
     /// The subject a stream this process creates is hidden on until its first sequence is set (see the module's
     /// docs): a stream found on it was created by this process, which finishes it.
     hidden: String,
+    /// The default policy alone: the stream's own age and count limits keep every event alike.
+    policies: TopicPolicies,
 }
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -140,7 +143,8 @@ impl NatsLog {
         let js = jetstream::new(client.clone());
         let subject = format!("{}.events", settings.stream);
         let hidden = format!("{}.new.{}", settings.stream, uuid::Uuid::new_v4().simple());
-        let log = Self { client, js, settings, subject, hidden };
+        let policies = TopicPolicies::single(settings.retention);
+        let log = Self { client, js, settings, subject, hidden, policies };
         log.ensure_stream().await?;
         Ok(log)
     }
@@ -553,13 +557,22 @@ impl EventLog for NatsLog {
         Ok(page)
     }
 
-    async fn bounds(&self) -> Result<LogBounds> {
+    async fn bounds(&self, _query: &LogQuery) -> Result<LogBounds> {
         Ok(Self::bounds_of(self.stream().await?.cached_info()))
     }
 
-    async fn prune(&self) -> Result<u64> {
+    fn policies(&self) -> &TopicPolicies {
+        &self.policies
+    }
+
+    async fn prune(&self) -> Result<Vec<u64>> {
         // The stream's max_age and message cap remove old events on the servers themselves.
-        Ok(0)
+        Ok(vec![0])
+    }
+
+    async fn policy_states(&self) -> Result<Vec<PolicyState>> {
+        let bounds = self.bounds(&LogQuery::all()).await?;
+        Ok(vec![PolicyState::of_one_position("default", bounds)])
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {

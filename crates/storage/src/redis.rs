@@ -31,6 +31,7 @@ use serde_json::Map;
 
 use crate::event::{LogBounds, LogQuery, Page, StoredEvent};
 use crate::event_log::{EventLog, LiveFeed};
+use crate::policy::{PolicyState, TopicPolicies};
 use crate::{Error, Result, Retention};
 
 /// How long the storage actor's blocking read waits before returning for nothing (below its safety interval).
@@ -228,6 +229,8 @@ pub struct RedisLog {
     connection: ConnectionManager,
     keys: Keys,
     retention: Retention,
+    /// The default policy alone: a Redis stream is trimmed from its head only, so one retention holds for it all.
+    policies: TopicPolicies,
     append: Script,
     read: Script,
     prune: Script,
@@ -262,6 +265,7 @@ impl RedisLog {
             connection,
             keys: Keys::new(&settings.prefix),
             retention: settings.retention,
+            policies: TopicPolicies::single(settings.retention),
             append: Script::new(&format!("{EPOCH_LUA}{APPEND_LUA}")),
             read: Script::new(&format!("{EPOCH_LUA}{READ_LUA}")),
             prune: Script::new(&format!("{EPOCH_LUA}{PRUNE_LUA}")),
@@ -270,7 +274,7 @@ impl RedisLog {
         };
         // The first read creates the epoch if there is none, and fails here rather than later if the keys hold
         // something else.
-        log.bounds().await?;
+        log.bounds(&LogQuery::all()).await?;
         Ok(log)
     }
 
@@ -474,7 +478,7 @@ impl EventLog for RedisLog {
             && e.code() == Some("FORMAT")
         {
             // `hub migrate` moved the log on (or a new epoch began) since this hub last read it.
-            self.bounds().await?;
+            self.bounds(&LogQuery::all()).await?;
             ids = self.append_as(self.format.load(Ordering::Relaxed), &events).await;
         }
         let ids = ids.map_err(unavailable)?;
@@ -508,14 +512,24 @@ impl EventLog for RedisLog {
         Ok(page)
     }
 
-    async fn bounds(&self) -> Result<LogBounds> {
+    async fn bounds(&self, _query: &LogQuery) -> Result<LogBounds> {
         Ok(self.read_raw(0, 0).await?.0)
     }
 
-    async fn prune(&self) -> Result<u64> {
+    fn policies(&self) -> &TopicPolicies {
+        &self.policies
+    }
+
+    async fn policy_states(&self) -> Result<Vec<PolicyState>> {
+        let bounds = self.bounds(&LogQuery::all()).await?;
+        Ok(vec![PolicyState::of_one_position("default", bounds)])
+    }
+
+    async fn prune(&self) -> Result<Vec<u64>> {
         let cutoff = Utc::now() - self.retention.max_age;
         let mut connection = self.connection.clone();
-        self.prune
+        let removed: u64 = self
+            .prune
             .key(&self.keys.meta)
             .key(&self.keys.stream)
             .key(&self.keys.idempotency)
@@ -523,7 +537,8 @@ impl EventLog for RedisLog {
             .arg(cutoff.timestamp_millis())
             .invoke_async(&mut connection)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(vec![removed])
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {

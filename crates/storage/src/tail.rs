@@ -56,7 +56,7 @@ async fn read_before_within(
     count: usize,
     scan_ids: u64,
 ) -> Result<Tail> {
-    let bounds = log.bounds().await?;
+    let bounds = log.bounds(query).await?;
     // Nothing lies above the head: the walk starts there at the latest.
     let before = before.min(bounds.head + 1);
     let head = bounds.head;

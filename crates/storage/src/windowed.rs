@@ -9,6 +9,7 @@ use protocol::{EventId, NewEvent};
 use crate::Result;
 use crate::event::{LogBounds, LogQuery, Page};
 use crate::event_log::{EventLog, LiveFeed};
+use crate::policy::{PolicyState, TopicPolicies};
 use crate::recent::RecentEvents;
 
 /// A backend with the [`RecentEvents`] window in front of its reads; everything else goes to the backend.
@@ -46,12 +47,20 @@ impl EventLog for WindowedLog {
         self.inner.read_after(after, query, limit).await
     }
 
-    async fn bounds(&self) -> Result<LogBounds> {
-        self.inner.bounds().await
+    async fn bounds(&self, query: &LogQuery) -> Result<LogBounds> {
+        self.inner.bounds(query).await
     }
 
-    async fn prune(&self) -> Result<u64> {
+    fn policies(&self) -> &TopicPolicies {
+        self.inner.policies()
+    }
+
+    async fn prune(&self) -> Result<Vec<u64>> {
         self.inner.prune().await
+    }
+
+    async fn policy_states(&self) -> Result<Vec<PolicyState>> {
+        self.inner.policy_states().await
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {

@@ -275,13 +275,13 @@ where
 {
     let log = act.hub().log.clone();
     let Some(subscription) = act.subscriptions().current(&name, generation) else { return };
-    let since = subscription.since;
+    let (since, query) = (subscription.since, subscription.query.clone());
     // A subscription starting live or a moment back starts from the window of newest events, if the hub has one
     // and it holds what this hub appended.
     let bounds = async move {
         match window_bounds(&*log, since).await {
             Some(bounds) => Ok(bounds),
-            None => log.bounds().await,
+            None => log.bounds(&query).await,
         }
     };
     ctx.spawn(bounds.into_actor(act).map(move |bounds, act, ctx| match bounds {

@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use serde_json::json;
+use storage::LogQuery;
 
 use crate::state::HubState;
 use crate::telemetry;
@@ -28,10 +29,30 @@ pub async fn pubsub(state: web::Data<HubState>) -> HttpResponse {
     let connections = state.connections.open();
     let (subscriptions, topics) = state.stats.snapshot();
     let healthy = state.health.is_ready() && !state.shutting_down();
-    let mut log = match state.log.bounds().await {
+    let mut log = match state.log.bounds(&LogQuery::all()).await {
         Ok(bounds) => json!({"head": bounds.head, "earliest": bounds.earliest}),
         Err(_) => json!({"head": null, "earliest": null}),
     };
+    // Each topic policy: its retention, and where its removal stands.
+    if let (Ok(states), Some(fields)) = (state.log.policy_states().await, log.as_object_mut()) {
+        let policies: Vec<_> = states
+            .iter()
+            .zip(state.log.policies().iter())
+            .map(|(held, policy)| {
+                json!({
+                    "name": held.name,
+                    "topics": policy.topics,
+                    "retention_seconds": policy.max_age.as_secs(),
+                    "max_events": policy.cap,
+                    "presence": policy.presence,
+                    "oldest": held.oldest,
+                    "removed_through": held.removed_through,
+                    "removed": held.removed,
+                })
+            })
+            .collect();
+        fields.insert("policies".into(), json!(policies));
+    }
     // A replicated log says where it stands too: the stream, its leader and replicas.
     if let (Some(details), Some(fields)) = (state.log.describe().await, log.as_object_mut()) {
         fields.extend(details.as_object().cloned().unwrap_or_default());

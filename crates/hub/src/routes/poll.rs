@@ -81,7 +81,7 @@ pub async fn events(req: HttpRequest, state: web::Data<HubState>) -> Result<Http
     let page = match recent.and_then(|recent| recent.read_after(after, &log_query, limit)) {
         Some(page) => page,
         None => {
-            let bounds = state.log.bounds().await?;
+            let bounds = state.log.bounds(&log_query).await?;
             if bounds.truncates(after) {
                 return Ok(reset(bounds.reset(), bounds.head));
             }

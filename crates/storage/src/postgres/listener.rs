@@ -19,6 +19,8 @@ pub(super) struct PgFeed {
     pub(super) shared: Arc<Shared>,
     /// What the storage actor reads: every event.
     pub(super) all: LogQuery,
+    /// Every policy's key: the storage actor's reads reach them all.
+    pub(super) keys: Vec<String>,
 }
 
 impl Drop for PgFeed {
@@ -65,8 +67,11 @@ impl LiveFeed for PgFeed {
         let Some(listener) = self.listener.as_mut() else {
             return Err(Error::Unavailable("the listener is closed".into()));
         };
-        let page =
-            within(self.shared.db.timeout, read_page(listener, &self.shared.pending, after, &self.all, limit)).await;
+        let page = within(
+            self.shared.db.timeout,
+            read_page(listener, &self.shared.pending, after, &self.all, &self.keys, limit),
+        )
+        .await;
         if let Err(e) = &page {
             self.shared.db.went_silent(e);
         }

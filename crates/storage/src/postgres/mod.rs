@@ -19,13 +19,13 @@
 //! - `read.rs`: the log's bounds and pages; `write.rs`: appends, inbox inserts and the inbox's move.
 //! - `pending.rs`: the ids inbox publishes wait for; `shared.rs`: what the log's tasks share.
 //! - `appender.rs`: this hub's publishes; `sequencer.rs`: the cluster's one id giver.
-//! - `listener.rs`: the live feed; `prune.rs`: retention.
+//! - `listener.rs`: the live feed; `policies.rs`: the topic policies, their removal and their positions.
 
 mod appender;
 mod listener;
 mod pending;
+mod policies;
 mod pool;
-mod prune;
 mod read;
 mod sequencer;
 mod shared;
@@ -46,6 +46,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use self::appender::{AppendRequest, run_appender, run_waker};
 use self::listener::PgFeed;
 use self::pending::Pending;
+use self::policies::PgPolicies;
 use self::pool::{ACQUIRE_TIMEOUT, Db, by_index, connect_options, pool_options, with_keepalives};
 pub use self::pool::{DEFAULT_TIMEOUT, connect_pool, migrate};
 use self::sequencer::run_sequencer;
@@ -55,7 +56,8 @@ use self::statement::{fetch, isolated, unavailable, within};
 pub use self::write::{append_with, enqueue_with};
 use crate::event::{LogBounds, LogQuery, Page};
 use crate::event_log::{EventLog, LiveFeed};
-use crate::{Error, Result, Retention};
+use crate::policy::{PolicyState, TopicPolicies};
+use crate::{Error, Result};
 
 /// How the PostgreSQL log connects and behaves.
 #[derive(Debug, Clone)]
@@ -67,12 +69,12 @@ pub struct PgSettings {
     pub timeout: Duration,
     /// How often the sequencer checks the inbox without a notification (and that it still holds its lock).
     pub inbox_poll: Duration,
-    pub retention: Retention,
+    /// What the log keeps of which topics; PostgreSQL bounds a policy by age, and by count when it sets a cap.
+    pub policies: TopicPolicies,
 }
 
 pub struct PgLog {
     shared: Arc<Shared>,
-    retention: Retention,
     appends: mpsc::UnboundedSender<AppendRequest>,
 }
 
@@ -93,7 +95,9 @@ impl PgLog {
             moved_since_vacuum: AtomicU64::new(0),
             vacuumed_at: Mutex::new(Instant::now()),
             vacuuming: AtomicBool::new(false),
+            policies: PgPolicies::new(settings.policies),
         });
+        shared.policies.register(&shared.db).await?;
         shared.set_sequencing(false);
         let (appends, requests) = mpsc::unbounded_channel();
         let (local, local_requests) = mpsc::unbounded_channel();
@@ -101,7 +105,7 @@ impl PgLog {
         tokio::spawn(run_appender(shared.clone(), requests, local, remote_wake));
         tokio::spawn(run_sequencer(shared.clone(), lock_options, local_requests, settings.inbox_poll));
         tokio::spawn(run_waker(shared.clone(), remote_wakes));
-        Ok(Self { shared, retention: settings.retention, appends })
+        Ok(Self { shared, appends })
     }
 
     /// Whether this hub is the cluster's sequencer now.
@@ -131,22 +135,34 @@ impl EventLog for PgLog {
         let (shared, query) = (self.shared.clone(), query.clone());
         isolated(async move {
             let read = async |conn: &mut PgConnection, timeout| {
-                within(timeout, read::read_page(conn, &shared.pending, after, &query, limit)).await
+                let keys = shared.policies.keys_for(&query);
+                within(timeout, read::read_page(conn, &shared.pending, after, &query, &keys, limit)).await
             };
             shared.db.run(read).await
         })
         .await
     }
 
-    async fn bounds(&self) -> Result<LogBounds> {
-        let shared = self.shared.clone();
-        isolated(async move { shared.db.run(async |conn, timeout| within(timeout, read::bounds(conn)).await).await })
-            .await
+    async fn bounds(&self, query: &LogQuery) -> Result<LogBounds> {
+        let (shared, keys) = (self.shared.clone(), self.shared.policies.keys_for(query));
+        isolated(
+            async move { shared.db.run(async |conn, timeout| within(timeout, read::bounds(conn, &keys)).await).await },
+        )
+        .await
     }
 
-    async fn prune(&self) -> Result<u64> {
-        let (shared, cutoff) = (self.shared.clone(), Utc::now() - self.retention.max_age);
-        isolated(async move { prune::prune(&shared.db, cutoff).await }).await
+    fn policies(&self) -> &TopicPolicies {
+        &self.shared.policies.policies
+    }
+
+    async fn prune(&self) -> Result<Vec<u64>> {
+        let shared = self.shared.clone();
+        isolated(async move { shared.policies.prune(&shared.db, Utc::now()).await }).await
+    }
+
+    async fn policy_states(&self) -> Result<Vec<PolicyState>> {
+        let shared = self.shared.clone();
+        isolated(async move { shared.policies.states(&shared.db).await }).await
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
@@ -167,7 +183,9 @@ impl EventLog for PgLog {
         .await?;
         // Inbox rows committed while nobody listened are moved now.
         self.shared.inbox_wake.notify_one();
-        Ok(Box::new(PgFeed { listener: Some(listener), shared: self.shared.clone(), all: LogQuery::all() }))
+        let all = LogQuery::all();
+        let keys = self.shared.policies.keys_for(&all);
+        Ok(Box::new(PgFeed { listener: Some(listener), shared: self.shared.clone(), all, keys }))
     }
 
     async fn describe(&self) -> Option<serde_json::Value> {

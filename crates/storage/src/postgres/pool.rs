@@ -168,7 +168,7 @@ impl Db {
 /// 20–50 ms on this project's machine for the first read of the log, which would otherwise land on a live event
 /// whenever the pool grew. Before the first migration the tables do not exist yet: nothing to warm, not an error.
 async fn warm(conn: &mut sqlx::PgConnection) -> std::result::Result<(), sqlx::Error> {
-    if let Err(e) = bounds(conn).await {
+    if let Err(e) = bounds(conn, &[]).await {
         debug!(error = %e, "the new connection was not warmed (the log is not migrated yet)");
     }
     Ok(())

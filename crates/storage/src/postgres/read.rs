@@ -14,16 +14,16 @@ use super::statement::unavailable;
 use crate::event::{LogBounds, LogQuery, Page, StoredEvent, format_ts};
 use crate::{Error, Result};
 
-pub(super) async fn bounds(db: impl sqlx::PgExecutor<'_>) -> Result<LogBounds> {
-    let row = sqlx::query(
-        "SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton",
-    )
-    .fetch_one(db)
-    .await
-    .map_err(unavailable)?;
+/// The head, and the highest removal position of the policies named by `keys`, in one snapshot.
+const STATE: &str = "SELECT head, (SELECT coalesce(max(removed_through), 0) FROM realtime_policies \
+                     WHERE key = ANY($1)) AS removed FROM realtime_log_state WHERE singleton";
+
+/// The log's bounds for reads that reach the policies named by `keys` (see `PgPolicies::keys_for`).
+pub(super) async fn bounds(db: impl sqlx::PgExecutor<'_>, keys: &[String]) -> Result<LogBounds> {
+    let row = sqlx::query(STATE).bind(keys).fetch_one(db).await.map_err(unavailable)?;
     let head = row.try_get::<i64, _>("head").map_err(unavailable)? as u64;
-    let earliest = row.try_get::<Option<i64>, _>("earliest").map_err(unavailable)?.map_or(head + 1, |e| e as u64);
-    Ok(LogBounds { head, earliest })
+    let removed = row.try_get::<i64, _>("removed").map_err(unavailable)? as u64;
+    Ok(LogBounds { head, earliest: removed + 1 })
 }
 
 /// One page of the log after `after` matching `query`, with the head read in the same snapshot.
@@ -32,12 +32,17 @@ pub(super) async fn read_page<'e>(
     pending: &Mutex<Pending>,
     after: u64,
     query: &LogQuery,
+    keys: &[String],
     limit: usize,
 ) -> Result<Page> {
     let mut sql = QueryBuilder::new(
-        "SELECT s.head, s.earliest, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, \
-         e.traceparent, e.created_at, e.inbox_id \
-         FROM (SELECT head, (SELECT min(id) FROM realtime_events) AS earliest FROM realtime_log_state WHERE singleton) s \
+        "SELECT s.head, s.removed, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, \
+         e.traceparent, e.created_at, e.inbox_id FROM (SELECT head, (SELECT coalesce(max(removed_through), 0) \
+         FROM realtime_policies WHERE key = ANY(",
+    );
+    sql.push_bind(keys.to_vec());
+    sql.push(
+        ")) AS removed FROM realtime_log_state WHERE singleton) s \
          LEFT JOIN LATERAL (SELECT * FROM realtime_events WHERE id > ",
     );
     sql.push_bind(after as i64);
@@ -53,8 +58,8 @@ pub(super) async fn read_page<'e>(
     sql.push(" ORDER BY id LIMIT ").push_bind(limit as i64).push(") e ON true ORDER BY e.id");
     let rows = sql.build().fetch_all(db).await.map_err(unavailable)?;
     let head = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0) as u64;
-    let earliest = rows.first().map(|r| r.try_get::<Option<i64>, _>("earliest")).transpose().map_err(unavailable)?;
-    let bounds = LogBounds { head, earliest: earliest.flatten().map_or(head + 1, |e| e as u64) };
+    let removed = rows.first().map(|r| r.try_get::<i64, _>("removed")).transpose().map_err(unavailable)?;
+    let bounds = LogBounds { head, earliest: removed.unwrap_or(0) as u64 + 1 };
     let mut events = Vec::with_capacity(rows.len());
     let mut published = Vec::new();
     for row in &rows {

@@ -9,6 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::sync::Notify;
 
 use super::pending::Pending;
+use super::policies::PgPolicies;
 use super::pool::Db;
 
 /// The channel hubs listen on for new events.
@@ -34,6 +35,7 @@ pub(super) struct Shared {
     pub(super) vacuumed_at: Mutex<Instant>,
     /// A vacuum of the inbox runs.
     pub(super) vacuuming: AtomicBool,
+    pub(super) policies: PgPolicies,
 }
 
 impl Shared {
