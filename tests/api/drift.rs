@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use hub::routes::admin::CONNECTIONS_PARAMETERS;
-use hub::routes::query::{POLL_PARAMETERS, SUBSCRIPTION_PARAMETERS};
+use hub::routes::presence::PRESENCE_PARAMETERS;
+use hub::routes::query::{POLL_PARAMETERS, STREAM_PARAMETERS, SUBSCRIPTION_PARAMETERS};
 use hub::settings::Backend;
 use serde_json::Value;
 
@@ -57,7 +58,14 @@ fn every_query_parameter_a_route_reads_is_in_the_protocol_doc() {
     let section = &protocol[start..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |end| end + 3)];
 
-    for parameter in SUBSCRIPTION_PARAMETERS.iter().chain(&POLL_PARAMETERS).chain(&CONNECTIONS_PARAMETERS) {
+    let routes = [
+        &SUBSCRIPTION_PARAMETERS[..],
+        &POLL_PARAMETERS,
+        &CONNECTIONS_PARAMETERS,
+        &STREAM_PARAMETERS,
+        &PRESENCE_PARAMETERS,
+    ];
+    for parameter in routes.concat() {
         assert!(section.contains(&format!("`{parameter}`")), "docs/PROTOCOL.md does not document {parameter:?}");
     }
     assert!(section.contains("refused with 400"), "the section says what happens to other parameters");

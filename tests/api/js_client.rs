@@ -12,7 +12,11 @@ async fn the_javascript_client_passes_its_tests_under_node_against_a_real_hub() 
         assert!(std::env::var("HUB_REQUIRE_BROWSER").is_err(), "HUB_REQUIRE_BROWSER=1 but there is no node");
         return eprintln!("skipped: no node");
     }
-    let hub = spawn_hub(|s| s.publish_rate = 0).await;
+    let hub = spawn_hub(|s| {
+        s.publish_rate = 0;
+        s.topic_policies = Some("[[policy]]\ntopics = [\"presence.*\"]\npresence = true".into());
+    })
+    .await;
 
     let output = tokio::process::Command::new("node")
         .args(["--experimental-websocket", "--test", "test/"])

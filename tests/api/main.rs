@@ -24,6 +24,7 @@ mod partition;
 mod policies;
 mod poll;
 mod postgres;
+mod presence;
 mod process;
 mod profiles;
 mod publish;

@@ -38,6 +38,29 @@ import { Cursor } from './cursor.js';
  * `since`); after a drop it resumes from the last event it got, like any subscription
  * @property {(info: ResetInfo) => void} [onReset] events were lost or are no longer retained: reload the state
  * @property {() => void} [onLive] replay is over
+ * @property {boolean} [presence] also watch who is present on the subscription's exact topics that keep presence
+ * (a topic policy with `presence = true`): `onPresence` with the members, then `onJoin` and `onLeave` (WebSocket
+ * and SSE; on long-poll, `onPresence` once per request loop, from `GET /api/presence`)
+ * @property {(members: PresenceMember[], topic: string) => void} [onPresence] who is present when watching starts
+ * (again after each reconnect)
+ * @property {(member: PresenceMember, topic: string) => void} [onJoin] a subject's first connection arrived
+ * @property {(member: PresenceMember, topic: string) => void} [onLeave] a subject's last connection went
+ */
+
+/**
+ * @typedef {object} PresenceMember a token subject present on a topic
+ * @property {string} subject
+ * @property {number} [connections] how many connections it has there (in `presence()` answers)
+ * @property {Record<string, unknown>} [info] its token's `info` claim, redacted
+ */
+
+/**
+ * @typedef {object} PresenceAnswer who is on a topic, across every hub (`GET /api/presence`)
+ * @property {string} topic
+ * @property {PresenceMember[]} members
+ * @property {number} anonymous connections without a subject
+ * @property {string[]} hubs the hubs that answered
+ * @property {string[]} missing the hubs alive that did not answer in time
  */
 
 /**
@@ -109,9 +132,10 @@ export class HubClient {
 
   /**
    * Listens for `state` (ConnectionState), `reset` ({sub, info}), `error` (an Error or the hub's error frame),
-   * `refreshed` ({expiresAt}: the open WebSocket now runs on a new token) and `revoked` ({code, reason}: an
-   * operator revoked the token's subject or id; the client has stopped and will not reconnect).
-   * @param {'state' | 'reset' | 'error' | 'refreshed' | 'revoked'} event
+   * `refreshed` ({expiresAt}: the open WebSocket now runs on a new token), `revoked` ({code, reason}: an
+   * operator revoked the token's subject or id; the client has stopped and will not reconnect), and for
+   * subscriptions with `presence`: `presence` ({sub, topic, members}), `join` and `leave` ({sub, topic, member}).
+   * @param {'state' | 'reset' | 'error' | 'refreshed' | 'revoked' | 'presence' | 'join' | 'leave'} event
    * @param {Function} listener
    * @returns {() => void} stops listening
    */
@@ -182,6 +206,19 @@ export class HubClient {
     const answer = await response.json();
     if (!response.ok) throw new HubError(response.status, answer?.error?.code, answer?.error?.message);
     return answer.ids[0];
+  }
+
+  /**
+   * Who is present on `topic` (a topic whose policy keeps presence), across every hub of the cluster.
+   * @param {string} topic
+   * @param {Record<string, string>} [filter] scope keys, as the token's grant asks for the topic
+   * @returns {Promise<PresenceAnswer>}
+   */
+  async presence(topic, filter = {}) {
+    const response = await this.fetchHub(`/api/presence?${new URLSearchParams({ ...filter, topic })}`);
+    const answer = await response.json();
+    if (!response.ok) throw new HubError(response.status, answer?.error?.code, answer?.error?.message);
+    return answer;
   }
 
   /** Closes every connection; no reconnect follows. */
@@ -439,6 +476,7 @@ export class HubClient {
     const frame = { op: 'subscribe', sub: subscription.name, topics: subscription.topics, filter: subscription.filter };
     if (subscription.cursor.lastId !== undefined) frame.since = subscription.cursor.lastId;
     else if (subscription.options.tail !== undefined) frame.tail = subscription.options.tail;
+    if (subscription.options.presence) frame.presence = true;
     this.socket?.send(JSON.stringify(frame));
   }
 
@@ -466,6 +504,11 @@ export class HubClient {
       case 'reset':
         if (subscription) this.reset(subscription, frame, frame.earliest_id - 1);
         break;
+      case 'presence':
+      case 'join':
+      case 'leave':
+        if (subscription) this.onPresenceFrame(subscription, frame);
+        break;
       case 'live':
         if (subscription && subscription.cursor.lastId === undefined) subscription.cursor.advanceTo(frame.last_id);
         subscription?.options.onLive?.();
@@ -485,6 +528,26 @@ export class HubClient {
       default:
         break;
     }
+  }
+
+  /**
+   * @private Who is present, or who joined or left, for a subscription that watches presence.
+   * @param {Subscription} subscription
+   * @param {{type: 'presence' | 'join' | 'leave', topic: string, members?: PresenceMember[], member?: PresenceMember}} frame
+   */
+  onPresenceFrame(subscription, frame) {
+    const { options } = subscription;
+    const { topic } = frame;
+    if (frame.type === 'presence') {
+      const members = frame.members ?? [];
+      options.onPresence?.(members, topic);
+      this.emit('presence', { sub: subscription.name, topic, members });
+      return;
+    }
+    const member = /** @type {PresenceMember} */ (frame.member);
+    if (frame.type === 'join') options.onJoin?.(member, topic);
+    else options.onLeave?.(member, topic);
+    this.emit(frame.type, { sub: subscription.name, topic, member });
   }
 
   /** @private @param {Subscription} subscription @param {Envelope & Record<string, unknown>} event */
@@ -531,6 +594,7 @@ export class HubClient {
       const position = subscription.cursor.lastId;
       /** @type {Record<string, number>} */
       const start = position === undefined && subscription.options.tail !== undefined ? { tail: subscription.options.tail } : { since: position ?? 0 };
+      if (subscription.options.presence) start.presence = 1;
       const response = await this.fetchHub(
         `/sse?${this.query(subscription, start)}`,
         { signal, headers: { accept: 'text/event-stream' } },
@@ -571,6 +635,8 @@ export class HubClient {
     // `@disconnect`: an operator closed the stream (`@` is no topic character, so no event is named so).
     if (fields.event === '@disconnect') {
       if (data.code === 4003) this.stopRevoked(data.code, data.reason);
+    } else if (fields.event === '@presence' || fields.event === '@join' || fields.event === '@leave') {
+      this.onPresenceFrame(subscription, data);
     } else if (fields.event === 'reset') this.reset(subscription, data, Number(fields.id));
     else this.apply(subscription, data);
   }
@@ -584,6 +650,13 @@ export class HubClient {
     try {
       await this.ensurePosition(subscription);
       this.setState('degraded');
+      // Long-poll carries no joins and leaves: the members once, when the loop starts.
+      if (subscription.options.presence) {
+        for (const topic of subscription.topics.filter((t) => !t.endsWith('*'))) {
+          const answer = await this.presence(topic, subscription.filter).catch(() => undefined);
+          if (answer) this.onPresenceFrame(subscription, { type: 'presence', topic, members: answer.members });
+        }
+      }
       while (!signal.aborted) {
         const wait = this.options.pollWaitSeconds ?? 25;
         const position = subscription.cursor.lastId;

@@ -119,3 +119,23 @@ test('a subscription with tail starts on the last events on every transport, the
     hub.close();
   }
 });
+
+test('presence: the members on WebSocket and SSE, once on long-poll, and who is there from presence()', { skip }, async () => {
+  // The test hub runs in development mode: connections have no subject, so they are counted, not listed.
+  for (const transports of [['websocket'], ['sse'], ['poll']]) {
+    const hub = new HubClient({ url, transports: /** @type {any} */ (transports), pollWaitSeconds: 1 });
+    const topic = `presence.${transports[0]}.${Date.now()}`;
+    /** @type {unknown[]} */
+    const heard = [];
+    hub.subscribe(topic, () => {}, { presence: true, onPresence: (members, on) => heard.push([on, members]) });
+    await until(() => heard.length === 1);
+    const answer = await hub.presence(topic);
+    assert.deepEqual(heard, [[topic, []]], `${transports}`);
+    assert.equal(answer.topic, topic);
+    assert.deepEqual(answer.members, []);
+    assert.equal(answer.anonymous, transports[0] === 'poll' ? 0 : 1, `${transports}: a long-poll is no connection`);
+    await assert.rejects(hub.presence('run.logs'), /400 bad_request/);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    hub.close();
+  }
+});

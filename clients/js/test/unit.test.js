@@ -233,3 +233,27 @@ test('each close code is answered as it means: 4001 at once, 4003 stops with rev
   assert.equal(sockets.length, 4, 'too many connections: not before 30 s');
   limited.close();
 });
+
+test('a subscription that watches presence asks for it and hears the members, then joins and leaves', async () => {
+  const { sockets, FakeSocket } = fakeSockets(() => undefined);
+  const hub = new HubClient({ url: 'http://hub.invalid', fetch: async () => new Response('ok'), WebSocket: /** @type {any} */ (FakeSocket), transports: ['websocket'] });
+  /** @type {unknown[]} */
+  const heard = [];
+  hub.on('join', (/** @type {any} */ e) => heard.push(['event', e.member.subject]));
+  hub.subscribe('chat.room1', () => {}, {
+    presence: true,
+    onPresence: (members, topic) => heard.push(['members', topic, members.map((m) => m.subject)]),
+    onJoin: (member) => heard.push(['join', member.subject, member.info]),
+    onLeave: (member) => heard.push(['leave', member.subject]),
+  });
+  await until(() => sockets.length === 1 && sockets[0].sent.length === 1);
+  const deliver = (/** @type {object} */ frame) => sockets[0].onmessage?.({ data: JSON.stringify(frame) });
+
+  deliver({ type: 'presence', sub: 's1', topic: 'chat.room1', members: [{ subject: 'u1' }] });
+  deliver({ type: 'join', sub: 's1', topic: 'chat.room1', member: { subject: 'u2', info: { name: 'Ann' } } });
+  deliver({ type: 'leave', sub: 's1', topic: 'chat.room1', member: { subject: 'u1' } });
+
+  assert.deepEqual(JSON.parse(sockets[0].sent[0]), { op: 'subscribe', sub: 's1', topics: ['chat.room1'], filter: {}, presence: true });
+  assert.deepEqual(heard, [['members', 'chat.room1', ['u1']], ['join', 'u2', { name: 'Ann' }], ['event', 'u2'], ['leave', 'u1']]);
+  hub.close();
+});

@@ -26,6 +26,27 @@
  * `since`); after a drop it resumes from the last event it got, like any subscription
  * @property {(info: ResetInfo) => void} [onReset] events were lost or are no longer retained: reload the state
  * @property {() => void} [onLive] replay is over
+ * @property {boolean} [presence] also watch who is present on the subscription's exact topics that keep presence
+ * (a topic policy with `presence = true`): `onPresence` with the members, then `onJoin` and `onLeave` (WebSocket
+ * and SSE; on long-poll, `onPresence` once per request loop, from `GET /api/presence`)
+ * @property {(members: PresenceMember[], topic: string) => void} [onPresence] who is present when watching starts
+ * (again after each reconnect)
+ * @property {(member: PresenceMember, topic: string) => void} [onJoin] a subject's first connection arrived
+ * @property {(member: PresenceMember, topic: string) => void} [onLeave] a subject's last connection went
+ */
+/**
+ * @typedef {object} PresenceMember a token subject present on a topic
+ * @property {string} subject
+ * @property {number} [connections] how many connections it has there (in `presence()` answers)
+ * @property {Record<string, unknown>} [info] its token's `info` claim, redacted
+ */
+/**
+ * @typedef {object} PresenceAnswer who is on a topic, across every hub (`GET /api/presence`)
+ * @property {string} topic
+ * @property {PresenceMember[]} members
+ * @property {number} anonymous connections without a subject
+ * @property {string[]} hubs the hubs that answered
+ * @property {string[]} missing the hubs alive that did not answer in time
  */
 /**
  * @typedef {object} HubClientOptions
@@ -88,13 +109,14 @@ export class HubClient {
     get transport(): TransportName;
     /**
      * Listens for `state` (ConnectionState), `reset` ({sub, info}), `error` (an Error or the hub's error frame),
-     * `refreshed` ({expiresAt}: the open WebSocket now runs on a new token) and `revoked` ({code, reason}: an
-     * operator revoked the token's subject or id; the client has stopped and will not reconnect).
-     * @param {'state' | 'reset' | 'error' | 'refreshed' | 'revoked'} event
+     * `refreshed` ({expiresAt}: the open WebSocket now runs on a new token), `revoked` ({code, reason}: an
+     * operator revoked the token's subject or id; the client has stopped and will not reconnect), and for
+     * subscriptions with `presence`: `presence` ({sub, topic, members}), `join` and `leave` ({sub, topic, member}).
+     * @param {'state' | 'reset' | 'error' | 'refreshed' | 'revoked' | 'presence' | 'join' | 'leave'} event
      * @param {Function} listener
      * @returns {() => void} stops listening
      */
-    on(event: "state" | "reset" | "error" | "refreshed" | "revoked", listener: Function): () => void;
+    on(event: "state" | "reset" | "error" | "refreshed" | "revoked" | "presence" | "join" | "leave", listener: Function): () => void;
     /**
      * Subscribes to a topic pattern (`chat:*`, `run.*`, `*`, or an exact topic); `handler(data, event)` gets each
      * event's payload and envelope once, in id order.
@@ -124,6 +146,13 @@ export class HubClient {
         seq?: number;
         correlationId?: string;
     }): Promise<number>;
+    /**
+     * Who is present on `topic` (a topic whose policy keeps presence), across every hub of the cluster.
+     * @param {string} topic
+     * @param {Record<string, string>} [filter] scope keys, as the token's grant asks for the topic
+     * @returns {Promise<PresenceAnswer>}
+     */
+    presence(topic: string, filter?: Record<string, string>): Promise<PresenceAnswer>;
     /** Closes every connection; no reconnect follows. */
     close(): void;
     /** @private @param {string} name */
@@ -199,6 +228,12 @@ export class HubClient {
     private sendSubscribe;
     /** @private @param {any} frame @param {WebSocket} [socket] the connection it came on */
     private onFrame;
+    /**
+     * @private Who is present, or who joined or left, for a subscription that watches presence.
+     * @param {Subscription} subscription
+     * @param {{type: 'presence' | 'join' | 'leave', topic: string, members?: PresenceMember[], member?: PresenceMember}} frame
+     */
+    private onPresenceFrame;
     /** @private @param {Subscription} subscription @param {Envelope & Record<string, unknown>} event */
     private apply;
     /** @private @param {Subscription} subscription @param {ResetInfo} info @param {number} position */
@@ -282,6 +317,58 @@ export type SubscribeOptions = {
      * replay is over
      */
     onLive?: (() => void) | undefined;
+    /**
+     * also watch who is present on the subscription's exact topics that keep presence
+     * (a topic policy with `presence = true`): `onPresence` with the members, then `onJoin` and `onLeave` (WebSocket
+     * and SSE; on long-poll, `onPresence` once per request loop, from `GET /api/presence`)
+     */
+    presence?: boolean | undefined;
+    /**
+     * who is present when watching starts
+     * (again after each reconnect)
+     */
+    onPresence?: ((members: PresenceMember[], topic: string) => void) | undefined;
+    /**
+     * a subject's first connection arrived
+     */
+    onJoin?: ((member: PresenceMember, topic: string) => void) | undefined;
+    /**
+     * a subject's last connection went
+     */
+    onLeave?: ((member: PresenceMember, topic: string) => void) | undefined;
+};
+/**
+ * a token subject present on a topic
+ */
+export type PresenceMember = {
+    subject: string;
+    /**
+     * how many connections it has there (in `presence()` answers)
+     */
+    connections?: number | undefined;
+    /**
+     * its token's `info` claim, redacted
+     */
+    info?: Record<string, unknown> | undefined;
+};
+/**
+ * who is on a topic, across every hub (`GET /api/presence`)
+ */
+export type PresenceAnswer = {
+    topic: string;
+    members: PresenceMember[];
+    /**
+     * connections without a subject
+     */
+    anonymous: number;
+    /**
+     * the hubs that answered
+     */
+    hubs: string[];
+    /**
+     * the hubs alive that did not answer in time
+     */
+    missing: string[];
 };
 export type HubClientOptions = {
     /**

@@ -67,7 +67,13 @@ struct Claims {
     /// `profile=` to their URLs).
     #[serde(default)]
     profile: Option<String>,
+    /// What presence shows of the subject (a JSON object of at most [`MAX_INFO_BYTES`]).
+    #[serde(default)]
+    info: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// The largest `info` claim a token may carry, serialized.
+pub const MAX_INFO_BYTES: usize = 1024;
 
 /// What a connection or request may do.
 #[derive(Debug, Clone)]
@@ -90,6 +96,7 @@ struct Restrictions {
     scope: BTreeMap<String, BTreeSet<String>>,
     publish: Vec<TopicPattern>,
     profile: Option<Profile>,
+    info: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Authenticator {
@@ -190,6 +197,12 @@ impl Authenticator {
         };
         let profile =
             claims.profile.as_deref().map(Profile::parse).transpose().map_err(|e| refuse("bad profile", &e))?;
+        if let Some(info) = &claims.info {
+            let size = serde_json::to_string(info).map_or(usize::MAX, |s| s.len());
+            if size > MAX_INFO_BYTES {
+                return Err(refuse("bad info", &format!("the info claim is {size} bytes, at most {MAX_INFO_BYTES}")));
+            }
+        }
         if let Some(revocation) = self.revocations.covering(claims.sub.as_deref(), claims.iat, claims.jti.as_deref()) {
             metrics::counter!("hub_tokens_refused_total", "reason" => "revoked").increment(1);
             tracing::info!(subject = ?claims.sub, jti = ?claims.jti, revocation = %revocation, "token refused: revoked");
@@ -207,6 +220,7 @@ impl Authenticator {
                 scope: claims.scope.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect(),
                 publish: patterns(claims.publish)?,
                 profile,
+                info: claims.info.map(Arc::new),
             }),
         })
     }
@@ -374,6 +388,11 @@ impl Grant {
         self.restrictions.as_ref().and_then(|r| r.subject.as_deref())
     }
 
+    /// The token's `info` claim, as presence shows it (before redaction).
+    pub fn info(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.restrictions.as_ref().and_then(|r| r.info.as_deref())
+    }
+
     /// Time left before the grant is void; `None` when it never expires (development mode).
     pub fn expires_in(&self) -> Option<Duration> {
         self.restrictions.as_ref().map(|r| Duration::from_secs(r.expires_at.saturating_sub(now_s())))
@@ -498,6 +517,7 @@ mod tests {
                 scope: scope.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
                 publish: vec![TopicPattern::parse("run.*").unwrap()],
                 profile: None,
+                info: None,
             }),
         }
     }

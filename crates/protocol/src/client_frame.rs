@@ -69,6 +69,9 @@ pub struct Subscribe {
     pub tail: Option<u32>,
     /// The shape its events are written in.
     pub profile: Profile,
+    /// Also receive who is present on its exact topics that keep presence: the members first, then each join
+    /// and leave.
+    pub presence: bool,
 }
 
 impl Subscribe {
@@ -88,12 +91,25 @@ impl Subscribe {
                 topics.len()
             )));
         }
-        Ok(Self { sub, topics: TopicPattern::minimize(&topics), filter, since, tail: None, profile: Profile::Hub })
+        Ok(Self {
+            sub,
+            topics: TopicPattern::minimize(&topics),
+            filter,
+            since,
+            tail: None,
+            profile: Profile::Hub,
+            presence: false,
+        })
     }
 
     /// The same subscription with its events written in `profile`.
     pub fn with_profile(self, profile: Profile) -> Self {
         Self { profile, ..self }
+    }
+
+    /// The same subscription, watching presence or not.
+    pub fn with_presence(self, presence: bool) -> Self {
+        Self { presence, ..self }
     }
 
     /// The same subscription starting on the last `tail` matching events (1 to [`MAX_TAIL`]), which a resume
@@ -146,6 +162,8 @@ struct RawSubscribe {
     profile: Option<String>,
     #[serde(default)]
     tail: Option<u32>,
+    #[serde(default)]
+    presence: bool,
 }
 
 #[derive(Deserialize)]
@@ -195,7 +213,8 @@ impl ClientFrame {
                 };
                 let profile = raw.profile.as_deref().map(Profile::parse).transpose().map_err(rule)?.unwrap_or_default();
                 let subscribe = Subscribe::new(name, topics, raw.filter.unwrap_or_default(), since).map_err(rule)?;
-                Ok(Self::Subscribe(subscribe.with_profile(profile).with_tail(raw.tail).map_err(rule)?))
+                let subscribe = subscribe.with_profile(profile).with_presence(raw.presence);
+                Ok(Self::Subscribe(subscribe.with_tail(raw.tail).map_err(rule)?))
             }
             "unsubscribe" => {
                 let raw: RawUnsubscribe = serde_json::from_value(value).map_err(shape)?;

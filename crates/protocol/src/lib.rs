@@ -29,7 +29,7 @@ pub use error_code::{ErrorCode, HttpError, HttpErrorBody};
 pub use id::EventId;
 pub use profile::Profile;
 pub use scope::{Filter, Scope};
-pub use server_frame::{ResetInfo, ServerFrame};
+pub use server_frame::{PresenceMember, ResetInfo, ServerFrame};
 pub use topic::{Topic, TopicPattern};
 
 /// The protocol version this crate implements; sent in the `welcome` frame.

@@ -62,6 +62,35 @@ pub enum ServerFrame {
         sub: Option<String>,
     },
     Pong,
+    /// Who is present on `topic` when a subscription that asked for presence starts watching it.
+    Presence {
+        sub: String,
+        topic: String,
+        members: Vec<PresenceMember>,
+    },
+    /// A subject's first connection to `topic`, on any hub, arrived.
+    Join {
+        sub: String,
+        topic: String,
+        member: PresenceMember,
+    },
+    /// A subject's last connection to `topic`, on every hub, went (or its hub did).
+    Leave {
+        sub: String,
+        topic: String,
+        member: PresenceMember,
+    },
+}
+
+/// A subject present on a topic: its token's `sub`, how many connections it has there (where counted), and its
+/// token's `info` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceMember {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ServerFrame {

@@ -10,8 +10,9 @@
 //! in each hub, which every authentication checks.
 
 mod messages;
+pub mod presence;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 
 pub use self::messages::Command;
 use self::messages::{Answer, Message};
+use self::presence::{Change, HubAnswer, Presence};
 use crate::auth::{Revocation, Revocations};
 use crate::fanout::sessions::{ConnectionInfo, Cut, Sessions};
 
@@ -41,6 +43,8 @@ pub struct Outcome {
     pub polls: usize,
     /// For a listing: the connections.
     pub connections: Vec<ConnectionInfo>,
+    /// For a presence query: each hub's members.
+    pub presence: Vec<HubAnswer>,
 }
 
 pub struct ClusterAgent {
@@ -56,6 +60,8 @@ pub struct ClusterAgent {
     alive: Mutex<HashMap<String, (String, Instant)>>,
     /// Commands of this hub waiting for answers, by command id.
     waiting: Mutex<HashMap<String, mpsc::UnboundedSender<Answer>>>,
+    /// Who subscribes to the topics that keep presence, here and on the other hubs.
+    pub presence: Presence,
 }
 
 impl ClusterAgent {
@@ -68,22 +74,42 @@ impl ClusterAgent {
         revocations: Arc<Revocations>,
         heartbeat: Duration,
     ) -> storage::Result<Arc<Self>> {
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let (presence, changes) = Presence::new(instance.clone());
         let agent = Arc::new(Self {
             node,
-            instance: uuid::Uuid::new_v4().simple().to_string(),
+            instance,
             bus,
             sessions,
             revocations,
             heartbeat,
             alive: Mutex::default(),
             waiting: Mutex::default(),
+            presence,
         });
         agent.reload_revocations().await?;
         let messages = agent.bus.listen().await?;
         tokio::spawn(receive(Arc::downgrade(&agent), messages));
         tokio::spawn(beat(Arc::downgrade(&agent)));
-        agent.say(&Message::Heartbeat { node: agent.node.clone(), instance: agent.instance.clone() }).await;
+        tokio::spawn(tell_changes(Arc::downgrade(&agent), changes));
+        tokio::spawn(sweep(Arc::downgrade(&agent)));
+        agent.say(&agent.heartbeat_message()).await;
         Ok(agent)
+    }
+
+    fn heartbeat_message(&self) -> Message {
+        Message::Heartbeat { node: self.node.clone(), instance: self.instance.clone(), presence: self.presence.seq() }
+    }
+
+    /// Asks every hub for its members of each of `topics`, for the watchers of this hub.
+    pub fn ask_presence(self: &Arc<Self>, topics: Vec<String>) {
+        for topic in topics {
+            let agent = self.clone();
+            tokio::spawn(async move {
+                let outcome = agent.command(Command::Presence { topic: topic.clone() }).await;
+                agent.presence.answered(&topic, outcome.presence);
+            });
+        }
     }
 
     /// The hubs alive now (heard from within two heartbeats), this one included: instance → node id.
@@ -117,6 +143,16 @@ impl ClusterAgent {
             outcome.closed += answer.closed;
             outcome.polls += answer.polls;
             outcome.connections.extend(answer.connections);
+            if !answer.members.is_empty() || answer.last {
+                match outcome.presence.iter_mut().find(|a| a.instance == answer.instance) {
+                    Some(known) => known.members.extend(answer.members),
+                    None => outcome.presence.push(HubAnswer {
+                        instance: answer.instance.clone(),
+                        seq: answer.presence_seq,
+                        members: answer.members,
+                    }),
+                }
+            }
             if answer.last {
                 done.insert(answer.instance);
             }
@@ -176,11 +212,29 @@ impl ClusterAgent {
             closed: 0,
             polls: 0,
             connections: Vec::new(),
+            members: Vec::new(),
+            presence_seq: 0,
         };
         match command {
             Command::List => {
-                let connections = self.sessions.describe().await;
-                return self.answer_in_parts(answer, connections).await;
+                let mut connections = self.sessions.describe().await;
+                // A connection with more subscriptions than one message holds is listed with the ones that fit.
+                for connection in &mut connections {
+                    while size_of(&connection) + EMPTY_ANSWER_BYTES > MAX_MESSAGE_BYTES
+                        && connection.subscriptions.pop().is_some()
+                    {}
+                }
+                return self.answer_in_parts(answer, connections, |a| &mut a.connections).await;
+            }
+            Command::Presence { topic } => {
+                let (seq, mut members) = self.presence.local_members(&topic);
+                for member in &mut members {
+                    if size_of(&member) + EMPTY_ANSWER_BYTES > MAX_MESSAGE_BYTES {
+                        member.info = None;
+                    }
+                }
+                answer.presence_seq = seq;
+                return self.answer_in_parts(answer, members, |a| &mut a.members).await;
             }
             Command::Cut { cut } => (answer.closed, answer.polls) = self.sessions.cut(cut).await,
             Command::Revoke { revocation } => {
@@ -197,28 +251,35 @@ impl ClusterAgent {
         self.say(&Message::Answer(answer)).await;
     }
 
-    /// A listing's answer, in as many messages as the backend's message size needs.
-    async fn answer_in_parts(&self, answer: Answer, connections: Vec<ConnectionInfo>) {
+    /// An answer with a list (`place` says which), in as many messages as the backend's message size needs.
+    async fn answer_in_parts<T: serde::Serialize>(
+        &self,
+        answer: Answer,
+        items: Vec<T>,
+        place: fn(&mut Answer) -> &mut Vec<T>,
+    ) {
         let mut part = Answer { last: false, ..answer };
-        let mut size = serde_json::to_string(&Message::Answer(part.clone())).map_or(0, |s| s.len());
-        for mut connection in connections {
-            let length = |c: &ConnectionInfo| serde_json::to_string(c).map_or(0, |s| s.len()) + 1;
-            let mut one = length(&connection);
-            if size + one > MAX_MESSAGE_BYTES && !part.connections.is_empty() {
+        let mut size = size_of(&Message::Answer(part.clone()));
+        for item in items {
+            let one = size_of(&item) + 1;
+            if size + one > MAX_MESSAGE_BYTES && !place(&mut part).is_empty() {
                 self.say(&Message::Answer(part.clone())).await;
-                part.connections.clear();
-                size = serde_json::to_string(&Message::Answer(part.clone())).map_or(0, |s| s.len());
-            }
-            // A connection with more subscriptions than one message holds is listed with the ones that fit.
-            while size + one > MAX_MESSAGE_BYTES && connection.subscriptions.pop().is_some() {
-                one = length(&connection);
+                place(&mut part).clear();
+                size = size_of(&Message::Answer(part.clone()));
             }
             size += one;
-            part.connections.push(connection);
+            place(&mut part).push(item);
         }
         part.last = true;
         self.say(&Message::Answer(part)).await;
     }
+}
+
+/// What an answer with no list weighs, ids and names included, with room to spare.
+const EMPTY_ANSWER_BYTES: usize = 512;
+
+fn size_of(value: &impl serde::Serialize) -> usize {
+    serde_json::to_string(value).map_or(0, |s| s.len())
 }
 
 /// Handles what the other hubs (and this one) say, until the agent is gone.
@@ -233,10 +294,12 @@ async fn receive(agent: std::sync::Weak<ClusterAgent>, mut messages: mpsc::Unbou
             }
         };
         match message {
-            Message::Heartbeat { node, instance } => {
+            Message::Heartbeat { node, instance, presence } => {
                 if instance == agent.instance {
                     continue;
                 }
+                let missed = agent.presence.heartbeat(&instance, presence);
+                agent.ask_presence(missed);
                 let new = agent
                     .alive
                     .lock()
@@ -246,12 +309,16 @@ async fn receive(agent: std::sync::Weak<ClusterAgent>, mut messages: mpsc::Unbou
                 if new {
                     // A hub that just came learns of this one at once, not a heartbeat later.
                     info!(node, "a hub joined the cluster");
-                    let hello = Message::Heartbeat { node: agent.node.clone(), instance: agent.instance.clone() };
+                    let hello = agent.heartbeat_message();
                     tokio::spawn(async move { agent.say(&hello).await });
                 }
             }
             Message::Request { id, command } => {
                 tokio::spawn(async move { agent.carry_out(id, command).await });
+            }
+            Message::Presence(change) => {
+                let missed = agent.presence.heard(change);
+                agent.ask_presence(missed);
             }
             Message::Answer(answer) => {
                 let waiting = agent.waiting.lock().unwrap_or_else(|e| e.into_inner());
@@ -272,9 +339,30 @@ async fn beat(agent: std::sync::Weak<ClusterAgent>) {
     loop {
         ticks.tick().await;
         let Some(agent) = agent.upgrade() else { return };
-        agent.say(&Message::Heartbeat { node: agent.node.clone(), instance: agent.instance.clone() }).await;
+        agent.say(&agent.heartbeat_message()).await;
         if let Err(e) = agent.reload_revocations().await {
             debug!(error = %e, "reading the revocations failed; keeping those held");
         }
+    }
+}
+
+/// Says this hub's presence changes to every hub, in the order they happened.
+async fn tell_changes(agent: std::sync::Weak<ClusterAgent>, mut changes: mpsc::UnboundedReceiver<Change>) {
+    while let Some(change) = changes.recv().await {
+        let Some(agent) = agent.upgrade() else { return };
+        agent.say(&Message::Presence(change)).await;
+    }
+}
+
+/// Lets the members of hubs not heard for two heartbeats go, ten times a heartbeat: a hub that died takes its
+/// members with it within two heartbeats (and a tenth) of its last word.
+async fn sweep(agent: std::sync::Weak<ClusterAgent>) {
+    let Some(every) = agent.upgrade().map(|a| a.heartbeat / 10) else { return };
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+    loop {
+        ticks.tick().await;
+        let Some(agent) = agent.upgrade() else { return };
+        let alive: HashSet<String> = agent.alive_instances().into_keys().collect();
+        agent.presence.keep_only(&alive);
     }
 }

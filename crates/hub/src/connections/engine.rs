@@ -12,10 +12,12 @@ use protocol::{SubName, Subscribe};
 use storage::{LogQuery, Page, SharedEvent};
 use tokio::sync::oneshot;
 
+use crate::auth::Grant;
+use crate::cluster::presence::{Watcher, presence_topics};
 use crate::connections::outbound::Outbound;
 use crate::delivery::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
 use crate::fanout::dispatcher::{Join, Leave, build_frame};
-use crate::fanout::sessions::{ConnectionInfo, SubscriptionInfo};
+use crate::fanout::sessions::{ConnectionInfo, Notice, SubscriptionInfo};
 use crate::fanout::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
 use crate::state::HubState;
 
@@ -38,11 +40,22 @@ pub struct Subscriptions {
     list: Vec<Subscription>,
     /// Never reused, so deliveries for a replaced or removed subscription are recognised and dropped.
     next_generation: u64,
+    /// The subscriptions present on topics that keep presence, by generation: as which subject, on which topics,
+    /// and whether they also watch who else is.
+    present: Vec<Present>,
+}
+
+#[derive(Debug)]
+struct Present {
+    generation: u64,
+    subject: Option<String>,
+    topics: Vec<String>,
+    watching: bool,
 }
 
 impl Subscriptions {
     pub fn new(session: SessionId, transport: Transport) -> Self {
-        Self { session, transport, list: Vec::new(), next_generation: 1 }
+        Self { session, transport, list: Vec::new(), next_generation: 1, present: Vec::new() }
     }
 
     pub fn session(&self) -> SessionId {
@@ -59,6 +72,11 @@ impl Subscriptions {
 
     pub fn contains(&self, name: &SubName) -> bool {
         self.list.iter().any(|s| s.name == *name)
+    }
+
+    /// Whether the subscription of `generation` is still there.
+    pub fn holds(&self, generation: u64) -> bool {
+        self.list.iter().any(|s| s.generation == generation)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
@@ -95,6 +113,16 @@ impl Subscriptions {
     pub fn remove(&mut self, name: &SubName, hub: &HubState) -> bool {
         let Some(index) = self.list.iter().position(|s| s.name == *name) else { return false };
         let subscription = self.list.swap_remove(index);
+        if let Some(at) = self.present.iter().position(|p| p.generation == subscription.generation) {
+            let present = self.present.swap_remove(at);
+            let presence = &hub.cluster.presence;
+            if present.watching {
+                presence.unwatch(self.session, present.generation);
+            }
+            for topic in &present.topics {
+                presence.exit(topic, self.session, present.subject.as_deref());
+            }
+        }
         hub.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         crate::telemetry::instruments::subscription_removed(self.transport);
         hub.dispatcher.do_send(Leave {
@@ -122,6 +150,10 @@ where
     fn subscriptions(&mut self) -> &mut Subscriptions;
     fn transport(&self) -> Transport;
     fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver>;
+    /// Where the hub's notices to the session go (presence among them).
+    fn notices(&self, ctx: &mut Self::Context) -> Recipient<Notice>;
+    /// What the connection's token allows, and who it names.
+    fn grant(&self) -> &Grant;
     /// Writes one frame to the connection.
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString);
     /// Writes frames in order: a delivery's, or a page of replay.
@@ -224,12 +256,16 @@ where
         format,
         target: Target::Session(recipient),
     });
+    let presence_on = presence_topics(&hub.policies, &request.topics);
     let query = LogQuery::new(request.topics.clone(), request.filter);
     let mut subscription = Subscription::new(request.sub.clone(), generation, query, request.since, format);
     subscription.tail = request.tail.map(|n| n as usize);
     subs.list.push(subscription);
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);
     crate::telemetry::instruments::subscription_added(format.transport, request.since.is_some());
+    if !presence_on.is_empty() {
+        enter_presence(act, ctx, &request.sub, generation, presence_on, request.presence);
+    }
     let (joined, joined_rx) = oneshot::channel();
     hub_dispatcher.do_send(Join { subscriber, patterns: request.topics, joined });
     let (name, tail) = (request.sub, request.tail.is_some());
@@ -240,6 +276,46 @@ where
             (false, _) => fail(act, ctx, &name, "the dispatcher stopped".to_owned()),
         }
     }));
+}
+
+/// The subscription of `generation` names `topics`, which keep presence: its subject is present there, and when it
+/// asked for presence, it watches who else is.
+fn enter_presence<A>(
+    act: &mut A,
+    ctx: &mut A::Context,
+    sub: &SubName,
+    generation: u64,
+    topics: Vec<String>,
+    watch: bool,
+) where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let hub = act.hub().clone();
+    let subject = act.grant().subject().map(str::to_owned);
+    let info = act.grant().info().map(|info| {
+        let mut value = serde_json::Value::Object(info.clone());
+        hub.redactor.redact_value(&mut value);
+        match value {
+            serde_json::Value::Object(info) => info,
+            _ => serde_json::Map::new(),
+        }
+    });
+    let session = act.subscriptions().session;
+    let presence = &hub.cluster.presence;
+    for topic in &topics {
+        presence.enter(topic, session, subject.as_deref(), info.clone());
+    }
+    if watch {
+        let to = act.notices(ctx);
+        let ask: Vec<String> = topics
+            .iter()
+            .filter(|topic| presence.watch(topic, Watcher::new(session, generation, sub.clone(), to.clone())))
+            .cloned()
+            .collect();
+        hub.cluster.ask_presence(ask);
+    }
+    act.subscriptions().present.push(Present { generation, subject, topics, watching: watch });
 }
 
 /// A subscription that asked for its last `count` events: once its rooms have it (so nothing newer is missed),

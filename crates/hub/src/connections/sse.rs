@@ -6,7 +6,7 @@ use actix::prelude::*;
 use actix_web::web;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use protocol::{SubName, Subscribe};
+use protocol::{ServerFrame, SubName, Subscribe};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -81,6 +81,18 @@ impl SseSession {
         self.write_bytes(ctx, Bytes::from(format!("id: {}\nevent: reset\ndata: {data}\n\n", reset.through)));
     }
 
+    /// Who is present, or who joined or left: `event: @presence`, `@join` or `@leave` (names no topic can have),
+    /// with the frame as WebSocket sends it, and no `id:`, so a reconnecting EventSource resumes from its last event.
+    fn write_presence(&mut self, ctx: &mut Context<Self>, frame: &ServerFrame) {
+        let name = match frame {
+            ServerFrame::Presence { .. } => "@presence",
+            ServerFrame::Join { .. } => "@join",
+            ServerFrame::Leave { .. } => "@leave",
+            _ => return,
+        };
+        self.write_bytes(ctx, Bytes::from(format!("event: {name}\ndata: {}\n\n", frame.to_json())));
+    }
+
     /// An operator's command: when it matches, `event: @disconnect` (a name no topic can have: `@` is not a topic
     /// character), then the end of the stream.
     fn cut(&mut self, ctx: &mut Context<Self>, cut: &Cut) -> bool {
@@ -114,6 +126,14 @@ impl SubscriptionHost for SseSession {
 
     fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver> {
         ctx.address().recipient()
+    }
+
+    fn notices(&self, ctx: &mut Self::Context) -> Recipient<Notice> {
+        ctx.address().recipient()
+    }
+
+    fn grant(&self) -> &Grant {
+        &self.grant
     }
 
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString) {
@@ -212,6 +232,11 @@ impl Handler<Notice> for SseSession {
                 let subject = self.grant.subject().map(str::to_owned);
                 let info = engine::describe(self, subject, self.opened, self.peer);
                 let _ = answer.send(info);
+            }
+            Notice::Presence { generation, frame } => {
+                if self.subs.holds(generation) {
+                    self.write_presence(ctx, &frame);
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ use protocol::{ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame
 use tracing::{debug, info, warn};
 
 use crate::auth::Grant;
+use crate::cluster::presence::check_watch;
 use crate::connections::engine::{self, SubscriptionHost, Subscriptions};
 use crate::connections::outbound::Outbound;
 use crate::delivery::{Deliver, SessionId, Transport};
@@ -207,6 +208,9 @@ impl WsSession {
         if let Err(why) = self.grant.allows_subscription(&request.topics, &request.filter) {
             return self.send_error(ctx, ErrorCode::Forbidden, why, Some(name));
         }
+        if let Err(why) = check_watch(&self.hub.policies, &request) {
+            return self.send_error(ctx, ErrorCode::BadRequest, why, Some(name));
+        }
         if !self.subs.contains(&request.sub) && self.subs.len() >= self.hub.settings.max_subscriptions {
             let message =
                 format!("a connection may hold at most {} subscriptions", self.hub.settings.max_subscriptions);
@@ -294,6 +298,14 @@ impl SubscriptionHost for WsSession {
 
     fn recipient(&self, ctx: &mut Self::Context) -> Recipient<Deliver> {
         ctx.address().recipient()
+    }
+
+    fn notices(&self, ctx: &mut Self::Context) -> Recipient<Notice> {
+        ctx.address().recipient()
+    }
+
+    fn grant(&self) -> &Grant {
+        &self.grant
     }
 
     /// Writes a text frame, accounting its bytes.
@@ -400,6 +412,11 @@ impl Handler<Notice> for WsSession {
                 let subject = self.grant.subject().map(str::to_owned);
                 let info = engine::describe(self, subject, self.opened, self.peer);
                 let _ = answer.send(info);
+            }
+            Notice::Presence { generation, frame } => {
+                if self.subs.holds(generation) {
+                    self.send(ctx, frame);
+                }
             }
         }
     }

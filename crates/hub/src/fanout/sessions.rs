@@ -43,6 +43,9 @@ pub enum Notice {
     Cut(Arc<Cut>, oneshot::Sender<bool>),
     /// An operator's listing: answer with what the connection is.
     Describe(oneshot::Sender<ConnectionInfo>),
+    /// Who is present on a topic, or who joined or left it, for the subscription of `generation` (if it is still
+    /// there).
+    Presence { generation: u64, frame: protocol::ServerFrame },
 }
 
 /// Which connections an operator's command closes.
@@ -251,6 +254,7 @@ mod tests {
                 Notice::Closing => "closing",
                 Notice::Cut(..) => "cut",
                 Notice::Describe(_) => "describe",
+                Notice::Presence { .. } => "presence",
             };
             self.0.lock().unwrap().push(told);
         }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod dashboard;
 pub mod health;
 pub mod poll;
+pub mod presence;
 pub mod publish;
 pub mod query;
 pub mod sse;
@@ -30,6 +31,7 @@ pub fn configure_streams(cfg: &mut web::ServiceConfig) {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/events", web::get().to(poll::events))
         .route("/api/publish", web::post().to(publish::publish))
+        .route("/api/presence", web::get().to(presence::presence))
         .route("/api/admin/connections", web::get().to(admin::connections))
         .route("/api/admin/disconnect", web::post().to(admin::disconnect))
         .route("/api/admin/revoke", web::post().to(admin::revoke))

@@ -12,6 +12,9 @@ use crate::error::ApiError;
 
 /// The parameters every route that takes a subscription by query reads, besides scope keys (`last_event_id` is the
 /// older systems' name of `since`; `access_token` is read by [`super::token_in_query`]).
+/// The parameters only the streaming routes (`/ws`, `/sse`) read: `presence=1` watches who is present.
+pub const STREAM_PARAMETERS: [&str; 1] = ["presence"];
+
 pub const SUBSCRIPTION_PARAMETERS: [&str; 6] = ["topics", "since", "last_event_id", "tail", "profile", "access_token"];
 
 /// The long-poll route's own parameters (`GET /api/events`); `/ws` and `/sse` have none of their own.
@@ -104,6 +107,15 @@ impl SubscriptionQuery {
                 Ok(Some(parse_position_str(text, "Last-Event-ID").map_err(|e| ApiError::bad_request(e.0))?))
             }
             None => Ok(self.since),
+        }
+    }
+
+    /// Whether the subscription watches presence (`presence=1`).
+    pub fn presence(&self) -> Result<bool, ApiError> {
+        match self.other.get("presence").map(String::as_str) {
+            None | Some("0" | "false") => Ok(false),
+            Some("1" | "true") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!("presence: 1 or 0, got {other:?}"))),
         }
     }
 

@@ -7,11 +7,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use protocol::ErrorCode;
 
+use crate::cluster::presence::check_watch;
 use crate::connections::outbound::{Outbound, OutboundBody};
 use crate::connections::ws::{ClientFrames, WsSession};
 use crate::error::ApiError;
 use crate::routes::access;
-use crate::routes::query::SubscriptionQuery;
+use crate::routes::query::{STREAM_PARAMETERS, SubscriptionQuery};
 use crate::state::HubState;
 
 /// Frames above the configured bound get a `too_large` error and the connection stays open; frames this many
@@ -27,10 +28,11 @@ pub async fn websocket(
     access::not_shutting_down(&state)?;
     access::origin_allowed(&req, &state)?;
     let grant = access::grant(&req, &state).await?;
-    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys, &[])?;
+    let query = SubscriptionQuery::parse(req.query_string(), &state.scope_keys, &STREAM_PARAMETERS)?;
     let since = query.resume_point(&req)?;
     let auto_subscribe = if query.asks_for_subscription() || since.is_some() {
-        let subscribe = query.subscription(since, &grant)?;
+        let subscribe = query.subscription(since, &grant)?.with_presence(query.presence()?);
+        check_watch(&state.policies, &subscribe).map_err(ApiError::bad_request)?;
         grant
             .allows_subscription(&subscribe.topics, &subscribe.filter)
             .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
