@@ -8,12 +8,16 @@ use serde_json::{Value, json};
 use crate::backends::{LogKind, TestLog};
 use crate::helpers::{TestHub, event};
 
-/// Logs kept 2 s and at most 50; audit events an hour; everything else the global retention.
+/// Run logs capped at 50 (kept an hour), deploy logs kept 1 s, audit events an hour; everything else the global
+/// retention.
 const POLICIES: &str = r#"
 [[policy]]
 topics = ["run.logs"]
-retention = "2s"
+retention = "1h"
 max_events = 50
+[[policy]]
+topics = ["deploy.logs"]
+retention = "1s"
 [[policy]]
 name = "audit"
 topics = ["audit.*"]
@@ -29,7 +33,7 @@ async fn policy(hub: &TestHub, name: &str) -> Value {
 
 /// How many events of `topics` the hub still answers from the start of the log.
 async fn retained(hub: &TestHub, topics: &str) -> usize {
-    let (status, page) = hub.get_json(&format!("/api/events?topics={topics}&after=0&limit=1000")).await;
+    let (status, page) = hub.get_json(&format!("/api/events?topics={topics}&after=0&limit=1000&wait=0")).await;
     assert_eq!(status, 200, "{page}");
     page["events"].as_array().unwrap().len()
 }
@@ -43,19 +47,27 @@ async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> 
     }
 }
 
+/// A subscription's first frame after `subscribed`, over WebSocket.
+async fn first_frame(hub: &TestHub, topics: &str, since: u64) -> Value {
+    let mut client = hub.ws(&format!("/ws?topics={topics}&since={since}")).await;
+    client.expect("subscribed").await;
+    client.next_json().await
+}
+
 every_backend! {
-    /// A flood of logs, capped at 50 and kept 2 s, runs between two audit events. The logs never push the audit
-    /// event out and never number more than the cap once removal ran (three rounds: the storage stays flat); an
-    /// audit subscriber resuming from before the flood gets the next audit event and no reset on every transport,
-    /// while a subscriber whose patterns reach the logs is reset. On PostgreSQL the removal runs on another hub
-    /// than the subscribers' (whose settings say so: `HUB_RETENTION_INTERVAL` is 200 ms on one, 1 min on the other). Redis and NATS refuse a policy with its own retention at start-up, with the reason,
-    /// and take one that only keeps presence.
+    /// A flood of run logs (capped at 50) and a few deploy logs (kept 1 s) run between two audit events. The logs
+    /// never push the audit event out, and the run logs never number more than the cap once removal ran (three
+    /// rounds: the storage stays flat; Redis trims by whole nodes of 100 entries, so up to 149 there). An audit
+    /// subscriber resuming from before the flood gets the next audit event and no reset, on every transport, while
+    /// a subscriber whose patterns reach either log policy is reset. On PostgreSQL and Redis the removal runs on
+    /// another hub than the subscribers' (`HUB_RETENTION_INTERVAL` 200 ms there, 1 min here). NATS refuses a
+    /// policy with its own retention at start-up, with the reason, and takes one that only keeps presence.
     async fn each_policy_removes_its_own_events_and_resets_only_the_readers_of_its_topics(log) {
         let with_policies = |s: &mut hub::settings::Settings| {
             s.topic_policies = Some(POLICIES.into());
             s.retention_interval = Duration::from_millis(200);
         };
-        if matches!(log.kind, LogKind::Redis | LogKind::Nats) {
+        if log.kind == LogKind::Nats {
             let refused = log.try_spawn_hub(with_policies).await.err().expect("the hub refuses the policies");
             assert!(refused.contains(r#"policy "run.logs" sets its own retention or max_events"#), "{refused}");
             let presence = "[[policy]]\ntopics = [\"chat.*\"]\npresence = true";
@@ -67,7 +79,7 @@ every_backend! {
         // The reading hub keeps no window of newest events: it would go on answering, from memory, events the log
         // removed (no loss, so no reset), and the test is about what the log keeps.
         let reading = match log.kind {
-            LogKind::Postgres => {
+            LogKind::Postgres | LogKind::Redis => {
                 log.spawn_hub(|s| {
                     s.topic_policies = Some(POLICIES.into());
                     s.recent_events = 0;
@@ -76,52 +88,54 @@ every_backend! {
             }
             _ => pruning,
         };
-        let publisher = &reading;
-        let first = publisher.publish(event("audit.login", json!({}), 0)).await[0];
+        let cap = if log.kind == LogKind::Redis { 149 } else { 50 };
+        let first = reading.publish(event("audit.login", json!({}), 0)).await[0];
+        let deploys: Vec<Value> = (0..20).map(|n| event("deploy.logs", json!({}), n)).collect();
+        reading.publish(json!(deploys)).await;
         for round in 0..3u64 {
             let batch: Vec<Value> = (0..200).map(|n| event("run.logs", json!({}), round * 1000 + n)).collect();
-            publisher.publish(json!(batch[..100])).await;
-            publisher.publish(json!(batch[100..])).await;
-            until("the cap holds the logs to 50", || async { retained(&reading, "run.logs").await <= 50 }).await;
+            reading.publish(json!(batch[..100])).await;
+            reading.publish(json!(batch[100..])).await;
+            until("the cap holds the run logs", || async { retained(&reading, "run.logs").await <= cap }).await;
             assert_eq!(retained(&reading, "audit.*").await, 1, "round {round}: the audit event stays");
         }
-        let second = publisher.publish(event("audit.logout", json!({}), 1)).await[0];
+        let second = reading.publish(event("audit.logout", json!({}), 1)).await[0];
+        until("the deploy logs age out", || async { retained(&reading, "deploy.logs").await == 0 }).await;
 
-        let mut audit = reading.ws("/ws").await;
-        audit.send_json(json!({"op": "subscribe", "sub": "a", "topics": ["audit.*"], "since": first})).await;
-        audit.expect("subscribed").await;
-        let audit_next = audit.next_json().await;
-        let mut logs = reading.ws("/ws").await;
-        logs.send_json(json!({"op": "subscribe", "sub": "l", "topics": ["run.logs"], "since": first})).await;
-        logs.expect("subscribed").await;
-        let logs_next = logs.next_json().await;
-        let mut wide = reading.ws(&format!("/ws?topics=run.*&since={first}")).await;
-        wide.expect("subscribed").await;
-        let wide_next = wide.next_json().await;
+        let audit_next = first_frame(&reading, "audit.*", first).await;
+        let logs_next = first_frame(&reading, "run.logs", first).await;
+        let deploys_next = first_frame(&reading, "deploy.logs", first).await;
+        let wide_next = first_frame(&reading, "run.*", first).await;
         let mut audit_sse = reading.sse(&format!("/sse?topics=audit.*&since={first}"), &[]).await;
         let audit_streamed = audit_sse.next_event().await;
         let mut logs_sse = reading.sse(&format!("/sse?topics=run.logs&since={first}"), &[]).await;
         let logs_streamed = logs_sse.next_event().await;
         let (_, audit_polled) = reading.get_json(&format!("/api/events?topics=audit.*&after={first}")).await;
-        let (_, logs_polled) = reading.get_json(&format!("/api/events?topics=run.logs&after={first}")).await;
+        let (_, logs_polled) = reading.get_json(&format!("/api/events?topics=deploy.logs&after={first}&wait=0")).await;
+        let (_, run_logs) = reading.get_json("/api/events?topics=run.logs&after=0&limit=1000&wait=0").await;
 
         assert_eq!((audit_next["type"].as_str(), audit_next["id"].as_u64()), (Some("event"), Some(second)), "{audit_next}");
         assert_eq!(logs_next["type"], "reset", "{logs_next}");
-        assert_eq!(wide_next["type"], "reset", "run.* reaches the logs: {wide_next}");
+        assert_eq!(deploys_next["type"], "reset", "{deploys_next}");
+        assert_eq!(wide_next["type"], "reset", "run.* reaches the run logs: {wide_next}");
         assert_eq!((audit_streamed.event.as_deref(), audit_streamed.id), (Some("audit.logout"), Some(second.to_string())));
         assert_eq!(logs_streamed.event.as_deref(), Some("reset"));
         assert!(audit_polled["reset"].is_null(), "{audit_polled}");
         assert_eq!(audit_polled["events"][0]["id"], second, "{audit_polled}");
         assert!(logs_polled["reset"].is_object(), "{logs_polled}");
+        let kept = run_logs["events"].as_array().unwrap();
+        assert!(run_logs["reset"].is_null(), "a read from 0 asks for whatever is retained: {run_logs}");
+        assert_eq!(kept.last().unwrap()["payload"]["n"], 2199, "the newest run logs are the ones kept");
 
-        until("the logs age out", || async { retained(&reading, "run.logs").await == 0 }).await;
         let logs_policy = policy(&reading, "run.logs").await;
+        let deploys_policy = policy(&reading, "deploy.logs").await;
         let audit_policy = policy(&reading, "audit").await;
         let default_policy = policy(&reading, "default").await;
-        assert_eq!(logs_policy["removed"], 600, "{logs_policy}");
+        assert_eq!(logs_policy["removed"].as_u64().unwrap() + kept.len() as u64, 600, "{logs_policy}");
         assert_eq!(logs_policy["max_events"], 50);
-        assert!(logs_policy["oldest"].is_null(), "{logs_policy}");
-        assert!(logs_policy["removed_through"].as_u64().unwrap() > first);
+        assert_eq!(logs_policy["oldest"], kept[0]["id"], "{logs_policy}");
+        assert_eq!(logs_policy["removed_through"].as_u64(), kept[0]["id"].as_u64().map(|id| id - 1), "{logs_policy}");
+        assert_eq!((deploys_policy["removed"].as_u64(), deploys_policy["oldest"].as_u64()), (Some(20), None));
         assert_eq!((audit_policy["oldest"].as_u64(), audit_policy["removed"].as_u64()), (Some(first), Some(0)));
         assert_eq!(audit_policy["retention_seconds"], 3600);
         assert_eq!(default_policy["removed"], 0, "{default_policy}");

@@ -293,7 +293,7 @@ fn topic_policies(settings: &Settings, backend: Backend) -> anyhow::Result<Topic
     let Some(value) = &settings.topic_policies else { return Ok(TopicPolicies::single(retention)) };
     let policies =
         TopicPolicies::from_setting(value, retention).map_err(|e| anyhow::anyhow!("HUB_TOPIC_POLICIES: {e}"))?;
-    if matches!(backend, Backend::Redis | Backend::Nats)
+    if backend == Backend::Nats
         && let Some(own) = policies.iter().find(|p| p.own_retention)
     {
         anyhow::bail!(
@@ -334,7 +334,8 @@ async fn open_log(
                 info!("REDIS_URL is set and no backend is named: using the redis backend");
             }
             let retention = Retention { max_events: settings.redis_max_events, ..retention };
-            let redis = RedisSettings { url, prefix: settings.redis_prefix.clone(), retention };
+            let policies = Some(policies.clone());
+            let redis = RedisSettings { url, prefix: settings.redis_prefix.clone(), retention, policies };
             let log = RedisLog::connect(redis).await.context("cannot open the Redis event log")?;
             Ok(Arc::new(log))
         }
@@ -411,7 +412,7 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         Backend::Redis => {
             let url = settings.redis_url.clone().context("the redis backend needs REDIS_URL")?;
             let retention = Retention { max_age: settings.retention_for(Backend::Redis), max_events: 0 };
-            let redis = RedisSettings { url, prefix: settings.redis_prefix.clone(), retention };
+            let redis = RedisSettings { url, prefix: settings.redis_prefix.clone(), retention, policies: None };
             let log = RedisLog::connect(redis).await.context("cannot open the Redis event log")?;
             if log.upgrade_format().await? {
                 info!(prefix = settings.redis_prefix, "the Redis log now stores envelopes (format 2)");

@@ -10,7 +10,8 @@ use crate::publisher::{Published, Sink};
 
 /// Appends to the Redis log the hubs read (the same key prefix, `realtime` unless the hubs set
 /// `HUB_REDIS_PREFIX`). Ids are assigned by the log as for any publish; the hubs' storage actors wake on the append.
-/// Retention is the hubs' business: this sink neither trims by age nor caps the stream.
+/// Retention is the hubs' business: each event goes to the stream of the topic policy the hubs stored for its
+/// topic (`HUB_TOPIC_POLICIES`), with that policy's cap; this sink never trims by age.
 pub struct RedisSink {
     log: RedisLog,
 }
@@ -19,7 +20,7 @@ impl RedisSink {
     /// Connects to `url` (`redis://host:port`) and the log under `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
         let retention = Retention { max_events: 0, ..Retention::default() };
-        let settings = RedisSettings { url: url.to_owned(), prefix: prefix.to_owned(), retention };
+        let settings = RedisSettings { url: url.to_owned(), prefix: prefix.to_owned(), retention, policies: None };
         Ok(Self { log: RedisLog::connect(settings).await? })
     }
 }
