@@ -162,3 +162,32 @@ async fn a_first_release_log_is_read_and_kept_until_hub_migrate_moves_it_to_stor
     let ts = chrono::DateTime::from_timestamp_millis(millis.parse().unwrap()).unwrap();
     assert_eq!(stored["ts"], ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
 }
+
+/// A service writing through the publisher crate's Redis sink follows the hubs' topic policies: a flood of run logs
+/// past their cap never pushes out an audit event, and a reader of the audit topic is not reset.
+#[actix_web::test]
+async fn the_redis_sink_follows_the_topic_policies_the_hubs_stored() {
+    let redis = test_redis!();
+    let policies = "[[policy]]\ntopics = [\"run.logs\"]\nmax_events = 10\n[[policy]]\ntopics = [\"audit.*\"]";
+    let hub = spawn_redis_hub(&redis.url, &redis.prefix, |s| {
+        s.topic_policies = Some(policies.into());
+        s.recent_events = 0;
+    })
+    .await;
+    let publisher = Publisher::new(RedisSink::connect(&redis.url, &redis.prefix).await.unwrap());
+    let new = |topic: &str| {
+        let payload = serde_json::json!({"n": 1}).as_object().cloned().unwrap();
+        protocol::NewEvent::new(protocol::Topic::parse(topic).unwrap(), protocol::Scope::default(), payload)
+    };
+
+    let audit = publisher.publish(new("audit.login")).await.unwrap().ids.unwrap()[0].get();
+    for _ in 0..5 {
+        publisher.publish_batch((0..100).map(|_| new("run.logs"))).await.unwrap();
+    }
+    let (_, logs) = hub.get_json("/api/events?topics=run.logs&after=0&limit=1000&wait=0").await;
+    let (_, audits) = hub.get_json(&format!("/api/events?topics=audit.*&after={}&wait=0", audit - 1)).await;
+
+    assert!(logs["events"].as_array().unwrap().len() < 110, "the sink's logs are capped in their own stream: {logs}");
+    assert_eq!(ids(audits["events"].as_array().unwrap()), [audit], "{audits}");
+    assert!(audits["reset"].is_null(), "{audits}");
+}
