@@ -166,3 +166,39 @@ shared_backends! {
         assert_eq!(listed["members"], json!([{"subject": "watcher", "connections": 1, "info": {}}]), "{listed}");
     }
 }
+
+every_backend! {
+    /// 150 subjects join a room at once, on two hubs where there are two: the watcher is told of every one of them
+    /// (a burst far larger than a session's mailbox), then of every leave.
+    async fn a_burst_of_joins_and_leaves_reaches_the_watcher_whole(log) {
+        let hub_a = hub_on(&log, "hub-a", Duration::from_secs(10)).await;
+        let other = match log.kind {
+            LogKind::Memory => None,
+            _ => Some(hub_on(&log, "hub-b", Duration::from_secs(10)).await),
+        };
+        let hub_b = other.as_ref().unwrap_or(&hub_a);
+        let mut watching = connect(&hub_a, "/ws", &user("watcher", json!({}))).await;
+        watching.send_json(json!({"op": "subscribe", "sub": "w", "topics": ["chat.burst"], "presence": true})).await;
+        next_presence(&mut watching).await;
+
+        let members = futures_util::future::join_all((0..150).map(|i| {
+            let hub = if i % 2 == 0 { &hub_a } else { hub_b };
+            async move { connect(hub, "/ws?topics=chat.burst", &user(&format!("u{i}"), json!({}))).await }
+        }))
+        .await;
+        let mut joined = std::collections::BTreeSet::new();
+        while joined.len() < 150 {
+            let frame = next_presence(&mut watching).await;
+            assert_eq!(frame["type"], "join", "{frame}");
+            joined.insert(frame["member"]["subject"].as_str().unwrap().to_owned());
+        }
+        drop(members);
+        let mut left = std::collections::BTreeSet::new();
+        while left.len() < 150 {
+            let frame = next_presence(&mut watching).await;
+            assert_eq!(frame["type"], "leave", "{frame}");
+            left.insert(frame["member"]["subject"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(joined, left);
+    }
+}

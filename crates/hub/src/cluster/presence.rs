@@ -71,8 +71,10 @@ impl Watcher {
     }
 
     fn tell(&self, frame: ServerFrame) {
-        // A session that stopped takes its watchers out itself; a full mailbox drops the notice.
-        let _ = self.to.try_send(Notice::Presence { generation: self.generation, frame });
+        // Queued whatever the mailbox holds (a burst of joins is larger than an actor's mailbox): a session that
+        // cannot keep up is cut as a slow consumer by what it writes, never left with a member list that is wrong.
+        // A session that stopped takes its watchers out itself.
+        self.to.do_send(Notice::Presence { generation: self.generation, frame });
     }
 }
 
