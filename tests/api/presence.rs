@@ -202,3 +202,19 @@ every_backend! {
         assert_eq!(joined, left);
     }
 }
+
+#[actix_web::test]
+async fn a_token_whose_info_claim_is_larger_than_a_kibibyte_is_refused() {
+    let hub = crate::helpers::spawn_hub(|s| {
+        s.jwt_secret = Some(SECRET.into());
+        s.topic_policies = Some(POLICIES.into());
+    })
+    .await;
+    let large = user("u1", json!({"bio": "x".repeat(1100)}));
+    let fits = user("u1", json!({"bio": "x".repeat(900)}));
+
+    let (refused, _) = hub.get_as("/api/presence?topic=chat.a", Some(&large)).await;
+    let (accepted, _) = hub.get_as("/api/presence?topic=chat.a", Some(&fits)).await;
+
+    assert_eq!((refused, accepted), (401, 200));
+}
