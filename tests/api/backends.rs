@@ -114,31 +114,37 @@ impl TestLog {
 
     /// As [`TestLog::spawn_hub`], answering why the hub refused to start.
     pub async fn try_spawn_hub(&self, configure: impl FnOnce(&mut Settings)) -> Result<TestHub, String> {
-        let env = self.env();
-        let value = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        let on_log = self.settings();
         try_spawn_hub(move |s| {
-            match self.kind {
-                LogKind::Memory => s.backend = Some(Backend::Memory),
-                LogKind::Postgres => {
-                    s.backend = Some(Backend::Postgres);
-                    s.database_url = value("DATABASE_URL");
-                    s.db_pool_size = 3;
-                    s.inbox_poll = Duration::from_millis(50);
-                }
-                LogKind::Redis => {
-                    s.backend = Some(Backend::Redis);
-                    s.redis_url = value("REDIS_URL");
-                    s.redis_prefix = value("HUB_REDIS_PREFIX").expect("a prefix");
-                }
-                LogKind::Nats => {
-                    s.backend = Some(Backend::Nats);
-                    s.nats_url = value("NATS_URL");
-                    s.nats_stream = value("HUB_NATS_STREAM").expect("a stream");
-                }
-            }
+            on_log(s);
             configure(s);
         })
         .await
+    }
+
+    /// What points a hub's settings at this log (owned: it borrows nothing of the log).
+    pub fn settings(&self) -> impl FnOnce(&mut Settings) + 'static {
+        let (kind, env) = (self.kind, self.env());
+        let value = move |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        move |s: &mut Settings| match kind {
+            LogKind::Memory => s.backend = Some(Backend::Memory),
+            LogKind::Postgres => {
+                s.backend = Some(Backend::Postgres);
+                s.database_url = value("DATABASE_URL");
+                s.db_pool_size = 3;
+                s.inbox_poll = Duration::from_millis(50);
+            }
+            LogKind::Redis => {
+                s.backend = Some(Backend::Redis);
+                s.redis_url = value("REDIS_URL");
+                s.redis_prefix = value("HUB_REDIS_PREFIX").expect("a prefix");
+            }
+            LogKind::Nats => {
+                s.backend = Some(Backend::Nats);
+                s.nats_url = value("NATS_URL");
+                s.nats_stream = value("HUB_NATS_STREAM").expect("a stream");
+            }
+        }
     }
 
     /// Starts the hub binary as a process of its own on the log (for SIGKILL).
@@ -552,5 +558,65 @@ restartable_backends! {
             let (_, poll) = hub.get_json(&format!("/api/events?topics=a&after={}&wait=0", before[0])).await;
             assert_eq!(poll["reset"]["reason"], "history_truncated", "{poll}");
         }
+    }
+}
+
+restartable_backends! {
+    /// A hub started while its backend is down (a cluster still forming, a database that starts with it) binds at
+    /// once: `/healthz` 200, `/readyz` and the routes 503 with the reason; it keeps trying, and once the backend
+    /// answers it serves as any hub. Past `HUB_START_TIMEOUT` it gives up with the reason.
+    async fn a_hub_started_before_its_backend_waits_for_it_then_serves(log) {
+        log.stop_server().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let on_log = log.settings();
+        let starting = crate::helpers::try_spawn_hub(move |s| {
+            on_log(s);
+            s.bind = format!("127.0.0.1:{port}");
+        });
+        let http = reqwest::Client::new();
+        let get = |path: &'static str| {
+            let http = http.clone();
+            async move {
+                let response = http.get(format!("http://127.0.0.1:{port}{path}")).send().await.ok()?;
+                let status = response.status().as_u16();
+                Some((status, response.json::<Value>().await.unwrap_or(Value::Null)))
+            }
+        };
+        let waiting = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let healthz = loop {
+                if let Some(answer) = get("/healthz").await {
+                    break answer;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "the waiting hub never answered /healthz");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let readyz = get("/readyz").await;
+            let publish = get("/api/events?topics=a&after=0").await;
+            log.start_server().await;
+            (healthz, readyz, publish)
+        };
+        let (hub, (healthz, readyz, publish)) = tokio::join!(starting, waiting);
+        let hub = hub.expect("the hub starts once its backend answers");
+        let published = hub.publish(event("a", json!({}), 1)).await;
+
+        assert_eq!(healthz.0, 200, "{healthz:?}");
+        let (status, body) = readyz.expect("answered");
+        assert_eq!(status, 503, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("waiting for its backend"), "{body}");
+        assert_eq!(publish.map(|(status, _)| status), Some(503));
+        assert_eq!(published.len(), 1);
+
+        log.stop_server().await;
+        let started = tokio::time::Instant::now();
+        let on_log = log.settings();
+        let refused = crate::helpers::try_spawn_hub(move |s| {
+            on_log(s);
+            s.start_timeout = Duration::from_secs(3);
+        })
+        .await;
+        let waited = started.elapsed();
+        assert!(refused.is_err(), "a backend that never comes is given up on");
+        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(10), "gave up after {waited:?}");
     }
 }

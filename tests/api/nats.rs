@@ -217,6 +217,8 @@ async fn an_unreachable_cluster_or_a_stream_that_contradicts_the_settings_is_a_c
             nats_url: Some(url.clone()),
             nats_stream: name,
             nats_replicas: replicas,
+            // Unreachable is waited for at start-up (HUB_START_TIMEOUT); a second is less than one retry.
+            start_timeout: std::time::Duration::from_secs(1),
             ..Settings::default()
         };
         let error = Application::build(settings).await.err().expect("the hub refuses to start");
@@ -300,4 +302,40 @@ async fn a_client_of_a_sigkilled_hub_resumes_on_the_other_hub_of_a_three_node_cl
     let hub_a = crate::process::HubProcess::start(&env).await;
 
     crate::backends::assert_a_client_of_a_sigkilled_hub_resumes_on_the_other(hub_a, &hub_b).await;
+}
+
+/// Two hubs started together with a three-node cluster (as a Helm install rolls out the hubs and the NATS
+/// StatefulSet at once) both become ready, every time: a hub waits for a cluster that is not formed yet instead of
+/// exiting. `HUB_START_TRIES` sets how many times (3 here; the figure is 20).
+#[actix_web::test]
+async fn hubs_started_together_with_a_three_node_cluster_become_ready_every_time() {
+    let tries: usize = std::env::var("HUB_START_TRIES").ok().and_then(|n| n.parse().ok()).unwrap_or(3);
+    for attempt in 0..tries {
+        let Some(mut cluster) = crate::natsd::NatsCluster::prepare(3) else {
+            assert!(!crate::natsd::required(), "HUB_REQUIRE_NATS=1 but there is no nats-server");
+            return eprintln!("skipped: no nats-server");
+        };
+        let urls = cluster.urls();
+        let stream = format!("start{attempt}");
+        let hub = |urls: String, stream: String| {
+            crate::helpers::try_spawn_hub(move |s| {
+                s.backend = Some(Backend::Nats);
+                s.nats_url = Some(urls);
+                s.nats_stream = stream;
+                s.nats_replicas = 3;
+                s.start_timeout = Duration::from_secs(60);
+            })
+        };
+        let started = tokio::time::Instant::now();
+        let (a, b, ()) = tokio::join!(hub(urls.clone(), stream.clone()), hub(urls, stream), cluster.launch());
+        let (a, b) =
+            (a.unwrap_or_else(|e| panic!("try {attempt}: {e}")), b.unwrap_or_else(|e| panic!("try {attempt}: {e}")));
+        a.wait_ready(200, Duration::from_secs(30)).await;
+        b.wait_ready(200, Duration::from_secs(30)).await;
+        eprintln!("try {attempt}: both hubs ready {:?} after the start", started.elapsed());
+        let published = a.publish(crate::helpers::event("a", serde_json::json!({}), 1)).await;
+        assert_eq!(published.len(), 1, "try {attempt}");
+        a.stop().await;
+        b.stop().await;
+    }
 }

@@ -38,6 +38,8 @@ async fn an_unreachable_or_malformed_redis_url_is_a_clear_start_up_error() {
             bind: "127.0.0.1:0".into(),
             backend: Some(Backend::Redis),
             redis_url: Some(url.clone()),
+            // Unreachable is waited for at start-up (HUB_START_TIMEOUT); a second is less than one retry.
+            start_timeout: std::time::Duration::from_secs(1),
             ..Settings::default()
         };
         let error = Application::build(settings).await.err().expect("the hub refuses to start");

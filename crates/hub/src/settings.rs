@@ -134,6 +134,11 @@ pub struct Settings {
     #[arg(long = "realtime-replay-window-seconds", env = "REALTIME_REPLAY_WINDOW_SECONDS")]
     pub replay_window_seconds: Option<u64>,
 
+    /// How long a hub waits at start-up for its backend (PostgreSQL, Redis, NATS) to answer, serving /healthz and a
+    /// 503 /readyz meanwhile, before it exits.
+    #[arg(long = "hub-start-timeout", env = "HUB_START_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub start_timeout: Duration,
+
     /// Topic policies: a TOML file's path, or the TOML text, of `[[policy]]` tables giving groups of topics their
     /// own retention, cap and presence (docs/RETENTION.md).
     #[arg(long = "hub-topic-policies", env = "HUB_TOPIC_POLICIES")]
@@ -312,6 +317,7 @@ impl Default for Settings {
             sources: None,
             retention: None,
             topic_policies: None,
+            start_timeout: Duration::from_secs(300),
             replay_window_seconds: None,
             retention_interval: duration(DEFAULT_RETENTION_INTERVAL),
             memory_capacity: DEFAULT_MEMORY_CAPACITY,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use storage::log_actor::TailSettings;
 use storage::{
@@ -88,8 +88,10 @@ impl Application {
             None => Vec::new(),
         };
         let policies = Arc::new(topic_policies(&settings, backend)?);
-        let backend_log = open_log(&settings, backend, &policies).await?;
-        let bus = open_cluster(&settings, backend).await?;
+        // Bound first: while the backend is not there yet (a cluster that is still forming, a database that
+        // starts with the hub), the hub answers /healthz and a /readyz that says why it is not ready.
+        let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
+        let (backend_log, bus) = wait_for_backend(&settings, backend, &policies, &listener).await?;
         // The memory backend is itself in memory; a shared backend gets the window of newest events.
         let recent = (backend != Backend::Memory && settings.recent_events > 0).then(|| {
             // Never more than the backend keeps: a window past a length cap would answer what the log has trimmed.
@@ -133,7 +135,6 @@ impl Application {
             }
         });
 
-        let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
         if settings.socket_send_buffer > 0 {
             // Accepted connections inherit the listening socket's buffer size.
             socket2::SockRef::from(&listener)
@@ -277,6 +278,88 @@ fn length_cap(settings: &Settings, backend: Backend) -> Option<usize> {
         Backend::Memory | Backend::Postgres => 0,
     };
     (cap > 0).then_some(cap)
+}
+
+/// How often a hub waiting for its backend tries again, and says why it is still waiting.
+const START_RETRY: Duration = Duration::from_secs(2);
+
+/// Opens the backend's log and the cluster's bus, trying again while the backend cannot be reached (a refused
+/// connection, a cluster still forming), for at most `HUB_START_TIMEOUT`; a configuration the backend refuses fails
+/// at once. Meanwhile `listener` answers `/healthz` 200 and everything else 503 with the reason.
+async fn wait_for_backend(
+    settings: &Settings,
+    backend: Backend,
+    policies: &TopicPolicies,
+    listener: &TcpListener,
+) -> anyhow::Result<(Arc<dyn EventLog>, Arc<dyn storage::Cluster>)> {
+    let started = Instant::now();
+    let mut waiting: Option<(ServerHandle, Arc<std::sync::Mutex<String>>)> = None;
+    let opened = loop {
+        let attempt = async {
+            Ok::<_, anyhow::Error>((
+                open_log(settings, backend, policies).await?,
+                open_cluster(settings, backend).await?,
+            ))
+        };
+        let error = match attempt.await {
+            Ok(opened) => break Ok(opened),
+            Err(e) => e,
+        };
+        let reachable_later = error
+            .chain()
+            .any(|cause| matches!(cause.downcast_ref::<storage::Error>(), Some(storage::Error::Unavailable(_))));
+        if !reachable_later || started.elapsed() + START_RETRY > settings.start_timeout {
+            break Err(error);
+        }
+        let reason = format!("{error:#}");
+        warn!(
+            reason,
+            waited_s = started.elapsed().as_secs(),
+            timeout_s = settings.start_timeout.as_secs(),
+            "the backend is not reachable yet; trying again"
+        );
+        match &waiting {
+            Some((_, shown)) => *shown.lock().unwrap_or_else(|e| e.into_inner()) = reason,
+            None => waiting = Some(serve_while_starting(listener, reason)?),
+        }
+        tokio::time::sleep(START_RETRY).await;
+    };
+    if let Some((server, _)) = waiting {
+        server.stop(false).await;
+    }
+    if opened.is_ok() && started.elapsed() > START_RETRY {
+        info!(waited_s = started.elapsed().as_secs(), "the backend answered");
+    }
+    opened
+}
+
+/// While the backend is awaited: `/healthz` 200 (the process is alive), `/readyz` and every other route 503 with
+/// `reason`, which the caller updates.
+fn serve_while_starting(
+    listener: &TcpListener,
+    reason: String,
+) -> anyhow::Result<(ServerHandle, Arc<std::sync::Mutex<String>>)> {
+    let shown = Arc::new(std::sync::Mutex::new(reason));
+    let reason = shown.clone();
+    let server = HttpServer::new(move || {
+        let reason = reason.clone();
+        App::new().route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "starting"})) })).default_service(web::to(move || {
+            let reason = reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            async move {
+                HttpResponse::ServiceUnavailable().json(serde_json::json!({
+                    "status": "starting",
+                    "error": {"code": "unavailable", "message": format!("the hub is waiting for its backend: {reason}")},
+                }))
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener.try_clone().context("cannot share the listening socket")?)?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok((handle, shown))
 }
 
 /// The topic policies of `HUB_TOPIC_POLICIES` over the global retention; a policy the backend cannot keep is refused

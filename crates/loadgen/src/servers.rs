@@ -320,6 +320,14 @@ impl NatsCluster {
     /// Starts `size` nodes (1: a plain server) and waits until JetStream has a meta leader; `None` when the
     /// system has no `nats-server`.
     pub async fn start(size: usize) -> Option<Self> {
+        let mut cluster = Self::prepare(size)?;
+        cluster.launch().await;
+        Some(cluster)
+    }
+
+    /// The nodes of a cluster of `size`, with their ports and stores, none started yet (so that what connects to
+    /// it can start before it does); `None` when the system has no `nats-server`.
+    pub fn prepare(size: usize) -> Option<Self> {
         if !which("nats-server") {
             return None;
         }
@@ -334,12 +342,15 @@ impl NatsCluster {
                 node.routes = cluster_ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
             }
         }
-        for node in &mut nodes {
+        Some(Self { nodes, dir })
+    }
+
+    /// Starts every node of a prepared cluster and waits until JetStream has a meta leader.
+    pub async fn launch(&mut self) {
+        for node in &mut self.nodes {
             node.start().await;
         }
-        let cluster = Self { nodes, dir };
-        cluster.wait_for_meta_leader().await;
-        Some(cluster)
+        self.wait_for_meta_leader().await;
     }
 
     /// Every node's URL, comma-separated, as `NATS_URL` takes them.
