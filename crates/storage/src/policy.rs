@@ -46,10 +46,6 @@ impl TopicPolicy {
     pub fn key(&self) -> &str {
         &self.key
     }
-
-    pub fn retention(&self) -> Retention {
-        Retention { max_age: self.max_age, max_events: self.max_events }
-    }
 }
 
 /// A set of policies, by index: bit `i` is the `i`-th policy.
@@ -184,11 +180,6 @@ impl TopicPolicies {
 
     pub fn get(&self, index: usize) -> &TopicPolicy {
         &self.list[index]
-    }
-
-    /// Only the default policy: one removal position for the whole log.
-    pub fn is_single(&self) -> bool {
-        self.list.len() == 1
     }
 
     /// The index of the policy that governs `topic`.

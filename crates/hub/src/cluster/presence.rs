@@ -80,6 +80,9 @@ impl Watcher {
 
 /// The exact topics among `patterns` whose policy keeps presence.
 pub fn presence_topics(policies: &TopicPolicies, patterns: &[TopicPattern]) -> Vec<String> {
+    if !policies.any_presence() {
+        return Vec::new();
+    }
     patterns
         .iter()
         .filter_map(|p| match p {
