@@ -40,6 +40,22 @@ async fn connect(hub: &TestHub, path: &str, token: &str) -> WsClient {
     client
 }
 
+/// A WebSocket of `token` on `hub` that watches `topic` (subscription `w`), and the members it was first told of.
+async fn watch(hub: &TestHub, topic: &str, token: &str) -> (WsClient, Value) {
+    let mut watching = connect(hub, "/ws", token).await;
+    watching.send_json(json!({"op": "subscribe", "sub": "w", "topics": [topic], "presence": true})).await;
+    let members = next_presence(&mut watching).await;
+    (watching, members)
+}
+
+/// A second hub on `log`; `None` on the memory backend, which is one process (its "other hub" is the first).
+async fn other_hub(log: &TestLog) -> Option<TestHub> {
+    match log.kind {
+        LogKind::Memory => None,
+        _ => Some(hub_on(log, "hub-b", Duration::from_secs(10)).await),
+    }
+}
+
 /// The next presence frame (`presence`, `join` or `leave`), skipping the subscription's own frames.
 async fn next_presence(client: &mut WsClient) -> Value {
     loop {
@@ -71,18 +87,12 @@ every_backend! {
     /// not read the topic. An SSE watcher gets the members as `event: @presence`, then `@join`.
     async fn members_then_joins_and_leaves_across_hubs_on_websocket_and_sse(log) {
         let hub_a = hub_on(&log, "hub-a", Duration::from_secs(10)).await;
-        // The memory backend is one process: its "other hub" is the same hub.
-        let other = match log.kind {
-            LogKind::Memory => None,
-            _ => Some(hub_on(&log, "hub-b", Duration::from_secs(10)).await),
-        };
+        let other = other_hub(&log).await;
         let hub_b = other.as_ref().unwrap_or(&hub_a);
         let watcher = user("watcher", json!({"name": "Wendy"}));
         let u1 = user("u1", json!({"name": "Ann", "password": "hunter2"}));
 
-        let mut watching = connect(&hub_a, "/ws", &watcher).await;
-        watching.send_json(json!({"op": "subscribe", "sub": "w", "topics": ["chat.room1"], "presence": true})).await;
-        let members = next_presence(&mut watching).await;
+        let (mut watching, members) = watch(&hub_a, "chat.room1", &watcher).await;
         let mut sse = hub_b.sse("/sse?topics=chat.room1&presence=1", &[("authorization", &format!("Bearer {watcher}"))]).await;
         let sse_members = sse.next_event().await;
         let mut first = connect(hub_b, "/ws?topics=chat.room1", &u1).await;
@@ -145,9 +155,7 @@ shared_backends! {
         let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let hub_b = HubProcess::start(&env).await;
         let watcher = user("watcher", json!({}));
-        let mut watching = connect(&hub_a, "/ws", &watcher).await;
-        watching.send_json(json!({"op": "subscribe", "sub": "w", "topics": ["chat.room1"], "presence": true})).await;
-        next_presence(&mut watching).await;
+        let (mut watching, _) = watch(&hub_a, "chat.room1", &watcher).await;
         let u9 = user("u9", json!({}));
         let mut member = crate::helpers::ws_at(hub_b.port, &format!("/ws?topics=chat.room1&access_token={u9}")).await;
         member.expect("subscribed").await;
@@ -172,14 +180,9 @@ every_backend! {
     /// (a burst far larger than a session's mailbox), then of every leave.
     async fn a_burst_of_joins_and_leaves_reaches_the_watcher_whole(log) {
         let hub_a = hub_on(&log, "hub-a", Duration::from_secs(10)).await;
-        let other = match log.kind {
-            LogKind::Memory => None,
-            _ => Some(hub_on(&log, "hub-b", Duration::from_secs(10)).await),
-        };
+        let other = other_hub(&log).await;
         let hub_b = other.as_ref().unwrap_or(&hub_a);
-        let mut watching = connect(&hub_a, "/ws", &user("watcher", json!({}))).await;
-        watching.send_json(json!({"op": "subscribe", "sub": "w", "topics": ["chat.burst"], "presence": true})).await;
-        next_presence(&mut watching).await;
+        let (mut watching, _) = watch(&hub_a, "chat.burst", &user("watcher", json!({}))).await;
 
         let members = futures_util::future::join_all((0..150).map(|i| {
             let hub = if i % 2 == 0 { &hub_a } else { hub_b };

@@ -4,8 +4,11 @@ import { test } from 'node:test';
 
 import { Cursor, HubClient, backoffDelay } from '../src/index.js';
 
-/** Fake WebSockets that open and say `welcome` with `expiresAt`, recording what is sent; `close(code)` from the hub. */
-function fakeSockets(/** @type {() => number | undefined} */ expiresAt) {
+/**
+ * Fake WebSockets that open and say `welcome` with `expiresAt`, recording what is sent; `close(code)` from the hub.
+ * While `blocked()` holds, a socket closes at once instead, as behind a proxy that refuses upgrades.
+ */
+function fakeSockets(/** @type {() => number | undefined} */ expiresAt, blocked = () => false) {
   /** @type {any[]} */
   const sockets = [];
   class FakeSocket {
@@ -17,6 +20,7 @@ function fakeSockets(/** @type {() => number | undefined} */ expiresAt) {
       this.sent = [];
       sockets.push(this);
       setTimeout(() => {
+        if (blocked()) return this.onclose?.();
         this.readyState = 1;
         this.onopen?.();
         const welcome = { type: 'welcome', session: 's', node: 'n', protocol: 1, expires_at: expiresAt() };
@@ -108,27 +112,7 @@ test('a hub that is down is waited for; only a transport blocked while the hub a
 
 test('a client on a fallback probes WebSocket and moves back, resubscribing from its cursor', async () => {
   let blocked = true;
-  /** @type {any[]} */
-  const sockets = [];
-  class FakeSocket {
-    /** @param {string} url */
-    constructor(url) {
-      this.url = url;
-      this.readyState = 0;
-      /** @type {string[]} */
-      this.sent = [];
-      sockets.push(this);
-      setTimeout(() => {
-        if (blocked) return this.onclose?.();
-        this.readyState = 1;
-        this.onopen?.();
-        this.onmessage?.({ data: JSON.stringify({ type: 'welcome', session: 's', node: 'n', protocol: 1 }) });
-      }, 1);
-    }
-    /** @param {string} frame */
-    send(frame) { this.sent.push(frame); }
-    close() { this.readyState = 3; }
-  }
+  const { sockets, FakeSocket } = fakeSockets(() => undefined, () => blocked);
   let polls = 0;
   /** @param {string} url @param {RequestInit} [init] */
   const fetch = async (url, init) => {
@@ -149,10 +133,6 @@ test('a client on a fallback probes WebSocket and moves back, resubscribing from
   });
   const applied = [];
   hub.subscribe('a', (data) => applied.push(data.n), { since: 0 });
-  const until = async (/** @type {() => boolean} */ condition) => {
-    for (let i = 0; i < 400 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
-    assert.ok(condition());
-  };
   await until(() => hub.transport === 'poll' && applied.length === 1);
   const probesWhileBlocked = sockets.length;
   await new Promise((resolve) => setTimeout(resolve, 60));

@@ -290,12 +290,12 @@ impl Presence {
     /// A change said by any hub (this one included); answers the topics to ask again when changes were missed.
     pub fn heard(&self, change: Change) -> Vec<String> {
         let mut inner = self.inner();
-        let last = inner.heard.insert(change.instance.clone(), change.seq);
+        let last = inner.heard.get(&change.instance).copied();
         if last.is_some_and(|last| change.seq <= last) {
             // Heard already (a hub's messages are not repeated, but a resubscribed listener may see one twice).
-            inner.heard.insert(change.instance.clone(), last.unwrap_or_default());
             return Vec::new();
         }
+        inner.heard.insert(change.instance.clone(), change.seq);
         let missed = last.is_some_and(|last| change.seq > last + 1);
         let Some(tracked) = inner.tracked.get_mut(&change.topic) else {
             return if missed { self.ask_again(&mut inner) } else { Vec::new() };

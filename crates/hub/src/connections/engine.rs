@@ -204,7 +204,6 @@ where
 /// bytes written for it that the network has not taken.
 pub fn describe<A>(
     act: &mut A,
-    subject: Option<String>,
     opened: chrono::DateTime<chrono::Utc>,
     peer: Option<std::net::SocketAddr>,
 ) -> ConnectionInfo
@@ -213,6 +212,7 @@ where
     A::Context: AsyncContext<A>,
 {
     let (transport, node, unsent_bytes) = (act.transport(), act.hub().node.clone(), act.outbound().pending());
+    let subject = act.grant().subject().map(str::to_owned);
     let subscriptions = act.subscriptions();
     ConnectionInfo {
         id: subscriptions.session().to_string(),

@@ -409,8 +409,7 @@ impl Handler<Notice> for WsSession {
                 let _ = answer.send(closed);
             }
             Notice::Describe(answer) => {
-                let subject = self.grant.subject().map(str::to_owned);
-                let info = engine::describe(self, subject, self.opened, self.peer);
+                let info = engine::describe(self, self.opened, self.peer);
                 let _ = answer.send(info);
             }
             Notice::Presence { generation, frame } => {

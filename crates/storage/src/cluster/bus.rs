@@ -41,6 +41,25 @@ pub trait Cluster: Send + Sync + 'static {
     async fn records(&self) -> Result<Vec<Record>>;
 }
 
+/// Opens a lost listening connection again with `open`, every [`RELISTEN_AFTER`], until it opens, or until nobody
+/// holds the receiver of `tx` any more (`None`).
+pub(crate) async fn reopen<T, E, F>(tx: &mpsc::UnboundedSender<String>, open: impl Fn() -> F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    loop {
+        if tx.is_closed() {
+            return None;
+        }
+        tokio::time::sleep(RELISTEN_AFTER).await;
+        match open().await {
+            Ok(opened) => return Some(opened),
+            Err(e) => tracing::debug!(error = %e, "cannot listen to the cluster yet"),
+        }
+    }
+}
+
 /// Refuses a message longer than [`MAX_MESSAGE_BYTES`]: the hub splits what it sends below it.
 pub(crate) fn check_size(message: &str) -> Result<()> {
     if message.len() > MAX_MESSAGE_BYTES {

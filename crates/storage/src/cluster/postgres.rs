@@ -7,7 +7,7 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::bus::{Cluster, RELISTEN_AFTER, Record, check_size};
+use super::bus::{Cluster, Record, check_size, reopen};
 use crate::{Error, Result};
 
 /// The channel hubs say things to each other on.
@@ -72,18 +72,9 @@ impl Cluster for PgCluster {
                     Ok(None) => debug!("the cluster listener's connection was lost; listening again"),
                     Err(e) => debug!(error = %e, "the cluster listener failed; listening again"),
                 }
-                loop {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    tokio::time::sleep(RELISTEN_AFTER).await;
-                    match connect().await {
-                        Ok(again) => {
-                            listener = again;
-                            break;
-                        }
-                        Err(e) => debug!(error = %e, "cannot listen to the cluster yet"),
-                    }
+                match reopen(&tx, &connect).await {
+                    Some(again) => listener = again,
+                    None => return,
                 }
             }
         });

@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::bus::{Cluster, RELISTEN_AFTER, Record, check_size};
+use super::bus::{Cluster, Record, check_size, reopen};
 use crate::{Error, Result};
 
 pub struct RedisCluster {
@@ -88,18 +88,9 @@ impl Cluster for RedisCluster {
                     }
                 }
                 debug!("the cluster subscription's connection was lost; subscribing again");
-                loop {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    tokio::time::sleep(RELISTEN_AFTER).await;
-                    match subscribe().await {
-                        Ok(again) => {
-                            messages = again;
-                            break;
-                        }
-                        Err(e) => debug!(error = %e, "cannot subscribe to the cluster yet"),
-                    }
+                match reopen(&tx, &subscribe).await {
+                    Some(again) => messages = again,
+                    None => return,
                 }
             }
         });
