@@ -270,6 +270,82 @@ async fn the_publisher_crates_nats_sink_reaches_subscribers_redacted_and_refuses
     assert!(reason.contains("does not exist"), "{missing}: {reason}");
 }
 
+/// A service writing through the publisher crate's NATS sink follows the hubs' topic policies: its events go to
+/// their policy's subject, so a flood of run logs past their cap never pushes out an audit event, and a reader of
+/// the audit topic is not reset.
+#[actix_web::test]
+async fn the_nats_sink_follows_the_topic_policies_the_hubs_recorded() {
+    use publisher::{NatsSink, Publisher};
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let policies = "[[policy]]\ntopics = [\"run.logs\"]\nmax_events = 10\n[[policy]]\ntopics = [\"audit.*\"]";
+    let (url, name) = (stream.url.clone(), stream.name.clone());
+    let hub = spawn_hub(move |s| {
+        s.backend = Some(Backend::Nats);
+        s.nats_url = Some(url);
+        s.nats_stream = name;
+        s.topic_policies = Some(policies.into());
+        s.retention_interval = Duration::from_millis(200);
+        s.recent_events = 0;
+    })
+    .await;
+    let publisher = Publisher::new(NatsSink::connect(&stream.url, &stream.name, None).await.unwrap());
+    let new = |topic: &str| {
+        let payload = json!({"n": 1}).as_object().cloned().unwrap();
+        protocol::NewEvent::new(protocol::Topic::parse(topic).unwrap(), protocol::Scope::default(), payload)
+    };
+
+    let audit = publisher.publish(new("audit.login")).await.unwrap().ids.unwrap()[0].get();
+    for _ in 0..3 {
+        publisher.publish_batch((0..100).map(|_| new("run.logs"))).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let (_, logs) = hub.get_json("/api/events?topics=run.logs&after=0&limit=1000&wait=0").await;
+        if logs["events"].as_array().unwrap().len() <= 10 || tokio::time::Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (_, audits) = hub.get_json(&format!("/api/events?topics=audit.*&after={}&wait=0", audit - 1)).await;
+
+    assert_eq!(logs["events"].as_array().unwrap().len(), 10, "the sink's logs are capped on their own: {logs}");
+    assert_eq!(ids(audits["events"].as_array().unwrap()), [audit], "{audits}");
+    assert!(audits["reset"].is_null(), "{audits}");
+}
+
+/// A server older than 2.12 (JetStream API level below 2, as Debian's 2.9) is refused at start-up with the reason.
+/// `OLD_NATS_URL` names one (default: the local server at 4222, which on this project's CI machine is Debian's).
+#[actix_web::test]
+async fn a_nats_server_older_than_2_12_is_refused_with_the_reason() {
+    let url = std::env::var("OLD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let version = match async_nats::connect(url.as_str()).await {
+        Ok(client) => client.server_info().version,
+        Err(_) if crate::natsd::required() && std::env::var_os("OLD_NATS_URL").is_none() => {
+            panic!("HUB_REQUIRE_NATS=1 but no old NATS answers at {url}")
+        }
+        Err(_) => return eprintln!("skipped: nothing answers at {url}"),
+    };
+    let (major, minor) = {
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    };
+    if (major, minor) >= (2, 12) {
+        return eprintln!("skipped: the server at {url} is {version}, not an old one");
+    }
+    let settings = Settings {
+        backend: Some(Backend::Nats),
+        nats_url: Some(url),
+        nats_stream: format!("old_{}", uuid::Uuid::new_v4().simple()),
+        start_timeout: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let error = Application::build(settings).await.err().expect("the hub refuses an old server");
+
+    let text = format!("{error:#}");
+    assert!(text.contains(&format!("NATS {version} speaks JetStream API level 0")), "{text}");
+    assert!(text.contains("the hub needs NATS 2.12 or later"), "{text}");
+}
+
 /// Hubs of a new deployment start together: one creates the stream, the others wait until it is ready instead of
 /// refusing it half-made.
 #[actix_web::test]

@@ -1,5 +1,5 @@
 //! Topic policies: each group of topics kept for its own time and count, removed on its own schedule, and a reset
-//! only for the subscriptions whose topics lost events; refused at start-up where the backend cannot keep them.
+//! only for the subscriptions whose topics lost events, on every backend.
 
 use std::time::Duration;
 
@@ -59,27 +59,18 @@ every_backend! {
     /// never push the audit event out, and the run logs never number more than the cap once removal ran (three
     /// rounds: the storage stays flat; Redis trims by whole nodes of 100 entries, so up to 149 there). An audit
     /// subscriber resuming from before the flood gets the next audit event and no reset, on every transport, while
-    /// a subscriber whose patterns reach either log policy is reset. On PostgreSQL and Redis the removal runs on
-    /// another hub than the subscribers' (`HUB_RETENTION_INTERVAL` 200 ms there, 1 min here). NATS refuses a
-    /// policy with its own retention at start-up, with the reason, and takes one that only keeps presence.
+    /// a subscriber whose patterns reach either log policy is reset. On PostgreSQL, Redis and NATS the removal runs
+    /// on another hub than the subscribers' (`HUB_RETENTION_INTERVAL` 200 ms there, 1 min here).
     async fn each_policy_removes_its_own_events_and_resets_only_the_readers_of_its_topics(log) {
         let with_policies = |s: &mut hub::settings::Settings| {
             s.topic_policies = Some(POLICIES.into());
             s.retention_interval = Duration::from_millis(200);
         };
-        if log.kind == LogKind::Nats {
-            let refused = log.try_spawn_hub(with_policies).await.err().expect("the hub refuses the policies");
-            assert!(refused.contains(r#"policy "run.logs" sets its own retention or max_events"#), "{refused}");
-            let presence = "[[policy]]\ntopics = [\"chat.*\"]\npresence = true";
-            let hub = log.spawn_hub(|s| s.topic_policies = Some(presence.into())).await;
-            assert_eq!(hub.publish(event("chat.1", json!({}), 0)).await.len(), 1);
-            return;
-        }
         let pruning = log.spawn_hub(with_policies).await;
         // The reading hub keeps no window of newest events: it would go on answering, from memory, events the log
         // removed (no loss, so no reset), and the test is about what the log keeps.
         let reading = match log.kind {
-            LogKind::Postgres | LogKind::Redis => {
+            LogKind::Postgres | LogKind::Redis | LogKind::Nats => {
                 log.spawn_hub(|s| {
                     s.topic_policies = Some(POLICIES.into());
                     s.recent_events = 0;
@@ -155,16 +146,12 @@ async fn a_policy_file_that_cannot_be_read_or_parsed_stops_the_hub_with_the_reas
 }
 
 every_backend! {
-    /// Events of two policies (on Redis, two streams; on PostgreSQL and memory, two removal positions) published
-    /// interleaved from two hubs where there are two: a live subscription spanning both, a replay from 0 read in
-    /// pages larger than one read's scan, and a long-poll paging through them each see every event once, in
-    /// strictly increasing id order. NATS keeps one stream whatever the policies (it takes presence-only ones).
+    /// Events of two policies (on Redis, two streams; on NATS, two subjects; on PostgreSQL and memory, two removal
+    /// positions) published interleaved from two hubs where there are two: a live subscription spanning both, a
+    /// replay from 0 read in pages larger than one read's scan, and a long-poll paging through them each see every
+    /// event once, in strictly increasing id order.
     async fn a_subscription_across_policies_sees_every_event_once_in_id_order(log) {
-        let policies = if log.kind == LogKind::Nats {
-            "[[policy]]\ntopics = [\"chat.*\"]\npresence = true"
-        } else {
-            "[[policy]]\ntopics = [\"run.logs\"]\nretention = \"1h\"\n[[policy]]\ntopics = [\"audit.*\"]\nretention = \"30d\""
-        };
+        let policies = "[[policy]]\ntopics = [\"run.logs\"]\nretention = \"1h\"\n[[policy]]\ntopics = [\"audit.*\"]\nretention = \"30d\"";
         let first = log.spawn_hub(|s| s.topic_policies = Some(policies.into())).await;
         let other = match log.kind {
             LogKind::Memory => None,

@@ -376,17 +376,6 @@ fn topic_policies(settings: &Settings, backend: Backend) -> anyhow::Result<Topic
     let Some(value) = &settings.topic_policies else { return Ok(TopicPolicies::single(retention)) };
     let policies =
         TopicPolicies::from_setting(value, retention).map_err(|e| anyhow::anyhow!("HUB_TOPIC_POLICIES: {e}"))?;
-    if backend == Backend::Nats
-        && let Some(own) = policies.iter().find(|p| p.own_retention)
-    {
-        anyhow::bail!(
-            "HUB_TOPIC_POLICIES: policy {:?} sets its own retention or max_events, which the {} backend cannot keep \
-             apart from other topics yet (its log is trimmed as one); use the memory or postgres backend, or keep \
-             only `presence` in the policy",
-            own.name,
-            backend.name()
-        );
-    }
     info!(policies = policies.len() - 1, "topic policies read");
     Ok(policies)
 }
@@ -426,13 +415,14 @@ async fn open_log(
             if settings.backend.is_none() && std::env::var_os("REALTIME_BACKEND").is_none() {
                 info!("NATS_URL is set and no backend is named: using the nats backend");
             }
-            let log = NatsLog::connect(nats_settings(settings)?).await.context("cannot open the NATS event log")?;
+            let nats = NatsSettings { policies: Some(policies.clone()), ..nats_settings(settings)? };
+            let log = NatsLog::connect(nats).await.context("cannot open the NATS event log")?;
             Ok(Arc::new(log))
         }
     }
 }
 
-/// The NATS log's settings.
+/// The NATS log's settings, without its topic policies (which only the log keeps).
 fn nats_settings(settings: &Settings) -> anyhow::Result<NatsSettings> {
     let urls = settings.nats_url.clone().context("the nats backend needs NATS_URL")?;
     let backend = Backend::Nats;
@@ -444,6 +434,7 @@ fn nats_settings(settings: &Settings) -> anyhow::Result<NatsSettings> {
         replicas: settings.nats_replicas,
         retention,
         keeps_stream: true,
+        policies: None,
     })
 }
 

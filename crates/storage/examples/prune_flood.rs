@@ -2,14 +2,19 @@
 //! 1,000, on each backend, then one retention run once the logs expired, timed — with topic policies (logs kept
 //! 1 s, audit 1 h) and, beside it, with one global retention of 1 s (which removes the audit events too).
 //!
-//!   cargo run --release -p storage --example prune_flood -- [events] [postgres url] [redis url]
+//!   cargo run --release -p storage --example prune_flood -- [events] [postgres url] [redis url] [nats url]
 //!
-//! Prints one JSON line per backend and setting. PostgreSQL: a database `hub_prune_bench` is created afresh.
+//! Prints one JSON line per backend and setting. PostgreSQL: a database `hub_prune_bench` is created afresh; NATS
+//! (2.12 or later): a stream `hub_prune_bench` likewise, with policies only (one global retention is the stream's
+//! own `max_age` there, which the server applies by itself).
 
 use std::time::{Duration, Instant};
 
 use protocol::{NewEvent, Scope, Topic};
-use storage::{EventLog, LogQuery, MemoryLog, PgLog, PgSettings, RedisLog, RedisSettings, Retention, TopicPolicies};
+use storage::{
+    EventLog, LogQuery, MemoryLog, NatsLog, NatsSettings, PgLog, PgSettings, RedisLog, RedisSettings, Retention,
+    TopicPolicies,
+};
 
 const POLICIES: &str =
     "[[policy]]\ntopics = [\"run.logs\"]\nretention = \"1s\"\n[[policy]]\ntopics = [\"audit.*\"]\nretention = \"1h\"";
@@ -48,6 +53,7 @@ async fn main() {
     let events: usize = args.next().map_or(100_000, |n| n.parse().expect("a count of events"));
     let pg = args.next().unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
     let redis = args.next().unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let nats = args.next().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let global = Retention { max_age: Duration::from_secs(1), max_events: events * 2 };
     let settings =
         [("policies", TopicPolicies::from_toml(POLICIES, global).unwrap()), ("global", TopicPolicies::single(global))];
@@ -88,5 +94,23 @@ async fn main() {
         let keys: Vec<String> =
             redis::cmd("KEYS").arg(format!("{{{prefix}}}:*")).query_async(&mut connection).await.unwrap();
         let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.unwrap();
+    }
+    let client = async_nats::connect(nats.as_str()).await.expect("NATS");
+    let js = async_nats::jetstream::new(client);
+    for stream in ["hub_prune_bench", "hub_prune_bench-policies"] {
+        let _ = js.delete_stream(stream).await;
+    }
+    let settings = NatsSettings {
+        urls: nats.clone(),
+        creds: None,
+        stream: "hub_prune_bench".into(),
+        replicas: 1,
+        retention: global,
+        keeps_stream: true,
+        policies: Some(settings[0].1.clone()),
+    };
+    run("nats", "policies", &NatsLog::connect(settings).await.expect("the NATS log"), events).await;
+    for stream in ["hub_prune_bench", "hub_prune_bench-policies"] {
+        let _ = js.delete_stream(stream).await;
     }
 }

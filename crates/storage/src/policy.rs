@@ -46,6 +46,14 @@ impl TopicPolicy {
     pub fn key(&self) -> &str {
         &self.key
     }
+
+    /// A hash of the key (FNV-1a, 64 bits: stable across builds and platforms), in hex: names the policy's stream or
+    /// subject where a backend keeps each policy's events apart.
+    pub fn key_hash(&self) -> String {
+        let hash =
+            self.key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("{hash:016x}")
+    }
 }
 
 /// A set of policies, by index: bit `i` is the `i`-th policy.

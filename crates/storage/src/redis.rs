@@ -361,12 +361,7 @@ impl Keys {
         if policy.is_default() {
             return self.stream.clone();
         }
-        // FNV-1a, 64 bits: stable across builds and platforms.
-        let hash = policy
-            .key()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        format!("{}:{hash:016x}", self.stream)
+        format!("{}:{}", self.stream, policy.key_hash())
     }
 }
 

@@ -9,7 +9,8 @@ use crate::publisher::{Published, Sink};
 
 /// Appends to the stream the hubs read (`realtime` unless the hubs set `HUB_NATS_STREAM`). Ids are the stream's
 /// sequences, as for any publish; the hubs' consumers carry the events to them at once. The stream is the hubs'
-/// business: this sink neither creates it nor changes its retention, and refuses to start when it is missing.
+/// business: this sink neither creates it nor changes its retention, and refuses to start when it is missing. Each
+/// event goes to the subject of its topic's policy, by the routes the hubs recorded (read again every 10 s).
 pub struct NatsSink {
     log: NatsLog,
 }
@@ -25,6 +26,7 @@ impl NatsSink {
             replicas: 1,
             retention: Retention { max_events: 0, ..Retention::default() },
             keeps_stream: false,
+            policies: None,
         };
         Ok(Self { log: NatsLog::connect(settings).await? })
     }

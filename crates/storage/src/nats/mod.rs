@@ -12,6 +12,12 @@
 //! reused ids. The clock bound holds while the log averaged under a million events a second over its life, as for
 //! the Redis log. See `docs/NATS.md`.
 //!
+//! Topic policies (see [`policies`]): with a policy that keeps its own retention or cap, each policy's events go to
+//! a subject of their own in the one stream, and the hubs remove them with filtered purges, recording how far each
+//! policy was removed; the stream then has no limits of its own.
+//!
+//! The server must be NATS 2.12 or later (JetStream API level 2), judged by what it reports at connect.
+//!
 //! Live delivery: the storage actor's feed is an ordered consumer from its cursor, which pushes the events
 //! themselves; the actor reads them from the feed ([`LiveFeed::read`]) and never asks the stream again. Other reads
 //! (a subscription's replay, long-poll) open a short-lived ordered consumer at their position.
@@ -21,18 +27,15 @@
 //! each with a `Nats-Msg-Id` (the event's idempotency key, else one of the hub's), so a publish retried after a
 //! lost acknowledgement or a leader election is stored once.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use async_nats::jetstream::context::{
-    CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError, PublishErrorKind,
-};
+use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, RawMessageErrorKind, StorageType};
 use async_nats::jetstream::{self, Context};
-use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -40,16 +43,21 @@ use protocol::{EventId, NewEvent};
 
 use crate::event::{LogBounds, LogQuery, Page, StoredEvent};
 use crate::event_log::{EventLog, LiveFeed};
-use crate::policy::{PolicyState, TopicPolicies};
-use crate::{Error, Result, Retention};
+use crate::policy::{PolicySet, PolicyState, TopicPolicies};
+use crate::{Error, Result};
+
+mod client;
+mod policies;
+
+pub use client::NatsSettings;
+pub(crate) use client::connect_client;
+use client::{check_api_level, corrupt, no_stream, stream_missing, unavailable};
+use policies::NatsPolicies;
 
 /// Most messages one read takes from the stream; a filtered read returns fewer events and says how far it looked.
 const SCAN_PER_READ: usize = 1000;
 /// How long a publish keeps retrying (a leader election takes seconds) before the caller is told 503.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
-/// How long one JetStream request waits for its answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a hub waits for the stream to exist when another hub is creating it, or a new cluster is not ready.
 const CREATION_WAIT: Duration = Duration::from_secs(30);
 /// How long one request to create the stream waits: a new replicated stream forms its Raft group first.
@@ -57,82 +65,15 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a retried publish is recognised as a duplicate (JetStream's default).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// How the NATS log connects and what stream it keeps.
-#[derive(Debug, Clone)]
-pub struct NatsSettings {
-    /// One or more servers, comma-separated (`nats://user:pass@host:4222,nats://host2:4222`).
-    pub urls: String,
-    /// A credentials file (JWT and NKey seed), for clusters that use decentralised auth.
-    pub creds: Option<std::path::PathBuf>,
-    /// The stream's name; its subjects are `<name>.>`.
-    pub stream: String,
-    /// Replicas the stream must have (created with this many; an existing stream with fewer is refused).
-    pub replicas: usize,
-    /// `max_age` is the stream's `max_age`, `max_events` its message cap (0: none).
-    pub retention: Retention,
-    /// Whether this process keeps the stream: creates it when absent and aligns its retention (the hubs); a
-    /// publishing service only appends to the stream the hubs keep.
-    pub keeps_stream: bool,
-}
-
 pub struct NatsLog {
     client: async_nats::Client,
     js: Context,
     settings: NatsSettings,
-    /// Where events are published: `<stream>.events`.
-    subject: String,
     /// The subject a stream this process creates is hidden on until its first sequence is set (see the module's
     /// docs): a stream found on it was created by this process, which finishes it.
     hidden: String,
-    /// The default policy alone: the stream's own age and count limits keep every event alike.
-    policies: TopicPolicies,
-}
-
-fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::Unavailable(Box::new(e))
-}
-
-fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Corrupt(format!("nats log: {what}"))
-}
-
-/// Whether looking the stream up failed because it does not exist (deleted, or never created).
-fn stream_missing(e: &GetStreamError) -> bool {
-    matches!(e.kind(), GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
-}
-
-/// Whether a publish failed because no stream takes its subject (the stream was deleted).
-fn no_stream(e: &async_nats::Error) -> bool {
-    e.downcast_ref::<PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::StreamNotFound)
-}
-
-/// A client of the cluster `settings` names (its servers, credentials and timeouts), reconnecting for ever.
-pub(crate) async fn connect_client(settings: &NatsSettings) -> Result<async_nats::Client> {
-    let mut servers = Vec::new();
-    let mut options = ConnectOptions::new()
-        .name("realtime-hub")
-        .connection_timeout(CONNECT_TIMEOUT)
-        .request_timeout(Some(REQUEST_TIMEOUT))
-        // Keep reconnecting to whichever server of the cluster answers; the storage actor re-reads from its
-        // cursor after a reconnect.
-        .max_reconnects(None);
-    for url in settings.urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        let server = ServerAddr::from_str(url).map_err(|e| Error::Config(format!("NATS_URL: {url:?}: {e}")))?;
-        if let (Some(user), Some(pass)) = (server.username(), server.password()) {
-            options = options.user_and_password(user.to_owned(), pass.to_owned());
-        }
-        servers.push(server);
-    }
-    if servers.is_empty() {
-        return Err(Error::Config("NATS_URL names no server".into()));
-    }
-    if let Some(creds) = &settings.creds {
-        options = options
-            .credentials_file(creds)
-            .await
-            .map_err(|e| Error::Config(format!("NATS_CREDS: cannot read {}: {e}", creds.display())))?;
-    }
-    options.connect(servers).await.map_err(unavailable)
+    /// Which subject each topic's events go to, and how each policy's are removed.
+    policies: Arc<NatsPolicies>,
 }
 
 impl NatsLog {
@@ -141,26 +82,42 @@ impl NatsLog {
     pub async fn connect(settings: NatsSettings) -> Result<Self> {
         let client = connect_client(&settings).await?;
         let js = jetstream::new(client.clone());
-        let subject = format!("{}.events", settings.stream);
+        check_api_level(&client).await?;
         let hidden = format!("{}.new.{}", settings.stream, uuid::Uuid::new_v4().simple());
-        let policies = TopicPolicies::single(settings.retention);
-        let log = Self { client, js, settings, subject, hidden, policies };
-        log.ensure_stream().await?;
+        let policies = Arc::new(NatsPolicies::new(
+            &settings.stream,
+            settings.replicas,
+            settings.policies.clone(),
+            settings.retention,
+        ));
+        let log = Self { client, js, settings, hidden, policies };
+        let mut stream = log.ensure_stream().await?;
+        let info = stream.info().await.map_err(unavailable)?.clone();
+        log.policies.register(&log.js, &info).await?;
         Ok(log)
     }
 
     /// The stream's configuration as the hub wants it.
+    /// With policies the hubs remove events themselves, and the stream keeps everything until they do.
     fn config(&self, subjects: Vec<String>) -> Config {
+        let (max_age, max_messages) = if self.policies.managed {
+            (Duration::ZERO, -1)
+        } else {
+            let cap = i64::try_from(self.settings.retention.max_events).ok().filter(|n| *n > 0).unwrap_or(-1);
+            (self.settings.retention.max_age, cap)
+        };
         Config {
             name: self.settings.stream.clone(),
             subjects,
             storage: StorageType::File,
             num_replicas: self.settings.replicas,
-            max_age: self.settings.retention.max_age,
-            max_messages: i64::try_from(self.settings.retention.max_events).ok().filter(|n| *n > 0).unwrap_or(-1),
+            max_age,
+            max_messages,
             discard: DiscardPolicy::Old,
+            // The hubs find where a policy's retention and cap fall with direct gets.
+            allow_direct: true,
             // JetStream refuses a duplicate window longer than the stream's max_age.
-            duplicate_window: DUPLICATE_WINDOW.min(self.settings.retention.max_age),
+            duplicate_window: if max_age.is_zero() { DUPLICATE_WINDOW } else { DUPLICATE_WINDOW.min(max_age) },
             description: Some("realtime hub event log: an event's id is its sequence".into()),
             ..Default::default()
         }
@@ -229,12 +186,13 @@ impl NatsLog {
             )));
         }
         // Retention is the hubs' setting: follow it when it changed.
-        let retention_changed =
-            info.config.max_age != wanted.max_age || info.config.max_messages != wanted.max_messages;
+        let retention_changed = info.config.max_age != wanted.max_age
+            || info.config.max_messages != wanted.max_messages
+            || info.config.allow_direct != wanted.allow_direct;
         if self.settings.keeps_stream && retention_changed {
             let aligned = Config { num_replicas: info.config.num_replicas, ..wanted };
             self.js.update_stream(aligned).await.map_err(unavailable)?;
-            tracing::info!(stream = %name, "the NATS stream's retention follows HUB_RETENTION");
+            tracing::info!(stream = %name, "the NATS stream's retention follows HUB_RETENTION and the topic policies");
         }
         Ok(Some(stream))
     }
@@ -327,11 +285,29 @@ impl NatsLog {
         }
     }
 
-    /// The log's bounds in a stream's state.
+    /// The log's bounds in a stream's state, where the stream's own limits remove events (from the front only).
     fn bounds_of(info: &jetstream::stream::Info) -> LogBounds {
         let head = info.state.last_sequence;
         let earliest = if info.state.messages == 0 { head + 1 } else { info.state.first_sequence };
         LogBounds { head, earliest }
+    }
+
+    /// A read's bounds: the stream's, or, where the hubs remove events by policy, above the removal positions of
+    /// the policies `query` reaches, read now (after the read's messages: see [`policies`]).
+    async fn bounds_for(&self, info: &jetstream::stream::Info, query: &LogQuery) -> Result<LogBounds> {
+        let bounds = Self::bounds_of(info);
+        if !self.policies.managed {
+            return Ok(bounds);
+        }
+        let positions = self.policies.positions(&self.js).await?;
+        if !positions.is_of(info) {
+            // Recorded for a stream deleted since (the next removal round records this one): nothing below the
+            // new stream's first sequence is retained.
+            return Ok(bounds);
+        }
+        let reached = self.policies.policies.reached_by(&query.topics);
+        let through = positions.through(self.policies.subjects_of(reached));
+        Ok(LogBounds { head: bounds.head, earliest: through + 1 })
     }
 
     /// One publish attempt of `events[from..]`, one message at a time: each is sent once the one before it is
@@ -340,18 +316,17 @@ impl NatsLog {
     /// and the failure.
     async fn publish_from(
         &self,
-        events: &[(HeaderMap, bytes::Bytes)],
+        events: &[(String, HeaderMap, bytes::Bytes)],
         from: usize,
     ) -> (Vec<u64>, Option<async_nats::Error>) {
         let mut ids = Vec::with_capacity(events.len() - from);
-        for (headers, payload) in &events[from..] {
+        for (subject, headers, payload) in &events[from..] {
             // The client queues what is published while it is disconnected and sends it after a reconnect,
             // possibly after this request was answered 503: publish only on a live connection.
             if self.client.connection_state() != async_nats::connection::State::Connected {
                 return (ids, Some("not connected to NATS".into()));
             }
-            let acked = match self.js.publish_with_headers(self.subject.clone(), headers.clone(), payload.clone()).await
-            {
+            let acked = match self.js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await {
                 Ok(ack) => ack.await,
                 Err(e) => return (ids, Some(e.into())),
             };
@@ -444,8 +419,11 @@ impl Cursor {
     }
 
     /// Takes up to `limit` events after `after` that the consumer has already received, without waiting: up to the
-    /// head (a message with nothing pending after it) or whatever has arrived so far.
-    async fn take(&mut self, after: u64, limit: usize) -> Result<Page> {
+    /// head (a message with nothing pending after it) or whatever has arrived so far. `holes`: the hubs remove
+    /// events by policy, so the stream has holes anywhere; a page then ends before a skipped sequence, and one
+    /// that starts past it says so with `skipped` instead of moving `earliest` (the removal positions tell).
+    async fn take(&mut self, after: u64, limit: usize, holes: bool) -> Result<(Page, bool)> {
+        let mut skipped = false;
         let mut page = Page {
             events: Vec::new(),
             through: after,
@@ -460,7 +438,13 @@ impl Cursor {
             };
             let info = message.info().map_err(|e| corrupt(format!("a message without its metadata: {e}")))?;
             let (sequence, pending) = (info.stream_sequence, info.pending);
-            if sequence > self.next && page.events.is_empty() {
+            if sequence > self.next && holes && !page.events.is_empty() {
+                self.peeked = Some(message);
+                break;
+            }
+            if sequence > self.next && holes {
+                skipped = true;
+            } else if sequence > self.next && page.events.is_empty() {
                 // Retention, or a new epoch, moved the stream's start past this position.
                 page.bounds.earliest = sequence;
             }
@@ -473,7 +457,7 @@ impl Cursor {
                 break;
             }
         }
-        Ok(page)
+        Ok((page, skipped))
     }
 }
 
@@ -484,18 +468,17 @@ impl EventLog for NatsLog {
     }
 
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
-        let prepared: Vec<(HeaderMap, bytes::Bytes)> = events
-            .iter()
-            .map(|event| {
-                let mut headers = HeaderMap::new();
-                let id = match &event.idempotency_key {
-                    Some(key) => key.clone(),
-                    None => format!("hub-{}", uuid::Uuid::new_v4().simple()),
-                };
-                headers.insert("Nats-Msg-Id", id.as_str());
-                (headers, encode(event))
-            })
-            .collect();
+        let mut prepared: Vec<(String, HeaderMap, bytes::Bytes)> = Vec::with_capacity(events.len());
+        for event in &events {
+            let mut headers = HeaderMap::new();
+            let id = match &event.idempotency_key {
+                Some(key) => key.clone(),
+                None => format!("hub-{}", uuid::Uuid::new_v4().simple()),
+            };
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let subject = self.policies.subject_of(&self.js, event.topic.as_str()).await?;
+            prepared.push((subject, headers, encode(event)));
+        }
         let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
         let mut ids: Vec<u64> = Vec::with_capacity(events.len());
         let mut pause = Duration::from_millis(50);
@@ -525,6 +508,7 @@ impl EventLog for NatsLog {
         let mut page = Page { events: Vec::new(), through: after.max(bounds.head), complete: true, bounds };
         let first = (after + 1).max(bounds.earliest);
         if first > bounds.head {
+            page.bounds = self.bounds_for(stream.cached_info(), query).await?;
             return Ok(page);
         }
         let last = bounds.head.min(first + SCAN_PER_READ.max(limit) as u64 - 1);
@@ -554,31 +538,37 @@ impl EventLog for NatsLog {
             page.through = sequence;
         }
         page.complete = page.through >= bounds.head;
+        page.bounds = self.bounds_for(stream.cached_info(), query).await?;
         Ok(page)
     }
 
-    async fn bounds(&self, _query: &LogQuery) -> Result<LogBounds> {
-        Ok(Self::bounds_of(self.stream().await?.cached_info()))
+    async fn bounds(&self, query: &LogQuery) -> Result<LogBounds> {
+        self.bounds_for(self.stream().await?.cached_info(), query).await
     }
 
     fn policies(&self) -> &TopicPolicies {
-        &self.policies
+        &self.policies.policies
     }
 
     async fn prune(&self) -> Result<Vec<u64>> {
-        // The stream's max_age and message cap remove old events on the servers themselves.
-        Ok(vec![0])
+        // Without policies of their own, the stream's max_age and message cap remove old events on the servers.
+        let mut stream = self.stream().await?;
+        self.policies.prune(&self.client, &self.js, &mut stream).await
     }
 
     async fn policy_states(&self) -> Result<Vec<PolicyState>> {
+        if self.policies.managed {
+            return self.policies.states(&self.js, &mut self.stream().await?).await;
+        }
         let bounds = self.bounds(&LogQuery::all()).await?;
-        Ok(vec![PolicyState::of_one_position("default", bounds)])
+        Ok(self.policies.policies.iter().map(|p| PolicyState::of_one_position(&p.name, bounds)).collect())
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
         let stream = self.stream().await?;
         let answered = tokio::time::Instant::now();
-        Ok(Box::new(NatsFeed { client: self.client.clone(), stream, cursor: None, answered }))
+        let holes = self.policies.managed.then(|| (self.js.clone(), self.policies.clone()));
+        Ok(Box::new(NatsFeed { client: self.client.clone(), stream, cursor: None, answered, holes }))
     }
 
     async fn describe(&self) -> Option<serde_json::Value> {
@@ -600,6 +590,8 @@ struct NatsFeed {
     /// When the stream last answered (a message, or its leader): an idle feed checks it every `LEADER_CHECK`, so
     /// readiness follows the connection and the stream's leader even when nothing is published.
     answered: tokio::time::Instant,
+    /// Where the hubs remove events by policy: what reads the removal positions when the feed skips a sequence.
+    holes: Option<(Context, Arc<NatsPolicies>)>,
 }
 
 impl NatsFeed {
@@ -643,8 +635,15 @@ impl LiveFeed for NatsFeed {
 
     async fn read(&mut self, after: u64, limit: usize) -> Result<Option<Page>> {
         self.check().await?;
+        let holes = self.holes.is_some();
         let cursor = self.at(after).await?;
-        let page = cursor.take(after, limit).await?;
+        let (mut page, skipped) = cursor.take(after, limit, holes).await?;
+        if skipped && let Some((js, policies)) = &self.holes {
+            // Removed by some policy before the feed got them: the log actor reads every topic, so the highest
+            // position says whether any was.
+            let through = policies.positions(js).await?.through(policies.subjects_of(PolicySet::MAX));
+            page.bounds.earliest = page.bounds.earliest.max(through + 1);
+        }
         if page.through > after {
             self.answered = tokio::time::Instant::now();
         }
