@@ -168,8 +168,10 @@ async fn a_stream_deleted_and_created_again_is_a_new_epoch_that_resets_every_rea
     assert_eq!(told["earliest_id"], after[0], "the new epoch's history is what is retained");
 }
 
+/// A request's events are one atomic batch: one event the stream refuses (over its message size) keeps the whole
+/// batch out, and nothing of it is stored.
 #[actix_web::test]
-async fn a_batch_whose_middle_event_is_refused_stores_nothing_after_it() {
+async fn a_batch_with_one_refused_event_is_stored_not_at_all() {
     let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
     let hub = spawn_nats_hub(&stream.url, &stream.name, 1).await;
     // The stream refuses messages over 1,000 bytes, as an operator's limit would: the middle event fails for good.
@@ -183,13 +185,144 @@ async fn a_batch_whose_middle_event_is_refused_stores_nothing_after_it() {
 
     let response =
         hub.publish_raw(json!([event("a", json!({}), 2), refused, event("a", json!({}), 4)]).to_string()).await;
+    let last = hub.publish(event("a", json!({}), 5)).await;
 
     assert_eq!(response.status().as_u16(), 503);
     let (_, page) = hub.get_json("/api/events?topics=a&after=0&wait=0").await;
     let stored: Vec<u64> =
         page["events"].as_array().unwrap().iter().map(|e| e["payload"]["n"].as_u64().unwrap()).collect();
-    assert_eq!(stored, [1, 2], "the event after the refused one is not stored ahead of it: {page}");
-    assert_eq!(page["events"][0]["id"], first[0]);
+    assert_eq!(stored, [1, 5], "nothing of the refused batch is stored: {page}");
+    assert_eq!(ids(page["events"].as_array().unwrap()), [first, last].concat());
+}
+
+/// A batch sent again with its idempotency keys answers the ids it was stored with, and stores nothing twice; a
+/// batch that holds some stored keys and some new ones answers the stored ids for the first and stores the rest,
+/// together. Keys repeated inside one request are one event.
+#[actix_web::test]
+async fn a_batch_sent_again_answers_the_ids_it_was_stored_with() {
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let hub = spawn_nats_hub(&stream.url, &stream.name, 1).await;
+    let batch = json!((0..5).map(|n| keyed("a", n)).collect::<Vec<_>>());
+
+    let stored = hub.publish(batch.clone()).await;
+    let again = hub.publish(batch).await;
+    let mixed = hub.publish(json!([keyed("a", 3), keyed("a", 10), keyed("a", 4), keyed("a", 11)])).await;
+    let repeated = hub.publish(json!([keyed("a", 20), keyed("a", 20), keyed("a", 21)])).await;
+
+    assert!(stored.windows(2).all(|w| w[1] == w[0] + 1), "one batch, contiguous ids: {stored:?}");
+    assert_eq!(again, stored, "the same ids, nothing stored twice");
+    assert_eq!((mixed[0], mixed[2]), (stored[3], stored[4]), "{mixed:?}");
+    assert_eq!(mixed[3], mixed[1] + 1, "the new events stored together: {mixed:?}");
+    assert_eq!((repeated[0], repeated[2]), (repeated[1], repeated[1] + 1), "{repeated:?}");
+    let (_, page) = hub.get_json("/api/events?topics=a&after=0&limit=100&wait=0").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 9, "{page}");
+}
+
+/// A request for more events than one atomic batch holds is refused at start-up on NATS, with the reason.
+#[actix_web::test]
+async fn a_max_batch_above_what_one_atomic_batch_holds_is_refused_on_nats() {
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let (url, name) = (stream.url.clone(), stream.name.clone());
+    let refused = crate::helpers::try_spawn_hub(move |s| {
+        s.backend = Some(Backend::Nats);
+        s.nats_url = Some(url);
+        s.nats_stream = name;
+        s.max_batch = 5000;
+    })
+    .await
+    .err()
+    .expect("refused");
+
+    assert!(refused.contains("HUB_MAX_BATCH=5000 is above 1000: on NATS a request's events are one atomic batch"));
+}
+
+/// Batches of 50 events from four publishers on two hubs while the stream's leader is SIGKILLed three times: every
+/// answered request's ids are contiguous and in request order, and every request is stored whole or not at all,
+/// also those answered 503 (each is sent once more with its keys, as a service would).
+#[actix_web::test]
+async fn batches_are_stored_whole_or_not_at_all_through_repeated_leader_kills() {
+    let mut cluster = throwaway_nats!(3);
+    let stream = "batches";
+    let hub_a = spawn_nats_hub(&cluster.urls(), stream, 3).await;
+    let hub_b = spawn_nats_hub(&cluster.urls(), stream, 3).await;
+    let request =
+        |p: u64, r: u64| json!((0..50).map(|i| keyed("run.logs", (p * 1000 + r) * 100 + i)).collect::<Vec<_>>());
+    let done = std::sync::atomic::AtomicBool::new(false);
+
+    let publishers = (0..4u64).map(|p| {
+        let (hub, done) = (if p % 2 == 0 { &hub_a } else { &hub_b }, &done);
+        async move {
+            let (mut answered, mut refused, mut sent) = (Vec::new(), 0, 0);
+            for r in 0.. {
+                if done.load(std::sync::atomic::Ordering::Relaxed) && r >= 20 {
+                    break;
+                }
+                sent += 1;
+                for _attempt in 0..2 {
+                    let response = hub.publish_raw(request(p, r).to_string()).await;
+                    let status = response.status().as_u16();
+                    let answer: Value = response.json().await.expect("JSON");
+                    if status == 200 {
+                        let got: Vec<u64> =
+                            answer["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect();
+                        answered.push((r, got));
+                        break;
+                    }
+                    assert_eq!(status, 503, "{answer}");
+                    refused += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (p, answered, refused, sent)
+        }
+    });
+    let faults = async {
+        let mut kills = Vec::new();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let leader = cluster.stream_leader(stream).await.expect("the stream has a leader");
+            cluster.node_mut(&leader).kill().await;
+            cluster.wait_for_stream_leader(stream, Some(&leader), Duration::from_secs(20)).await;
+            cluster.node_mut(&leader).start().await;
+            kills.push(leader);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        kills
+    };
+    let (results, kills) = tokio::join!(join_all(publishers), faults);
+
+    hub_a.wait_ready(200, Duration::from_secs(20)).await;
+    let mut stored = std::collections::BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = hub_a.get_json(&format!("/api/events?topics=*&after={after}&limit=1000&wait=0")).await;
+        let events = page["events"].as_array().unwrap();
+        for e in events {
+            assert!(stored.insert(e["payload"]["n"].as_u64().unwrap(), e["id"].as_u64().unwrap()).is_none(), "{e}");
+        }
+        if events.is_empty() {
+            break;
+        }
+        after = page["next_after"].as_u64().unwrap();
+    }
+    let mut requests = 0;
+    let mut refusals = 0;
+    for (p, answered, refused, sent) in results {
+        refusals += refused;
+        for (r, answer) in &answered {
+            let expected: Vec<u64> = (0..50).map(|i| stored[&((p * 1000 + r) * 100 + i)]).collect();
+            assert_eq!(answer, &expected, "publisher {p} request {r}: the answer is what was stored");
+            assert!(answer.windows(2).all(|w| w[1] == w[0] + 1), "publisher {p} request {r}: {answer:?}");
+        }
+        for r in 0..sent {
+            requests += 1;
+            let present = (0..50).filter(|i| stored.contains_key(&((p * 1000 + r) * 100 + i))).count();
+            assert!(present == 0 || present == 50, "publisher {p} request {r}: {present} of 50 stored");
+        }
+    }
+    eprintln!("{requests} requests of 50 through {} leader kills ({kills:?}); {refusals} answers 503", kills.len());
+    assert_eq!(stored.len() % 50, 0);
 }
 
 #[actix_web::test]

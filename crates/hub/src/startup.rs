@@ -88,6 +88,15 @@ impl Application {
             None => Vec::new(),
         };
         let policies = Arc::new(topic_policies(&settings, backend)?);
+        if backend == Backend::Nats && settings.max_batch > storage::nats::MAX_ATOMIC_BATCH {
+            anyhow::bail!(
+                "HUB_MAX_BATCH={} is above {}: on NATS a request's events are one atomic batch, which JetStream caps \
+                 at {}",
+                settings.max_batch,
+                storage::nats::MAX_ATOMIC_BATCH,
+                storage::nats::MAX_ATOMIC_BATCH
+            );
+        }
         // Bound first: while the backend is not there yet (a cluster that is still forming, a database that
         // starts with the hub), the hub answers /healthz and a /readyz that says why it is not ready.
         let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
 use async_nats::{ConnectOptions, ServerAddr};
 
 use crate::policy::TopicPolicies;
@@ -47,11 +47,6 @@ pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
 /// Whether looking the stream up failed because it does not exist (deleted, or never created).
 pub(super) fn stream_missing(e: &GetStreamError) -> bool {
     matches!(e.kind(), GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
-}
-
-/// Whether a publish failed because no stream takes its subject (the stream was deleted).
-pub(super) fn no_stream(e: &async_nats::Error) -> bool {
-    e.downcast_ref::<PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::StreamNotFound)
 }
 
 /// Refuses a server older than 2.12 (JetStream API level 2), with the reason.

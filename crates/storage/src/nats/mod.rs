@@ -48,11 +48,14 @@ use crate::{Error, Result};
 
 mod client;
 mod policies;
+mod publish;
 
 pub use client::NatsSettings;
 pub(crate) use client::connect_client;
-use client::{check_api_level, corrupt, no_stream, stream_missing, unavailable};
+use client::{check_api_level, corrupt, stream_missing, unavailable};
 use policies::NatsPolicies;
+pub use publish::MAX_ATOMIC_BATCH;
+use publish::{Outgoing, no_stream};
 
 /// Most messages one read takes from the stream; a filtered read returns fewer events and says how far it looked.
 const SCAN_PER_READ: usize = 1000;
@@ -77,6 +80,26 @@ pub struct NatsLog {
 }
 
 impl NatsLog {
+    /// Stores `events` (one atomic batch), retrying through leader elections for up to `PUBLISH_DEADLINE`.
+    async fn store(&self, events: &[Outgoing], ids: &mut [Option<u64>]) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
+        let mut pause = Duration::from_millis(50);
+        while ids.iter().any(Option::is_none) {
+            let Err(failure) = publish::attempt(&self.client, &self.js, events, ids).await else { continue };
+            if no_stream(&failure) {
+                // Deleted under the hub: a new epoch; the retried messages keep their ids (Nats-Msg-Id).
+                self.ensure_stream().await?;
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(Error::Unavailable(failure));
+            }
+            tracing::warn!(error = %failure, events = events.len(), "publishing to NATS failed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+        Ok(())
+    }
+
     /// Connects to the cluster and finds the stream, creating it when absent; refuses a stream whose settings
     /// contradict the hub's (another storage, fewer replicas).
     pub async fn connect(settings: NatsSettings) -> Result<Self> {
@@ -116,6 +139,8 @@ impl NatsLog {
             discard: DiscardPolicy::Old,
             // The hubs find where a policy's retention and cap fall with direct gets.
             allow_direct: true,
+            // A request's events are one atomic batch.
+            allow_atomic_publish: true,
             // JetStream refuses a duplicate window longer than the stream's max_age.
             duplicate_window: if max_age.is_zero() { DUPLICATE_WINDOW } else { DUPLICATE_WINDOW.min(max_age) },
             description: Some("realtime hub event log: an event's id is its sequence".into()),
@@ -188,7 +213,8 @@ impl NatsLog {
         // Retention is the hubs' setting: follow it when it changed.
         let retention_changed = info.config.max_age != wanted.max_age
             || info.config.max_messages != wanted.max_messages
-            || info.config.allow_direct != wanted.allow_direct;
+            || info.config.allow_direct != wanted.allow_direct
+            || info.config.allow_atomic_publish != wanted.allow_atomic_publish;
         if self.settings.keeps_stream && retention_changed {
             let aligned = Config { num_replicas: info.config.num_replicas, ..wanted };
             self.js.update_stream(aligned).await.map_err(unavailable)?;
@@ -308,34 +334,6 @@ impl NatsLog {
         let reached = self.policies.policies.reached_by(&query.topics);
         let through = positions.through(self.policies.subjects_of(reached));
         Ok(LogBounds { head: bounds.head, earliest: through + 1 })
-    }
-
-    /// One publish attempt of `events[from..]`, one message at a time: each is sent once the one before it is
-    /// acknowledged, so that a message that fails is never overtaken by a later one of its batch (a batch retried
-    /// around such a failure would be stored out of order). Returns the ids acknowledged before the first failure,
-    /// and the failure.
-    async fn publish_from(
-        &self,
-        events: &[(String, HeaderMap, bytes::Bytes)],
-        from: usize,
-    ) -> (Vec<u64>, Option<async_nats::Error>) {
-        let mut ids = Vec::with_capacity(events.len() - from);
-        for (subject, headers, payload) in &events[from..] {
-            // The client queues what is published while it is disconnected and sends it after a reconnect,
-            // possibly after this request was answered 503: publish only on a live connection.
-            if self.client.connection_state() != async_nats::connection::State::Connected {
-                return (ids, Some("not connected to NATS".into()));
-            }
-            let acked = match self.js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await {
-                Ok(ack) => ack.await,
-                Err(e) => return (ids, Some(e.into())),
-            };
-            match acked {
-                Ok(ack) => ids.push(ack.sequence),
-                Err(e) => return (ids, Some(e.into())),
-            }
-        }
-        (ids, None)
     }
 
     /// The stream's leader and replicas, for the health answer and `hub smoke`.
@@ -468,38 +466,35 @@ impl EventLog for NatsLog {
     }
 
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
-        let mut prepared: Vec<(String, HeaderMap, bytes::Bytes)> = Vec::with_capacity(events.len());
+        // Events of one request that share an idempotency key are one event: the first is sent, the others answer
+        // its id.
+        let mut outgoing: Vec<Outgoing> = Vec::with_capacity(events.len());
+        let mut sent_as: Vec<usize> = Vec::with_capacity(events.len());
         for event in &events {
-            let mut headers = HeaderMap::new();
-            let id = match &event.idempotency_key {
+            let key = match &event.idempotency_key {
                 Some(key) => key.clone(),
                 None => format!("hub-{}", uuid::Uuid::new_v4().simple()),
             };
-            headers.insert("Nats-Msg-Id", id.as_str());
+            if let Some(first) =
+                outgoing.iter().position(|o| o.headers.get("Nats-Msg-Id").is_some_and(|k| k.as_str() == key))
+            {
+                sent_as.push(first);
+                continue;
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", key.as_str());
             let subject = self.policies.subject_of(&self.js, event.topic.as_str()).await?;
-            prepared.push((subject, headers, encode(event)));
+            sent_as.push(outgoing.len());
+            outgoing.push(Outgoing { subject, headers, payload: encode(event) });
         }
-        let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
-        let mut ids: Vec<u64> = Vec::with_capacity(events.len());
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let (acknowledged, failure) = self.publish_from(&prepared, ids.len()).await;
-            ids.extend(acknowledged);
-            let Some(failure) = failure else { break };
-            if no_stream(&failure) {
-                // Deleted under the hub: a new epoch; the retried messages keep their ids (Nats-Msg-Id).
-                self.ensure_stream().await?;
-            }
-            if tokio::time::Instant::now() + pause > deadline {
-                return Err(Error::Unavailable(failure));
-            }
-            tracing::warn!(error = %failure, stored = ids.len(), of = events.len(), "publishing to NATS failed; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+        let mut ids: Vec<Option<u64>> = vec![None; outgoing.len()];
+        // A request is one atomic batch (the hubs take at most that many); the publisher crate's sink may send
+        // more, which go as consecutive batches.
+        for (chunk, chunk_ids) in outgoing.chunks(MAX_ATOMIC_BATCH).zip(ids.chunks_mut(MAX_ATOMIC_BATCH)) {
+            self.store(chunk, chunk_ids).await?;
         }
-        ids.into_iter().map(|id| EventId::new(id).map_err(corrupt)).collect()
+        sent_as.into_iter().map(|i| EventId::new(ids[i].expect("every event stored")).map_err(corrupt)).collect()
     }
-
     /// Reads by sequence from the stream's leader, several requests in flight: no consumer is created, so a
     /// replay does not wait for JetStream's meta leader (which a node loss can take away for seconds).
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
