@@ -2,12 +2,13 @@
 # backend's settings, and starting and stopping the hubs.
 #   BACKEND=postgres (default): the database hub_perf (psql -h 127.0.0.1 -U postgres -c 'create database hub_perf')
 #   BACKEND=redis: the Redis at $REDIS (default redis://127.0.0.1:6379), keys under the prefix hub_perf
-#   BACKEND=nats: the NATS at $NATS (default nats://127.0.0.1:4222), stream hub_perf with $NATS_REPLICAS replicas
-#     (default 1; bench/nats-cluster.sh starts a three-node cluster for NATS_REPLICAS=3)
+#   BACKEND=nats: the NATS at $NATS (default nats://127.0.0.1:4223, the 2.15 server .ci/run starts from PyPI; the hub
+#     needs 2.12 or later), stream hub_perf with $NATS_REPLICAS replicas (default 1; bench/nats-cluster.sh starts a
+#     three-node cluster for NATS_REPLICAS=3)
 BACKEND=${BACKEND:-postgres}
 DB=${DB:-postgres://postgres@127.0.0.1:5432/hub_perf}
 REDIS=${REDIS:-redis://127.0.0.1:6379}
-NATS=${NATS:-nats://127.0.0.1:4222}
+NATS=${NATS:-nats://127.0.0.1:4223}
 case "$BACKEND" in
   postgres) backend_env=(HUB_BACKEND=postgres DATABASE_URL=$DB HUB_DB_POOL_SIZE=8) ;;
   redis) backend_env=(HUB_BACKEND=redis REDIS_URL=$REDIS HUB_REDIS_PREFIX=hub_perf) ;;

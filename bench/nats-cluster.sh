@@ -3,6 +3,9 @@
 # 18222-18224, stores under /tmp/bench-nats). Prints the NATS_URL; `bench/nats-cluster.sh stop` stops it.
 #   NATS=$(bench/nats-cluster.sh) && BACKEND=nats NATS_REPLICAS=3 NATS=$NATS bench/cluster.sh cluster …
 set -eu
+cd "$(dirname "$0")/.."
+# The server: $NATS_SERVER, else the one .ci/run installs from PyPI (target/nats-venv), else nats-server on PATH.
+NATS_SERVER=${NATS_SERVER:-$( [ -x target/nats-venv/bin/nats-server ] && echo target/nats-venv/bin/nats-server || echo nats-server)}
 dir=/tmp/bench-nats
 if [ "${1:-start}" = stop ]; then
   for pid in "$dir"/*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true; done
@@ -13,7 +16,7 @@ rm -rf "$dir"
 mkdir -p "$dir"
 for i in 0 1 2; do
   routes=$(for j in 0 1 2; do if [ "$j" != "$i" ]; then printf 'nats://127.0.0.1:%s,' $((16222 + j)); fi; done)
-  nats-server -a 127.0.0.1 -js -n "n$i" -p $((14222 + i)) -m $((18222 + i)) -sd "$dir/n$i" \
+  "$NATS_SERVER" -a 127.0.0.1 -js -n "n$i" -p $((14222 + i)) -m $((18222 + i)) -sd "$dir/n$i" \
     --cluster_name bench --cluster "nats://127.0.0.1:$((16222 + i))" --routes "${routes%,}" \
     > "$dir/n$i.log" 2>&1 &
   echo $! > "$dir/n$i.pid"

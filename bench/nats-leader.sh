@@ -6,6 +6,8 @@
 #   bench/nats-leader.sh [--events 10000]
 set -u
 cd "$(dirname "$0")/.."
+# The server: $NATS_SERVER, else the one .ci/run installs from PyPI (target/nats-venv), else nats-server on PATH.
+NATS_SERVER=${NATS_SERVER:-$( [ -x target/nats-venv/bin/nats-server ] && echo target/nats-venv/bin/nats-server || echo nats-server)}
 NATS=$(bench/nats-cluster.sh) || exit 1
 dir=/tmp/bench-nats
 pids=()
@@ -40,7 +42,7 @@ kill -9 "$(cat "$dir/$leader.pid")"
 sleep 3
 i=${leader#n}
 routes=$(for j in 0 1 2; do if [ "$j" != "$i" ]; then printf 'nats://127.0.0.1:%s,' $((16222 + j)); fi; done)
-nats-server -a 127.0.0.1 -js -n "$leader" -p $((14222 + i)) -m $((18222 + i)) -sd "$dir/$leader" \
+"$NATS_SERVER" -a 127.0.0.1 -js -n "$leader" -p $((14222 + i)) -m $((18222 + i)) -sd "$dir/$leader" \
   --cluster_name bench --cluster "nats://127.0.0.1:$((16222 + i))" --routes "${routes%,}" >> "$dir/$leader.log" 2>&1 &
 echo $! > "$dir/$leader.pid"
 wait "$loadgen"

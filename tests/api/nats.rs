@@ -446,6 +446,44 @@ async fn the_nats_sink_follows_the_topic_policies_the_hubs_recorded() {
     assert!(audits["reset"].is_null(), "{audits}");
 }
 
+/// A replay of audit events across 5,000 run logs that their policy removed finds the next audit event in one read:
+/// each read of the stream asks for the first message at or after a sequence, so the removed range is crossed by one
+/// answer (read one sequence at a time, a read stops after 1,000 of them, empty).
+#[actix_web::test]
+async fn a_read_crosses_a_range_a_policy_removed_at_once() {
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let policies = "[[policy]]\ntopics = [\"run.logs\"]\nmax_events = 10\n[[policy]]\ntopics = [\"audit.*\"]";
+    let (url, name) = (stream.url.clone(), stream.name.clone());
+    let hub = spawn_hub(move |s| {
+        s.backend = Some(Backend::Nats);
+        s.nats_url = Some(url);
+        s.nats_stream = name;
+        s.topic_policies = Some(policies.into());
+        s.retention_interval = Duration::from_millis(200);
+        s.recent_events = 0;
+    })
+    .await;
+    let first = hub.publish(event("audit.login", json!({}), 1)).await[0];
+    for round in 0..5u64 {
+        hub.publish(json!((0..1000).map(|n| event("run.logs", json!({}), round * 1000 + n)).collect::<Vec<_>>())).await;
+    }
+    let second = hub.publish(event("audit.logout", json!({}), 2)).await[0];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, logs) = hub.get_json("/api/events?topics=run.logs&after=0&limit=1000&wait=0").await;
+        if logs["events"].as_array().unwrap().len() <= 10 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the cap never held: {logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (_, page) = hub.get_json(&format!("/api/events?topics=audit.*&after={first}&wait=0")).await;
+
+    assert!(page["reset"].is_null(), "{page}");
+    assert_eq!(ids(page["events"].as_array().unwrap()), [second], "{first} {second} {page}");
+}
+
 /// A server older than 2.12 (JetStream API level below 2, as Debian's 2.9) is refused at start-up with the reason.
 /// `OLD_NATS_URL` names one (default: the local server at 4222, which on this project's CI machine is Debian's).
 #[actix_web::test]

@@ -57,7 +57,7 @@ use policies::NatsPolicies;
 pub use publish::MAX_ATOMIC_BATCH;
 use publish::{Outgoing, no_stream};
 
-/// Most messages one read takes from the stream; a filtered read returns fewer events and says how far it looked.
+/// Most requests one read sends to the stream; a filtered read returns fewer events and says how far it looked.
 const SCAN_PER_READ: usize = 1000;
 /// How long a publish keeps retrying (a leader election takes seconds) before the caller is told 503.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
@@ -336,6 +336,56 @@ impl NatsLog {
         Ok(LogBounds { head: bounds.head, earliest: through + 1 })
     }
 
+    /// Reads `query`'s events from `first` up to `head` (at most `SCAN_PER_READ` requests, or `limit` events) into
+    /// `page`, by windows of `READS_IN_FLIGHT` requests that each ask for the first message at or after their
+    /// sequence: a range of sequences a policy's purge emptied is crossed by one answer, not asked for one by one.
+    async fn scan(
+        &self,
+        stream: &jetstream::stream::Stream,
+        first: u64,
+        head: u64,
+        query: &LogQuery,
+        limit: usize,
+        page: &mut Page,
+    ) -> Result<()> {
+        let every = format!("{}.>", self.settings.stream);
+        let mut requests = SCAN_PER_READ.max(limit) as u64;
+        page.through = first - 1;
+        page.complete = false;
+        while page.through < head && requests > 0 {
+            let window = page.through + 1..=head.min(page.through + requests.min(READS_IN_FLIGHT as u64));
+            requests -= window.end() - window.start() + 1;
+            let answers = futures_util::future::join_all(
+                window.clone().map(|s| stream.get_first_raw_message_by_subject(&every, s)),
+            )
+            .await;
+            for (probe, answer) in window.zip(answers) {
+                if probe <= page.through {
+                    // Answered already: an earlier probe's message lay at or beyond this sequence.
+                    continue;
+                }
+                match answer {
+                    Ok(message) if message.sequence <= head => {
+                        if page.events.len() == limit {
+                            return Ok(());
+                        }
+                        let event = decode(message.sequence, message.time, &message.payload)?;
+                        if query.matches(&event) {
+                            page.events.push(Arc::new(event));
+                        }
+                        page.through = message.sequence;
+                    }
+                    // Nothing up to this read's head from here on (removed, or not yet written when the read began).
+                    Ok(_) => page.through = head,
+                    Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => page.through = head,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+        }
+        page.complete = page.through >= head;
+        Ok(())
+    }
+
     /// The stream's leader and replicas, for the health answer and `hub smoke`.
     pub async fn describe(&self) -> Result<serde_json::Value> {
         let stream = self.stream().await?;
@@ -495,44 +545,17 @@ impl EventLog for NatsLog {
         }
         sent_as.into_iter().map(|i| EventId::new(ids[i].expect("every event stored")).map_err(corrupt)).collect()
     }
-    /// Reads by sequence from the stream's leader, several requests in flight: no consumer is created, so a
-    /// replay does not wait for JetStream's meta leader (which a node loss can take away for seconds).
+    /// Reads from the stream's leader, several requests in flight: no consumer is created, so a replay does not wait
+    /// for JetStream's meta leader (which a node loss can take away for seconds).
     async fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Result<Page> {
         let stream = self.stream().await?;
         let bounds = Self::bounds_of(stream.cached_info());
         let mut page = Page { events: Vec::new(), through: after.max(bounds.head), complete: true, bounds };
         let first = (after + 1).max(bounds.earliest);
-        if first > bounds.head {
-            page.bounds = self.bounds_for(stream.cached_info(), query).await?;
-            return Ok(page);
+        if first <= bounds.head {
+            self.scan(&stream, first, bounds.head, query, limit, &mut page).await?;
         }
-        let last = bounds.head.min(first + SCAN_PER_READ.max(limit) as u64 - 1);
-        let mut messages = futures_util::stream::iter(first..=last)
-            .map(|sequence| {
-                let stream = &stream;
-                async move { (sequence, stream.get_raw_message(sequence).await) }
-            })
-            .buffered(READS_IN_FLIGHT);
-        page.through = after;
-        page.complete = false;
-        while let Some((sequence, message)) = messages.next().await {
-            if page.events.len() == limit {
-                return Ok(page);
-            }
-            match message {
-                Ok(message) => {
-                    let event = decode(sequence, message.time, &message.payload)?;
-                    if query.matches(&event) {
-                        page.events.push(Arc::new(event));
-                    }
-                }
-                // Removed meanwhile (retention reaches it, or an operator deleted it): nothing to deliver.
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
-                Err(e) => return Err(unavailable(e)),
-            }
-            page.through = sequence;
-        }
-        page.complete = page.through >= bounds.head;
+        // After the events: see `policies`.
         page.bounds = self.bounds_for(stream.cached_info(), query).await?;
         Ok(page)
     }
