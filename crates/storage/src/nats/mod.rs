@@ -47,20 +47,28 @@ use crate::policy::{PolicySet, PolicyState, TopicPolicies};
 use crate::{Error, Result};
 
 mod client;
+mod elections;
 mod policies;
 mod publish;
 
 pub use client::NatsSettings;
 pub(crate) use client::connect_client;
 use client::{check_api_level, corrupt, stream_missing, unavailable};
+use elections::Elections;
 use policies::NatsPolicies;
 pub use publish::MAX_ATOMIC_BATCH;
 use publish::{Outgoing, no_stream};
 
 /// Most requests one read sends to the stream; a filtered read returns fewer events and says how far it looked.
 const SCAN_PER_READ: usize = 1000;
+/// How long the requests that open the live feed wait for their answer (see `live_feed`).
+const FEED_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long opening the live feed waits for the stream's leader before the log actor is told it failed.
+const FEED_OPEN_WAIT: Duration = Duration::from_secs(10);
 /// How long a publish keeps retrying (a leader election takes seconds) before the caller is told 503.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest pause between two attempts: a new leader is found within this of its election.
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
 /// How long a hub waits for the stream to exist when another hub is creating it, or a new cluster is not ready.
 const CREATION_WAIT: Duration = Duration::from_secs(30);
 /// How long one request to create the stream waits: a new replicated stream forms its Raft group first.
@@ -77,6 +85,8 @@ pub struct NatsLog {
     hidden: String,
     /// Which subject each topic's events go to, and how each policy's are removed.
     policies: Arc<NatsPolicies>,
+    /// The stream's leader elections: what a publish or the feed's opening waiting through one retries on.
+    elections: Elections,
 }
 
 impl NatsLog {
@@ -85,19 +95,46 @@ impl NatsLog {
         let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
         let mut pause = Duration::from_millis(50);
         while ids.iter().any(Option::is_none) {
-            let Err(failure) = publish::attempt(&self.client, &self.js, events, ids).await else { continue };
-            if no_stream(&failure) {
-                // Deleted under the hub: a new epoch; the retried messages keep their ids (Nats-Msg-Id).
-                self.ensure_stream().await?;
-            }
+            // An attempt (or the stream's lookup after it) still waiting when a leader is elected is sent again
+            // at once: sent while the stream had no leader, it is never answered (the same message ids: stored
+            // once).
+            let mut elected = self.elections.watch();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let failure = tokio::select! {
+                failed = tokio::time::timeout(left, self.attempt(events, ids)) => match failed {
+                    Ok(Ok(None)) => continue,
+                    Ok(Ok(Some(failure))) => failure,
+                    Ok(Err(fatal)) => return Err(fatal),
+                    Err(_) => "JetStream did not answer before the deadline".into(),
+                },
+                () = elected.changed() => continue,
+            };
             if tokio::time::Instant::now() + pause > deadline {
                 return Err(Error::Unavailable(failure));
             }
             tracing::warn!(error = %failure, events = events.len(), "publishing to NATS failed; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = elected.changed() => {}
+            }
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
         Ok(())
+    }
+
+    /// One attempt of `store`: `Some` failure to retry, or an error that retrying cannot mend.
+    async fn attempt(&self, events: &[Outgoing], ids: &mut [Option<u64>]) -> Result<Option<async_nats::Error>> {
+        let Err(failure) = publish::attempt(&self.client, &self.js, events, ids).await else { return Ok(None) };
+        if no_stream(&failure) {
+            // Deleted under the hub (a new epoch; the retried messages keep their ids, Nats-Msg-Id), or no leader
+            // to answer yet: look the stream up (and create it when it is gone).
+            match self.ensure_stream().await {
+                Ok(_) => {}
+                Err(Error::Unavailable(e)) => return Ok(Some(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(failure))
     }
 
     /// Connects to the cluster and finds the stream, creating it when absent; refuses a stream whose settings
@@ -113,7 +150,8 @@ impl NatsLog {
             settings.policies.clone(),
             settings.retention,
         ));
-        let log = Self { client, js, settings, hidden, policies };
+        let elections = Elections::follow(&client, &settings.stream).await?;
+        let log = Self { client, js, settings, hidden, policies, elections };
         let mut stream = log.ensure_stream().await?;
         let info = stream.info().await.map_err(unavailable)?.clone();
         log.policies.register(&log.js, &info).await?;
@@ -583,7 +621,29 @@ impl EventLog for NatsLog {
     }
 
     async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
-        let stream = self.stream().await?;
+        // A lookup sent while the stream elects a leader is never answered: the log actor's next try, which finds
+        // the new leader, should not wait out the usual timeout first. The consumers the feed opens are created
+        // through this handle, with the same timeout.
+        let mut js = self.js.clone();
+        js.set_timeout(FEED_REQUEST_TIMEOUT);
+        let deadline = tokio::time::Instant::now() + FEED_OPEN_WAIT;
+        let stream = loop {
+            let mut elected = self.elections.watch();
+            let looked_up = tokio::select! {
+                looked_up = js.get_stream(&self.settings.stream) => looked_up,
+                () = elected.changed() => continue,
+            };
+            match looked_up {
+                Ok(stream) => break stream,
+                Err(e) if stream_missing(&e) => break self.ensure_stream().await?,
+                // No answer (no leader yet): try again at the next election, or after the timeout.
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "the NATS stream did not answer; waiting for its leader");
+                    let _ = tokio::time::timeout(FEED_REQUEST_TIMEOUT, elected.changed()).await;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
         let answered = tokio::time::Instant::now();
         let holes = self.policies.managed.then(|| (self.js.clone(), self.policies.clone()));
         Ok(Box::new(NatsFeed { client: self.client.clone(), stream, cursor: None, answered, holes }))

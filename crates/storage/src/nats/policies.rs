@@ -144,11 +144,12 @@ impl NatsPolicies {
         }
     }
 
-    /// The stream of records, created when absent (by a hub).
+    /// The stream of records, created when absent (by a hub that keeps policies of their own).
     async fn records(&self, js: &jetstream::Context) -> Result<Option<stream::Stream>> {
         match js.get_stream(&self.records).await {
             Ok(records) => Ok(Some(records)),
-            Err(e) if stream_missing(&e) && !self.keeps => Ok(None),
+            // Only hubs with policies of their own create it (others only clear the routes of one that exists).
+            Err(e) if stream_missing(&e) && !(self.keeps && self.managed) => Ok(None),
             Err(e) if stream_missing(&e) => {
                 let config = stream::Config {
                     name: self.records.clone(),

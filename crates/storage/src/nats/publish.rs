@@ -22,6 +22,10 @@ const BATCH_HOLDS_A_DUPLICATE: u64 = 10201;
 const WRONG_LAST_MESSAGE_ID: u64 = 10070;
 /// Probes in flight at once.
 const PROBES_IN_FLIGHT: usize = 32;
+/// How long one attempt waits for JetStream's answer before it is sent again (with the same message ids, so it is
+/// stored once): a stream whose leader died answers nothing until a new one is elected, and the retry that finds
+/// the new leader should not wait out a long timeout first.
+const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(750);
 
 /// One event as it is published.
 pub(super) struct Outgoing {
@@ -46,6 +50,18 @@ pub(super) fn no_stream(e: &async_nats::Error) -> bool {
 /// One attempt to store every event whose id is still `None` (at most [`MAX_ATOMIC_BATCH`]); fills in the ids of
 /// those it stored, or found stored before.
 pub(super) async fn attempt(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    events: &[Outgoing],
+    ids: &mut [Option<u64>],
+) -> Result<(), async_nats::Error> {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt_once(client, js, events, ids)).await {
+        Ok(done) => done,
+        Err(_) => Err("JetStream did not answer in time (a leader election?)".into()),
+    }
+}
+
+async fn attempt_once(
     client: &async_nats::Client,
     js: &jetstream::Context,
     events: &[Outgoing],
