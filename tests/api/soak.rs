@@ -1,6 +1,7 @@
-//! The soak and the fault storm, for a minute each: every event of a steady mix checked against what was
-//! published (in order, once per connection, nothing missing, and no `reset`: PostgreSQL loses nothing), first on
-//! two healthy hubs, then on two hubs whose processes and PostgreSQL are killed and restarted on a seeded schedule.
+//! The soak and the fault storms, for a minute each: every event of a steady mix checked against what was
+//! published (in order, once per connection, nothing missing, and no `reset`: PostgreSQL and a replicated NATS
+//! stream lose nothing), first on two healthy hubs, then on two hubs whose processes and PostgreSQL, or NATS nodes,
+//! are killed and restarted on a seeded schedule.
 //! The long runs (30 minutes, thousands of connections) are `loadgen soak` / `loadgen storm`: docs/RELIABILITY.md.
 
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,10 @@ use loadgen::soak::{self, SoakConfig};
 use loadgen::storm::{self, Backend, StormConfig};
 
 use crate::process::{HubProcess, hub_binary};
+
+/// The minute-long runs of this file take turns: each has timing bounds (subscribers live again within 5 s), and two
+/// of them at once on the two cores would measure each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn mix(seed: u64) -> SoakConfig {
     SoakConfig {
@@ -35,6 +40,7 @@ fn mix(seed: u64) -> SoakConfig {
 
 #[actix_web::test]
 async fn a_minute_of_churn_resumes_and_slow_consumers_on_two_postgres_hubs_breaks_no_guarantee() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     // Arrange: two hub processes on one fresh database, a small outbound bound so that slow consumers are cut.
     let db = test_db!();
     let env = [
@@ -63,6 +69,7 @@ async fn a_minute_of_churn_resumes_and_slow_consumers_on_two_postgres_hubs_break
 
 #[actix_web::test]
 async fn a_minute_of_faults_on_postgres_loses_doubles_and_reorders_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     // Arrange: hubs of the storm's own on a PostgreSQL of its own, which it restarts.
     if !loadgen::servers::postgres_installed() {
         assert_ne!(std::env::var("HUB_REQUIRE_PG").as_deref(), Ok("1"), "HUB_REQUIRE_PG=1 but there is no initdb");
@@ -95,5 +102,38 @@ async fn a_minute_of_faults_on_postgres_loses_doubles_and_reorders_nothing() {
         outcome.faults
     );
     assert_eq!(outcome.subscribers_cut, outcome.subscribers_stopped, "a stopped subscriber was not cut");
+    assert!(outcome.recovered_s.is_some_and(|s| s <= 5.0), "{}", outcome.summary());
+}
+
+#[actix_web::test]
+async fn a_minute_of_faults_on_nats_loses_doubles_and_reorders_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // Arrange: hubs of the storm's own on a three-node NATS cluster of its own, whose nodes (the stream's leader
+    // among them) it kills and starts again; the stream keeps its quorum, so a `reset` is a violation too.
+    if !loadgen::servers::which("nats-server") {
+        assert!(!crate::natsd::required(), "HUB_REQUIRE_NATS=1 but there is no nats-server");
+        return eprintln!("skipped: no nats-server");
+    }
+    let config = StormConfig {
+        hub_bin: hub_binary(),
+        backend: Backend::Nats,
+        hubs: 2,
+        seed: 10,
+        mean_gap: Duration::from_secs(6),
+        quiet: Duration::from_secs(15),
+        max_outbound_bytes: 65536,
+        soak: mix(10),
+    };
+
+    // Act
+    let outcome = storm::run(config).await.expect("the storm runs");
+
+    // Assert: nothing lost, doubled, reordered or reset; hubs and NATS nodes, the leader among them, were killed.
+    assert_eq!(outcome.soak.violations(), 0, "{:#?}\n{:#?}", outcome.soak.verdict.violations, outcome.faults);
+    let happened = |kind: &str| outcome.faults.iter().filter(|f| format!("{:?}", f.fault).starts_with(kind)).count();
+    for kind in ["HubKill", "HubTerm", "NatsNodeKill { leader: true }", "NatsNodeKill { leader: false }"] {
+        assert!(happened(kind) > 0, "no {kind} in {:#?}", outcome.faults);
+    }
+    assert_eq!(outcome.soak.resets, 0, "{}", outcome.summary());
     assert!(outcome.recovered_s.is_some_and(|s| s <= 5.0), "{}", outcome.summary());
 }

@@ -238,7 +238,8 @@ fn free_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().expect("a bound listener").port()).collect()
 }
 
-fn which(program: &str) -> bool {
+/// Whether `program` is on `PATH`.
+pub fn which(program: &str) -> bool {
     std::process::Command::new("which").arg(program).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 

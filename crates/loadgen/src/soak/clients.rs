@@ -161,7 +161,8 @@ impl<'a> Reader<'a> {
 pub async fn run(ctx: Arc<Context>, plan: Plan, lifetime: Duration, mut rng: SmallRng) {
     let deadline = Instant::now() + lifetime;
     let start_live = plan.kind == Kind::Ws && rng.random_bool(0.5);
-    let mut since = (!start_live).then(|| ctx.truth.watermark().saturating_sub(rng.random_range(0..200)));
+    let mut since =
+        (!start_live).then(|| ctx.truth.watermark().saturating_sub(rng.random_range(0..200)).max(ctx.truth.floor()));
     let mut reconnecting = false;
     let mut attempt = 0u32;
     loop {

@@ -109,6 +109,8 @@ struct State {
     id_of: HashMap<u64, u64>,
     /// Each auditor's position: everything up to it has been read.
     covered: Vec<u64>,
+    /// The oldest id an auditor read: the log's history starts there.
+    first: Option<u64>,
     /// Segments waiting for the auditors to pass their end.
     pending: Vec<Segment>,
     violations: Vec<Violation>,
@@ -163,6 +165,13 @@ impl Truth {
         self.lock().covered.iter().copied().max().unwrap_or(0)
     }
 
+    /// The lowest resume point a client of this log can hold: the position before its first event (0 before any
+    /// was read). A log whose ids start high (Redis and NATS start above the clock) answers a point below it with
+    /// a reset, rightly: no client could have had it.
+    pub fn floor(&self) -> u64 {
+        self.lock().first.map_or(0, |first| first - 1)
+    }
+
     /// Records a violation found by a client (order, a frame it should not have got) and prints it at once.
     pub fn violation(&self, what: String, segment: Option<&Segment>, ids: Vec<u64>) {
         let violation = Violation {
@@ -202,6 +211,9 @@ impl Truth {
         let mut found = Vec::new();
         if let Some(range) = reset {
             state.truncated.push(range);
+        }
+        if let Some(&(oldest, _, _)) = events.first() {
+            state.first = Some(state.first.map_or(oldest, |first| first.min(oldest)));
         }
         for &(id, i, meta) in events {
             let observed = Observed { i, meta: Some(meta) };
