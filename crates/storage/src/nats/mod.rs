@@ -558,17 +558,17 @@ impl EventLog for NatsLog {
         // its id.
         let mut outgoing: Vec<Outgoing> = Vec::with_capacity(events.len());
         let mut sent_as: Vec<usize> = Vec::with_capacity(events.len());
+        let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for event in &events {
             let key = match &event.idempotency_key {
                 Some(key) => key.clone(),
                 None => format!("hub-{}", uuid::Uuid::new_v4().simple()),
             };
-            if let Some(first) =
-                outgoing.iter().position(|o| o.headers.get("Nats-Msg-Id").is_some_and(|k| k.as_str() == key))
-            {
+            if let Some(&first) = by_key.get(&key) {
                 sent_as.push(first);
                 continue;
             }
+            by_key.insert(key.clone(), outgoing.len());
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", key.as_str());
             let subject = self.policies.subject_of(&self.js, event.topic.as_str()).await?;
