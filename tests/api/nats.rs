@@ -403,16 +403,12 @@ async fn the_publisher_crates_nats_sink_reaches_subscribers_redacted_and_refuses
     assert!(reason.contains("does not exist"), "{missing}: {reason}");
 }
 
-/// A service writing through the publisher crate's NATS sink follows the hubs' topic policies: its events go to
-/// their policy's subject, so a flood of run logs past their cap never pushes out an audit event, and a reader of
-/// the audit topic is not reset.
-#[actix_web::test]
-async fn the_nats_sink_follows_the_topic_policies_the_hubs_recorded() {
-    use publisher::{NatsSink, Publisher};
-    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+/// A hub on `stream` whose run logs are capped at 10 (removal every 200 ms) and whose audit events have a policy of
+/// their own, without the window of newest events (so reads go to the stream).
+async fn spawn_capped_logs_hub(stream: &TestStream) -> TestHub {
     let policies = "[[policy]]\ntopics = [\"run.logs\"]\nmax_events = 10\n[[policy]]\ntopics = [\"audit.*\"]";
     let (url, name) = (stream.url.clone(), stream.name.clone());
-    let hub = spawn_hub(move |s| {
+    spawn_hub(move |s| {
         s.backend = Some(Backend::Nats);
         s.nats_url = Some(url);
         s.nats_stream = name;
@@ -420,7 +416,29 @@ async fn the_nats_sink_follows_the_topic_policies_the_hubs_recorded() {
         s.retention_interval = Duration::from_millis(200);
         s.recent_events = 0;
     })
-    .await;
+    .await
+}
+
+/// The run logs `hub` answers from the start of the log, once the cap holds them (or after 10 s).
+async fn capped_logs(hub: &TestHub) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, logs) = hub.get_json("/api/events?topics=run.logs&after=0&limit=1000&wait=0").await;
+        if logs["events"].as_array().unwrap().len() <= 10 || tokio::time::Instant::now() > deadline {
+            return logs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A service writing through the publisher crate's NATS sink follows the hubs' topic policies: its events go to
+/// their policy's subject, so a flood of run logs past their cap never pushes out an audit event, and a reader of
+/// the audit topic is not reset.
+#[actix_web::test]
+async fn the_nats_sink_follows_the_topic_policies_the_hubs_recorded() {
+    use publisher::{NatsSink, Publisher};
+    let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
+    let hub = spawn_capped_logs_hub(&stream).await;
     let publisher = Publisher::new(NatsSink::connect(&stream.url, &stream.name, None).await.unwrap());
     let new = |topic: &str| {
         let payload = json!({"n": 1}).as_object().cloned().unwrap();
@@ -431,14 +449,7 @@ async fn the_nats_sink_follows_the_topic_policies_the_hubs_recorded() {
     for _ in 0..3 {
         publisher.publish_batch((0..100).map(|_| new("run.logs"))).await.unwrap();
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let logs = loop {
-        let (_, logs) = hub.get_json("/api/events?topics=run.logs&after=0&limit=1000&wait=0").await;
-        if logs["events"].as_array().unwrap().len() <= 10 || tokio::time::Instant::now() > deadline {
-            break logs;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let logs = capped_logs(&hub).await;
     let (_, audits) = hub.get_json(&format!("/api/events?topics=audit.*&after={}&wait=0", audit - 1)).await;
 
     assert_eq!(logs["events"].as_array().unwrap().len(), 10, "the sink's logs are capped on their own: {logs}");
@@ -452,31 +463,14 @@ async fn the_nats_sink_follows_the_topic_policies_the_hubs_recorded() {
 #[actix_web::test]
 async fn a_read_crosses_a_range_a_policy_removed_at_once() {
     let Some(stream) = TestStream::create().await else { return eprintln!("skipped: no NATS") };
-    let policies = "[[policy]]\ntopics = [\"run.logs\"]\nmax_events = 10\n[[policy]]\ntopics = [\"audit.*\"]";
-    let (url, name) = (stream.url.clone(), stream.name.clone());
-    let hub = spawn_hub(move |s| {
-        s.backend = Some(Backend::Nats);
-        s.nats_url = Some(url);
-        s.nats_stream = name;
-        s.topic_policies = Some(policies.into());
-        s.retention_interval = Duration::from_millis(200);
-        s.recent_events = 0;
-    })
-    .await;
+    let hub = spawn_capped_logs_hub(&stream).await;
     let first = hub.publish(event("audit.login", json!({}), 1)).await[0];
     for round in 0..5u64 {
         hub.publish(json!((0..1000).map(|n| event("run.logs", json!({}), round * 1000 + n)).collect::<Vec<_>>())).await;
     }
     let second = hub.publish(event("audit.logout", json!({}), 2)).await[0];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, logs) = hub.get_json("/api/events?topics=run.logs&after=0&limit=1000&wait=0").await;
-        if logs["events"].as_array().unwrap().len() <= 10 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the cap never held: {logs}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let logs = capped_logs(&hub).await;
+    assert_eq!(logs["events"].as_array().unwrap().len(), 10, "the cap never held: {logs}");
 
     let (_, page) = hub.get_json(&format!("/api/events?topics=audit.*&after={first}&wait=0")).await;
 

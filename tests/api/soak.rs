@@ -38,6 +38,25 @@ fn mix(seed: u64) -> SoakConfig {
     }
 }
 
+/// The minute storm of the tests on `backend`: two hubs, a fault every 6 s on average, seed 10.
+fn storm_config(backend: Backend) -> StormConfig {
+    StormConfig {
+        hub_bin: hub_binary(),
+        backend,
+        hubs: 2,
+        seed: 10,
+        mean_gap: Duration::from_secs(6),
+        quiet: Duration::from_secs(15),
+        max_outbound_bytes: 65536,
+        soak: mix(10),
+    }
+}
+
+/// How many faults of `kind` (the start of its debug form) the storm had.
+fn happened(outcome: &storm::StormOutcome, kind: &str) -> usize {
+    outcome.faults.iter().filter(|f| format!("{:?}", f.fault).starts_with(kind)).count()
+}
+
 #[actix_web::test]
 async fn a_minute_of_churn_resumes_and_slow_consumers_on_two_postgres_hubs_breaks_no_guarantee() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -76,23 +95,12 @@ async fn a_minute_of_faults_on_postgres_loses_doubles_and_reorders_nothing() {
         eprintln!("skipped: no initdb");
         return;
     }
-    let config = StormConfig {
-        hub_bin: hub_binary(),
-        backend: Backend::Postgres,
-        hubs: 2,
-        seed: 10,
-        mean_gap: Duration::from_secs(6),
-        quiet: Duration::from_secs(15),
-        max_outbound_bytes: 65536,
-        soak: mix(10),
-    };
-
     // Act
-    let outcome = storm::run(config).await.expect("the storm runs");
+    let outcome = storm::run(storm_config(Backend::Postgres)).await.expect("the storm runs");
 
     // Assert: nothing lost, doubled or reordered; every kind of fault happened and did what it is for.
     assert_eq!(outcome.soak.violations(), 0, "{:#?}\n{:#?}", outcome.soak.verdict.violations, outcome.faults);
-    let happened = |kind: &str| outcome.faults.iter().filter(|f| format!("{:?}", f.fault).starts_with(kind)).count();
+    let happened = |kind: &str| happened(&outcome, kind);
     for kind in ["HubKill", "HubTerm", "ListenerKill", "PostgresRestart", "SubscriberStop"] {
         assert!(happened(kind) > 0, "no {kind} in {:#?}", outcome.faults);
     }
@@ -114,23 +122,12 @@ async fn a_minute_of_faults_on_nats_loses_doubles_and_reorders_nothing() {
         assert!(!crate::natsd::required(), "HUB_REQUIRE_NATS=1 but there is no nats-server");
         return eprintln!("skipped: no nats-server");
     }
-    let config = StormConfig {
-        hub_bin: hub_binary(),
-        backend: Backend::Nats,
-        hubs: 2,
-        seed: 10,
-        mean_gap: Duration::from_secs(6),
-        quiet: Duration::from_secs(15),
-        max_outbound_bytes: 65536,
-        soak: mix(10),
-    };
-
     // Act
-    let outcome = storm::run(config).await.expect("the storm runs");
+    let outcome = storm::run(storm_config(Backend::Nats)).await.expect("the storm runs");
 
     // Assert: nothing lost, doubled, reordered or reset; hubs and NATS nodes, the leader among them, were killed.
     assert_eq!(outcome.soak.violations(), 0, "{:#?}\n{:#?}", outcome.soak.verdict.violations, outcome.faults);
-    let happened = |kind: &str| outcome.faults.iter().filter(|f| format!("{:?}", f.fault).starts_with(kind)).count();
+    let happened = |kind: &str| happened(&outcome, kind);
     for kind in ["HubKill", "HubTerm", "NatsNodeKill { leader: true }", "NatsNodeKill { leader: false }"] {
         assert!(happened(kind) > 0, "no {kind} in {:#?}", outcome.faults);
     }

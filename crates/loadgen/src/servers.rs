@@ -287,7 +287,9 @@ impl NatsNode {
         }
         let child = command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn();
         self.child = Some(child.expect("nats-server starts"));
-        for _ in 0..100 {
+        // Up to 20 s: a node restarted on two busy cores recovers its store first (5 s was once too short in the
+        // minute storm of `cargo test`).
+        for _ in 0..400 {
             if self.monitoring("/healthz").await.is_some() {
                 return;
             }

@@ -167,14 +167,21 @@ impl NatsPolicies {
     }
 
     /// The record and its sequence (0: none).
-    async fn load(&self, records: &stream::Stream) -> Result<(Positions, u64)> {
+    async fn load<I>(&self, records: &stream::Stream<I>) -> Result<(Positions, u64)> {
         match records.get_last_raw_message_by_subject(&self.record_subject).await {
             Ok(message) => {
                 let positions = serde_json::from_slice(&message.payload)
                     .map_err(|e| corrupt(format!("the topic policies' record: {e}")))?;
                 Ok((positions, message.sequence))
             }
+            // No record yet, or no stream of records (no hub keeps policies of their own).
             Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok((Positions::default(), 0))
+            }
+            Err(e)
+                if matches!(e.kind(), jetstream::stream::LastRawMessageErrorKind::JetStream(js)
+                if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
                 Ok((Positions::default(), 0))
             }
             Err(e) => Err(unavailable(e)),
@@ -258,11 +265,7 @@ impl NatsPolicies {
         }
         let mut followed = self.followed.lock().await;
         if followed.as_ref().is_none_or(|(read, _)| read.elapsed() >= ROUTES_REFRESH) {
-            let positions = match js.get_stream(&self.records).await {
-                Ok(records) => self.load(&records).await?.0,
-                Err(e) if stream_missing(&e) => Positions::default(),
-                Err(e) => return Err(unavailable(e)),
-            };
+            let positions = self.positions(js).await?;
             *followed = Some((tokio::time::Instant::now(), positions));
         }
         let positions = &followed.as_ref().expect("read above").1;
@@ -275,12 +278,10 @@ impl NatsPolicies {
     }
 
     /// The current record (a default one when there is none yet).
+    /// One request (the record's last message), with no lookup of its stream first: every read takes it.
     pub(super) async fn positions(&self, js: &jetstream::Context) -> Result<Positions> {
-        match js.get_stream(&self.records).await {
-            Ok(records) => Ok(self.load(&records).await?.0),
-            Err(e) if stream_missing(&e) => Ok(Positions::default()),
-            Err(e) => Err(unavailable(e)),
-        }
+        let records = js.get_stream_no_info(&self.records).await.map_err(unavailable)?;
+        Ok(self.load(&records).await?.0)
     }
 
     /// One removal round (see the module's docs); how many events each policy lost.
