@@ -110,6 +110,67 @@ async fn two_hubs_and_eight_publishers_lose_nothing_while_the_streams_leader_is_
     hub_b.wait_ready(200, Duration::from_secs(15)).await;
 }
 
+/// While the stream has no leader (here: two of three nodes gone, so no quorum), neither the live feed nor a read
+/// of the stream is answered; clients reconnecting to a hub then get what they missed from the hub's window of
+/// newest events at once, on every transport, and what is stored once the stream is back reaches them live.
+#[actix_web::test]
+async fn clients_reconnecting_while_the_stream_has_no_leader_get_what_they_missed_at_once() {
+    let mut cluster = throwaway_nats!(3);
+    let stream = "no_quorum";
+    let hub = spawn_nats_hub(&cluster.urls(), stream, 3).await;
+    let published = hub.publish(json!((1..=5).map(|n| event("a", json!({}), n)).collect::<Vec<_>>())).await;
+    let mut watcher = hub.ws("/ws?topics=a&since=0").await;
+    watcher.expect("subscribed").await;
+    assert_eq!(ids(&watcher.events(5).await), published, "the window holds the five events");
+    watcher.expect("live").await;
+
+    let leader = cluster.stream_leader(stream).await.expect("the stream has a leader");
+    let other = cluster.nodes.iter().map(|n| n.name.clone()).find(|n| *n != leader).expect("three nodes");
+    cluster.node_mut(&leader).kill().await;
+    cluster.node_mut(&other).kill().await;
+    hub.wait_ready(503, Duration::from_secs(30)).await;
+
+    // Act: a WebSocket, an SSE stream and a long-poll resume from the second event, within the window.
+    let started = tokio::time::Instant::now();
+    let since = published[1];
+    let mut ws = hub.ws(&format!("/ws?topics=a&since={since}")).await;
+    let subscribed = ws.expect("subscribed").await;
+    let ws_got = ws.events(3).await;
+    let live = ws.expect("live").await;
+    let mut sse = hub.sse("/sse?topics=a", &[("Last-Event-ID", &since.to_string())]).await;
+    let sse_got = sse_ids(&mut sse, 3).await;
+    let (status, page) = hub.get_json(&format!("/api/events?topics=a&after={since}&wait=0")).await;
+    let waited = started.elapsed();
+
+    // Assert: answered from the window, without waiting for the stream, each event once and in order.
+    assert_eq!(subscribed["head"], published[4], "{subscribed}");
+    assert_eq!(ids(&ws_got), published[2..].to_vec());
+    assert_eq!(live["last_id"], published[4], "{live}");
+    assert_eq!(sse_got, published[2..].to_vec());
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(page["events"].as_array().expect("events")), published[2..].to_vec(), "{page}");
+    assert!(waited < Duration::from_secs(5), "the clients waited {waited:?} for a stream with no leader");
+
+    // What is stored once the stream has its quorum again reaches every one of them live, after the window.
+    cluster.node_mut(&leader).start().await;
+    cluster.node_mut(&other).start().await;
+    let later = publish_until_stored(&hub, &json!([keyed("a", 6), keyed("a", 7)])).await;
+    assert_eq!(ids(&ws.events(2).await), later);
+    assert_eq!(ids(&watcher.events(2).await), later);
+    assert_eq!(sse_ids(&mut sse, 2).await, later);
+}
+
+/// The ids of the next `n` events of an SSE stream (the blocks with an `id:`), skipping its control blocks.
+async fn sse_ids(sse: &mut crate::helpers::SseClient, n: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        if let Some(id) = sse.next_event().await.id {
+            ids.push(id.parse().expect("a numeric id"));
+        }
+    }
+    ids
+}
+
 #[actix_web::test]
 async fn a_hub_whose_nats_server_is_killed_moves_to_another_and_its_subscribers_lose_nothing() {
     let mut cluster = throwaway_nats!(3);

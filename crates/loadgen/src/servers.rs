@@ -298,6 +298,11 @@ impl NatsNode {
         panic!("nats-server {} did not answer on port {}", self.name, self.port);
     }
 
+    /// The running node's process id, for signals a test sends it (SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// SIGKILL: the node's store stays on disk for a restart.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -2,7 +2,7 @@
 //! seed, overlapping: hubs SIGKILLed and SIGTERMed (and started again), the PostgreSQL listener's connection
 //! killed, PostgreSQL restarted (fast and immediate), Redis restarted empty and with its data, the Redis
 //! reader's connection killed, a node of a three-node NATS JetStream cluster killed (any node, or the stream's
-//! leader) and started again, and a subscriber process (`curl -N` on SSE) stopped with SIGSTOP past the slow
+//! leader) and started again or frozen with SIGSTOP and let go again, and a subscriber process (`curl -N` on SSE) stopped with SIGSTOP past the slow
 //! consumer bound. Every fault is a JSON line, so a failing seed replays the same schedule.
 
 use std::path::PathBuf;
@@ -70,10 +70,25 @@ pub enum Fault {
     NatsNodeKill {
         leader: bool,
     },
+    /// SIGSTOP of a NATS node (the stream's leader when `leader`) for three times the pause, then SIGCONT: a node
+    /// that hangs (a frozen VM, a stalled disk) without closing its connections.
+    NatsNodeStop {
+        leader: bool,
+    },
     SubscriberStop {
         slot: usize,
     },
 }
+
+/// Every kind of fault a NATS storm draws, by the start of its debug form (to count them in a plan or an outcome).
+pub const NATS_KINDS: [&str; 6] = [
+    "HubKill",
+    "HubTerm",
+    "SubscriberStop",
+    "NatsNodeKill { leader: true }",
+    "NatsNodeKill { leader: false }",
+    "NatsNodeStop",
+];
 
 /// A fault as it happened.
 #[derive(Debug, Clone, Serialize)]
@@ -397,15 +412,21 @@ struct Deck {
 }
 
 impl Deck {
-    const KINDS: u8 = 5;
-
     fn new(backend: Backend, hubs: usize) -> Self {
         Self { kinds: Vec::new(), backend, hubs }
     }
 
+    /// How many kinds of fault the backend has: three for every backend, and its own.
+    fn kinds(&self) -> u8 {
+        match self.backend {
+            Backend::Postgres | Backend::Redis => 5,
+            Backend::Nats => 6,
+        }
+    }
+
     fn draw(&mut self, rng: &mut SmallRng) -> Fault {
         if self.kinds.is_empty() {
-            self.kinds = (0..Self::KINDS).collect();
+            self.kinds = (0..self.kinds()).collect();
             self.kinds.shuffle(rng);
         }
         let slot = rng.random_range(0..self.hubs);
@@ -417,7 +438,9 @@ impl Deck {
             (Backend::Postgres, _) => Fault::PostgresRestart { immediate: rng.random_bool(0.5) },
             (Backend::Redis, 3) => Fault::RedisReaderKill,
             (Backend::Redis, _) => Fault::RedisRestart { keep_data: rng.random_bool(0.5) },
-            (Backend::Nats, kind) => Fault::NatsNodeKill { leader: kind == 3 },
+            (Backend::Nats, 3) => Fault::NatsNodeKill { leader: true },
+            (Backend::Nats, 4) => Fault::NatsNodeKill { leader: false },
+            (Backend::Nats, _) => Fault::NatsNodeStop { leader: rng.random_bool(0.5) },
         }
     }
 }
@@ -473,15 +496,23 @@ impl Cluster {
             },
             Fault::NatsNodeKill { leader } => match &mut *self.log.lock().await {
                 LogServer::Nats(cluster) => {
-                    let leading = cluster.stream_leader(STREAM).await;
-                    let name = match (leader, &leading) {
-                        (true, Some(name)) => name.clone(),
-                        _ => cluster.nodes[(pause.as_millis() % 3) as usize].name.clone(),
-                    };
+                    let (name, leading) = nats_target(cluster, leader, pause).await;
                     cluster.node_mut(&name).kill().await;
                     tokio::time::sleep(pause).await;
                     cluster.node_mut(&name).start().await;
                     format!("{name} killed (leader {leading:?}), started again after {} ms", pause.as_millis())
+                }
+                _ => "no NATS".into(),
+            },
+            Fault::NatsNodeStop { leader } => match &mut *self.log.lock().await {
+                LogServer::Nats(cluster) => {
+                    let (name, leading) = nats_target(cluster, leader, pause).await;
+                    let Some(pid) = cluster.node_mut(&name).pid() else { return format!("{name} is not running") };
+                    let frozen = pause * 3;
+                    signal(pid, libc::SIGSTOP);
+                    tokio::time::sleep(frozen).await;
+                    signal(pid, libc::SIGCONT);
+                    format!("{name} stopped (leader {leading:?}) for {} ms, then continued", frozen.as_millis())
                 }
                 _ => "no NATS".into(),
             },
@@ -540,6 +571,17 @@ impl Cluster {
             if cut { "cut" } else { "not cut" }
         )
     }
+}
+
+/// The node a NATS fault hits: the stream's leader when `leader` and there is one, else one the pause picks; and
+/// the leader as it was found.
+async fn nats_target(cluster: &NatsCluster, leader: bool, pause: Duration) -> (String, Option<String>) {
+    let leading = cluster.stream_leader(STREAM).await;
+    let name = match (leader, &leading) {
+        (true, Some(name)) => name.clone(),
+        _ => cluster.nodes[(pause.as_millis() % 3) as usize].name.clone(),
+    };
+    (name, leading)
 }
 
 /// Terminates the hubs' `LISTEN` connections; returns a note of how many.
@@ -630,6 +672,20 @@ mod tests {
 
         let kinds = |name: &str| plan.iter().filter(|p| format!("{:?}", p.fault).starts_with(name)).count();
         for kind in ["HubKill", "HubTerm", "ListenerKill", "PostgresRestart", "SubscriberStop"] {
+            assert!(kinds(kind) > 0, "no {kind} in {plan:#?}");
+        }
+    }
+
+    #[test]
+    fn the_minute_long_nats_storm_of_the_test_suite_plans_every_kind_of_nats_fault() {
+        // tests/api/soak.rs runs seed 1 on NATS: node kills (the leader's and any node's) and a node stopped.
+        let mut config =
+            storm(1, Duration::from_secs(60), Duration::from_secs(6), Duration::from_secs(15), Duration::from_secs(15));
+        config.backend = Backend::Nats;
+        let plan = plan(&config);
+
+        let kinds = |name: &str| plan.iter().filter(|p| format!("{:?}", p.fault).starts_with(name)).count();
+        for kind in NATS_KINDS {
             assert!(kinds(kind) > 0, "no {kind} in {plan:#?}");
         }
     }

@@ -5,8 +5,11 @@
 //! The window holds every event with an id in `(start, head]`, in id order, all topics: the storage actor reads
 //! the log without a gap and adds each page before it hands the page to dispatch, so anything a connection is
 //! woken for is already here. A read is answered from the window only when it can be answered exactly:
-//! - the storage actor is attached to the live feed and has caught up on it (while the feed is lost the window
-//!   stops growing, and readers ask the backend, as before);
+//! - the read has events to return, or the storage actor is attached to the live feed and has caught up on it:
+//!   while the feed is lost the window stops growing but stays exact up to its head, so it still answers reads
+//!   and subscriptions that start inside it (a client reconnecting while a NATS stream elects its leader, or a
+//!   database restarts, gets what it missed at once; what is stored meanwhile reaches it live once the storage
+//!   actor reads it), and a read at its head asks the backend, which may hold more;
 //! - the read starts inside the window (`start ≤ after ≤ head`): a position above `head` may be one another hub
 //!   has already given out, and only the backend knows whether it exists; one below `start` is older history;
 //! - what it would return is younger than the retention (`max_age`): older events may be gone from the backend,
@@ -139,9 +142,6 @@ impl RecentEvents {
     /// The bounds a subscription starting at `since` (`None`: live only) may start from, when the window can
     /// answer its replay: its head, and its start as the earliest id.
     pub fn bounds_for(&self, since: Option<u64>) -> Option<LogBounds> {
-        if !self.attached.load(Ordering::Acquire) {
-            return None;
-        }
         let window = self.read();
         let bounds = LogBounds { head: window.head, earliest: window.start + 1 };
         match since {
@@ -153,11 +153,12 @@ impl RecentEvents {
 
     /// Matching events after `after`, at most `limit`, when the window can answer exactly (see the module).
     pub fn read_after(&self, after: u64, query: &LogQuery, limit: usize) -> Option<Page> {
-        if !self.attached.load(Ordering::Acquire) {
-            return None;
-        }
         let window = self.read();
         let first = self.first_after(&window, after)?;
+        if first == window.events.len() && !self.attached.load(Ordering::Acquire) {
+            // At the head of a window the feed no longer extends: only the backend knows what came after.
+            return None;
+        }
         let mut events = Vec::new();
         for event in window.events.range(first..) {
             if query.matches(event) {
@@ -235,16 +236,33 @@ mod tests {
     }
 
     #[test]
-    fn reads_before_the_window_after_its_head_or_while_detached_go_to_the_backend() {
+    fn reads_before_the_window_or_after_its_head_go_to_the_backend() {
         let recent = window(5);
         recent.extend(10, &page(11..=20, 20));
 
         assert!(recent.read_after(14, &LogQuery::all(), 10).is_none(), "evicted: the window starts at 15");
         assert_eq!(ids(&recent.read_after(15, &LogQuery::all(), 10).unwrap()), vec![16, 17, 18, 19, 20]);
         assert!(recent.read_after(21, &LogQuery::all(), 10).is_none(), "another hub may be ahead");
+        assert!(recent.bounds_for(Some(21)).is_none());
+    }
+
+    /// A stream electing its leader, a database restarting: the feed is lost and the backend does not answer. A
+    /// client reconnecting then gets what it missed from the window as it stood, and starts from its head; only a
+    /// read at that head, where the backend may hold more, is the backend's.
+    #[test]
+    fn a_window_that_lost_its_feed_still_answers_up_to_its_head() {
+        let recent = window(5);
+        recent.extend(10, &page(11..=20, 20));
         recent.set_attached(false);
-        assert!(recent.read_after(15, &LogQuery::all(), 10).is_none());
-        assert!(recent.bounds_for(None).is_none());
+
+        let answer = recent.read_after(17, &LogQuery::all(), 10).unwrap();
+        assert_eq!((ids(&answer), answer.through, answer.complete), (vec![18, 19, 20], 20, true));
+        assert_eq!(recent.bounds_for(Some(17)), Some(LogBounds { head: 20, earliest: 16 }));
+        assert_eq!(recent.bounds_for(None), Some(LogBounds { head: 20, earliest: 16 }));
+        assert!(recent.read_after(20, &LogQuery::all(), 10).is_none(), "at the head: only the backend knows more");
+        assert!(recent.read_after(14, &LogQuery::all(), 10).is_none(), "before the window");
+        recent.set_attached(true);
+        assert_eq!(ids(&recent.read_after(20, &LogQuery::all(), 10).unwrap()), Vec::<u64>::new());
     }
 
     #[test]
