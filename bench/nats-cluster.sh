@@ -9,6 +9,10 @@ NATS_SERVER=${NATS_SERVER:-$( [ -x target/nats-venv/bin/nats-server ] && echo ta
 dir=/tmp/bench-nats
 if [ "${1:-start}" = stop ]; then
   for pid in "$dir"/*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true; done
+  # Gone before their stores are removed (a server still writing its store makes `rm` fail).
+  for pid in "$dir"/*.pid; do
+    for _ in $(seq 1 100); do [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && sleep 0.1 || break; done
+  done
   rm -rf "$dir"
   exit 0
 fi

@@ -134,6 +134,7 @@ async fn the_publish_scenario_runs_over_http_the_crate_and_plain_inserts() {
             batch: 5,
             duration_s: 0.3,
             in_transaction,
+            rate: 0.0,
             payload_bytes: 100,
             hub_pids: Vec::new(),
         };
@@ -144,4 +145,29 @@ async fn the_publish_scenario_runs_over_http_the_crate_and_plain_inserts() {
     let pool = db.pool().await;
     let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM realtime_inbox").fetch_one(&pool).await.unwrap();
     assert_eq!(waiting, 0, "the hub moved every event the crate published");
+}
+
+#[actix_web::test]
+async fn the_publish_scenario_keeps_to_the_rate_it_is_given() {
+    let db = test_db!();
+    let hub = spawn_pg_hub(&db.url, |_| {}).await;
+    let config = PublishConfig {
+        hub: hub.url(""),
+        database_url: None,
+        via: Via::Http,
+        publishers: 2,
+        batch: 5,
+        duration_s: 1.0,
+        in_transaction: false,
+        rate: 200.0,
+        payload_bytes: 100,
+        hub_pids: Vec::new(),
+    };
+
+    let report = scenarios::publish::run(config).await.unwrap();
+
+    // 200 events/s is 20 requests a second of 5 events from each publisher; unpaced, a hub takes thousands.
+    assert_clean(&report);
+    let rate = report.events_per_s.unwrap();
+    assert!((150.0..=260.0).contains(&rate), "{}", report.summary());
 }

@@ -112,6 +112,9 @@ enum Scenario {
         /// `publish_batch_in`, or the plain `INSERT`s (`--via crate`, `insert`, `insert-log`).
         #[arg(long)]
         in_transaction: bool,
+        /// Events per second, all publishers together (0: as fast as the hub answers).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
     },
     /// A client resuming K events behind.
     Catchup {
@@ -139,6 +142,12 @@ enum Scenario {
         redis_url: Option<String>,
         #[arg(long, default_value = "realtime")]
         redis_prefix: String,
+        /// The hubs' NATS servers (comma-separated, with --nats-stream): the publisher crate writes into the
+        /// stream too.
+        #[arg(long)]
+        nats_url: Option<String>,
+        #[arg(long, default_value = "realtime")]
+        nats_stream: String,
         /// The hubs' log loses nothing during the run (PostgreSQL within its retention): count every `reset` as
         /// a violation.
         #[arg(long)]
@@ -229,12 +238,13 @@ async fn main() -> anyhow::Result<()> {
     loadgen::raise_file_limit();
     let pids = cli.hub_pid;
     let report: Report = match cli.scenario {
-        Scenario::Soak { other_hubs, database_url, redis_url, redis_prefix, lossless, mix } => {
+        Scenario::Soak { other_hubs, database_url, redis_url, redis_prefix, nats_url, nats_stream, lossless, mix } => {
             let mut hubs = vec![cli.hub];
             hubs.extend(other_hubs);
             let mut config = mix.soak(hubs, pids);
             config.database_url = database_url;
             config.redis = redis_url.map(|url| (url, redis_prefix));
+            config.nats = nats_url.map(|url| (url, nats_stream));
             config.lossless = lossless;
             let out = config.out.clone();
             let outcome = soak::run(config).await?;
@@ -325,7 +335,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?
         }
-        Scenario::Publish { via, database_url, publishers, batch, duration_s, in_transaction } => {
+        Scenario::Publish { via, database_url, publishers, batch, duration_s, in_transaction, rate } => {
             scenarios::publish::run(PublishConfig {
                 hub: cli.hub,
                 database_url,
@@ -334,6 +344,7 @@ async fn main() -> anyhow::Result<()> {
                 batch,
                 duration_s,
                 in_transaction,
+                rate,
                 payload_bytes: 100,
                 hub_pids: pids.clone(),
             })

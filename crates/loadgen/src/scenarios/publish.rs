@@ -40,6 +40,8 @@ pub struct PublishConfig {
     pub duration_s: f64,
     /// Each database publish in a transaction of its own.
     pub in_transaction: bool,
+    /// Events per second, all publishers together; 0 publishes as fast as the hub answers.
+    pub rate: f64,
     pub payload_bytes: usize,
     #[serde(skip)]
     pub hub_pids: Vec<u32>,
@@ -85,7 +87,18 @@ pub async fn run(config: PublishConfig) -> anyhow::Result<Report> {
             let url = format!("{}/api/publish", config.hub.trim_end_matches('/'));
             let publisher = pool.clone().map(|pool| Publisher::new(PgSink::new(pool)));
             let mut i = (p as u64) << 40;
+            // Each publisher's share of the rate, one request per tick (ticks missed while a request waited are
+            // not made up in a burst).
+            let mut pace = (config.rate > 0.0).then(|| {
+                let every = config.batch.max(1) as f64 * config.publishers as f64 / config.rate;
+                let mut pace = tokio::time::interval(Duration::from_secs_f64(every));
+                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                pace
+            });
             while Instant::now() < deadline {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
                 let batch = config.batch.max(1);
                 let ok = match config.via {
                     Via::Http => {
