@@ -94,12 +94,6 @@ impl RecentEvents {
         self.attached.store(attached, Ordering::Release);
     }
 
-    /// The newest id this hub knows the log holds: the window's head or the newest it appended. A backend's answer
-    /// with a lower head comes from a replica still catching up, not from the log as it is.
-    pub fn known_head(&self) -> u64 {
-        self.read().head.max(self.appended.load(Ordering::Acquire))
-    }
-
     /// This hub appended events up to `newest`.
     pub fn appended(&self, newest: u64) {
         self.appended.fetch_max(newest, Ordering::AcqRel);
