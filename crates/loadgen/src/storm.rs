@@ -2,8 +2,8 @@
 //! seed, overlapping: hubs SIGKILLed and SIGTERMed (and started again), the PostgreSQL listener's connection
 //! killed, PostgreSQL restarted (fast and immediate), Redis restarted empty and with its data, the Redis
 //! reader's connection killed, a node of a three-node NATS JetStream cluster killed (any node, or the stream's
-//! leader) and started again or frozen with SIGSTOP and let go again, and a subscriber process (`curl -N` on SSE) stopped with SIGSTOP past the slow
-//! consumer bound. Every fault is a JSON line, so a failing seed replays the same schedule.
+//! leader) and started again or frozen with SIGSTOP and let go again, and a subscriber process (`curl -N` on SSE)
+//! stopped with SIGSTOP past the slow consumer bound. Every fault is a JSON line, so a failing seed replays the same schedule.
 
 use std::path::PathBuf;
 use std::process::Stdio;
