@@ -322,7 +322,12 @@ pub async fn run(mut config: StormConfig) -> anyhow::Result<StormOutcome> {
     for hub in &cluster.hubs {
         hub.lock().await.kill(&cluster.pids).await;
     }
-    let _ = std::fs::remove_dir_all(&work).map_err(|e| eprintln!("storm: {e}"));
+    if soak.violations() > 0 || (config.soak.lossless && soak.resets > 0) {
+        // The hubs' logs are what explains a failure: they stay.
+        eprintln!("storm: something went wrong; the hubs' logs stay in {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work).map_err(|e| eprintln!("storm: {e}"));
+    }
     Ok(StormOutcome {
         seed: config.seed,
         faults,

@@ -347,14 +347,21 @@ impl NatsLog {
             Err(e) if stream_missing(&e) => return self.ensure_stream().await,
             Err(e) => return Err(unavailable(e)),
         };
-        // A replicated stream with no leader is described by one of its replicas, with that replica's state, which
-        // may be behind (a node restarted and still catching up): its head is not the log's.
-        let info = stream.cached_info();
+        Self::described_by_its_leader(stream.cached_info())?;
+        Ok(stream)
+    }
+
+    /// A replicated stream with no leader is described by each of its replicas that sees none, with that replica's
+    /// own state (nats-server answers STREAM.INFO from a member of a leaderless group), which may be behind what
+    /// was stored: a follower applies what its leader committed a moment later. Its head is not the log's, and a
+    /// reader ahead of it would be told its position is gone; such an answer is unavailable, and the reader tries
+    /// again.
+    fn described_by_its_leader(info: &jetstream::stream::Info) -> Result<()> {
         let leader = info.cluster.as_ref().and_then(|cluster| cluster.leader.as_deref()).unwrap_or_default();
         if info.config.num_replicas > 1 && leader.is_empty() {
             return Err(Error::Unavailable("the NATS stream has no leader (an election is under way)".into()));
         }
-        Ok(stream)
+        Ok(())
     }
 
     /// The log's bounds in a stream's state, where the stream's own limits remove events (from the front only).
@@ -734,5 +741,30 @@ impl LiveFeed for NatsFeed {
             self.answered = tokio::time::Instant::now();
         }
         Ok(Some(page))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream's description as nats-server 2.15 answers it, from a replica with `leader` (none: `None`).
+    fn described(replicas: usize, leader: Option<&str>) -> jetstream::stream::Info {
+        let config = Config { name: "events".into(), num_replicas: replicas, ..Config::default() };
+        serde_json::from_value(serde_json::json!({
+            "config": serde_json::to_value(config).expect("a stream config"),
+            "created": "2026-12-07T03:00:00Z",
+            "state": {"messages": 5, "bytes": 500, "first_seq": 1, "first_ts": "2026-12-07T03:00:00Z",
+                      "last_seq": 5, "last_ts": "2026-12-07T03:00:01Z", "consumer_count": 0},
+            "cluster": {"name": "hub", "leader": leader, "replicas": []},
+        }))
+        .expect("a stream description")
+    }
+
+    #[test]
+    fn a_replicated_stream_described_with_no_leader_is_unavailable() {
+        assert!(matches!(NatsLog::described_by_its_leader(&described(3, None)), Err(Error::Unavailable(_))));
+        assert!(NatsLog::described_by_its_leader(&described(3, Some("n1"))).is_ok());
+        assert!(NatsLog::described_by_its_leader(&described(1, None)).is_ok(), "one replica is its own leader");
     }
 }
