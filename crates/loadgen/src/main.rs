@@ -268,8 +268,7 @@ async fn main() -> anyhow::Result<()> {
             let outcome = storm::run(config).await?;
             soak::emit(&out, &outcome).await;
             eprintln!("{}", outcome.summary());
-            let live_again = outcome.recovered_s.is_some_and(|s| s <= 5.0);
-            std::process::exit(if outcome.soak.violations() == 0 && live_again { 0 } else { 1 });
+            std::process::exit(if outcome.passed() { 0 } else { 1 });
         }
         Scenario::Fanout {
             subscribers,

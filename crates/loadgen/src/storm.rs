@@ -112,7 +112,16 @@ pub struct StormOutcome {
     pub soak: Outcome,
 }
 
+/// How soon after the last fault every subscriber must be live again for a storm to pass.
+pub const LIVE_AGAIN_S: f64 = 5.0;
+
 impl StormOutcome {
+    /// Nothing lost, doubled, reordered (or, on a lossless log, reset: the soak counts that a violation), and every
+    /// subscriber live again within `LIVE_AGAIN_S` of the last fault.
+    pub fn passed(&self) -> bool {
+        self.soak.violations() == 0 && self.recovered_s.is_some_and(|s| s <= LIVE_AGAIN_S)
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "storm (seed {}): {} faults, every subscriber live again {} after the last, {}/{} stopped subscribers \
@@ -322,20 +331,21 @@ pub async fn run(mut config: StormConfig) -> anyhow::Result<StormOutcome> {
     for hub in &cluster.hubs {
         hub.lock().await.kill(&cluster.pids).await;
     }
-    if soak.violations() > 0 || (config.soak.lossless && soak.resets > 0) {
-        // The hubs' logs are what explains a failure: they stay.
-        eprintln!("storm: something went wrong; the hubs' logs stay in {}", work.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work).map_err(|e| eprintln!("storm: {e}"));
-    }
-    Ok(StormOutcome {
+    let outcome = StormOutcome {
         seed: config.seed,
         faults,
         recovered_s,
         subscribers_cut: cluster.cut.load(Ordering::Relaxed),
         subscribers_stopped: cluster.stopped.load(Ordering::Relaxed),
         soak,
-    })
+    };
+    if outcome.passed() {
+        let _ = std::fs::remove_dir_all(&work).map_err(|e| eprintln!("storm: {e}"));
+    } else {
+        // The hubs' logs are what explains a failure: they stay.
+        eprintln!("storm: the storm failed; the hubs' logs stay in {}", work.display());
+    }
+    Ok(outcome)
 }
 
 /// A fault of the schedule: when it starts, and how long its server stays down.
