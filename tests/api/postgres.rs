@@ -127,18 +127,25 @@ async fn is_sequencer(client: &reqwest::Client, url: String) -> bool {
     }
 }
 
+/// A hub process on the database `url`, the first of its cluster: once it says it holds the sequencer lock.
+async fn start_sequencer(url: &str) -> crate::process::HubProcess {
+    let env = [("HUB_BACKEND", "postgres"), ("DATABASE_URL", url), ("HUB_DB_POOL_SIZE", "3")];
+    let sequencer = crate::process::HubProcess::start(&env).await;
+    let http = reqwest::Client::new();
+    while !is_sequencer(&http, sequencer.url("/api/health/pubsub")).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sequencer
+}
+
 /// The hub holding the sequencer lock is SIGKILLed while eight publishers write (four over HTTP to the other hubs,
 /// four inside their own transactions through the inbox): another hub takes over, every publish is answered, and
 /// every subscriber gets every event once, in order, with dense ids.
 #[actix_web::test]
 async fn sigkilling_the_sequencing_hub_while_eight_publishers_write_loses_and_doubles_nothing() {
     let db = test_db!();
-    let env = [("HUB_BACKEND", "postgres"), ("DATABASE_URL", db.url.as_str()), ("HUB_DB_POOL_SIZE", "3")];
-    let sequencer = crate::process::HubProcess::start(&env).await;
+    let sequencer = start_sequencer(&db.url).await;
     let http = reqwest::Client::new();
-    while !is_sequencer(&http, sequencer.url("/api/health/pubsub")).await {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let hubs = [spawn_pg_hub(&db.url, |_| {}).await, spawn_pg_hub(&db.url, |_| {}).await];
     let pool = db.pool().await;
     let mut subscribers = vec![
@@ -230,6 +237,35 @@ async fn sigkilling_the_sequencing_hub_while_eight_publishers_write_loses_and_do
             assert!(got_ids.windows(2).all(|w| w[1] == w[0] + 1), "subscriber {which}: ids have gaps: {got_ids:?}");
         }
     }
+}
+
+/// A hub that is not the sequencer stores its own publishes, under the head row's lock: with the sequencer's
+/// process frozen (SIGSTOP: its lock and its connections held, nothing moved), publishes through another hub are
+/// answered and delivered at once, in order. Through the inbox, each waited 500 ms for the sequencer before its
+/// hub stepped in.
+#[actix_web::test]
+async fn a_hub_publishes_and_delivers_at_once_while_the_sequencer_is_frozen() {
+    let db = test_db!();
+    let sequencer = start_sequencer(&db.url).await;
+    let hub = spawn_pg_hub(&db.url, |_| {}).await;
+    let mut subscriber = hub.ws("/ws?topics=run.status").await;
+    subscriber.expect("subscribed").await;
+
+    sequencer.signal("STOP");
+    let mut took = Vec::new();
+    let mut answered = Vec::new();
+    for n in 0..10 {
+        let started = Instant::now();
+        answered.extend(hub.publish(event("run.status", json!({}), n)).await);
+        took.push(started.elapsed());
+    }
+    let got = subscriber.events(10).await;
+    sequencer.signal("CONT");
+
+    took.sort();
+    assert!(took[5] < Duration::from_millis(250), "publishes waited for the frozen sequencer: {took:?}");
+    assert!(answered.windows(2).all(|w| w[1] == w[0] + 1), "ids not dense and increasing: {answered:?}");
+    assert_eq!(ids(&got), answered);
 }
 
 /// A database of the first scheme (every publish under the head lock) moves to the sequencer with `hub migrate`:

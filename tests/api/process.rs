@@ -79,8 +79,16 @@ impl HubProcess {
 
     /// Sends SIGTERM, as Kubernetes does before stopping a pod.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`STOP` freezes the process with its connections open, `CONT` thaws it).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("the hub is running");
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
         assert!(status.success());
     }
 

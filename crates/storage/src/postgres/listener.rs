@@ -67,11 +67,7 @@ impl LiveFeed for PgFeed {
         let Some(listener) = self.listener.as_mut() else {
             return Err(Error::Unavailable("the listener is closed".into()));
         };
-        let page = within(
-            self.shared.db.timeout,
-            read_page(listener, &self.shared.pending, after, &self.all, &self.keys, limit),
-        )
-        .await;
+        let page = within(self.shared.db.timeout, read_page(listener, after, &self.all, &self.keys, limit)).await;
         if let Err(e) = &page {
             self.shared.db.went_silent(e);
         }

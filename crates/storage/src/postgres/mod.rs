@@ -1,29 +1,29 @@
 //! The PostgreSQL event log: any number of hubs share it.
 //!
 //! Ids are dense and become visible in id order: every id is given under the row lock of `realtime_log_state`,
-//! held until the giving transaction commits (see the migrations and `docs/POSTGRES.md`). Writers do not take
-//! that lock. One hub of the cluster, the *sequencer* (the holder of the advisory lock `realtime-sequencer` on a
-//! connection of its own; a dead hub's connection, and with it the lock, goes with it), gives the ids:
-//! - its own hub's publishes it stores directly, coalesced into one `realtime_append` per round trip;
-//! - every other writer inserts into `realtime_inbox` with no lock (the publisher crate, inside the caller's
-//!   transaction when it wants; the HTTP route of the other hubs), and the sequencer moves committed inbox rows into
-//!   the log in batches (`realtime_move_inbox`), woken by `NOTIFY realtime_inbox` or by a poll.
+//! held until the giving transaction commits (see the migrations and `docs/POSTGRES.md`).
+//! - Every hub stores its own HTTP publishes under that lock, coalesced into one `realtime_append` per round trip:
+//!   the lock is contended by a few hubs, each with one append in flight, and a publish costs one commit wherever
+//!   it lands.
+//! - The publisher crate inserts into `realtime_inbox` with no lock, inside the caller's transaction when it wants.
+//!   One hub of the cluster, the *sequencer* (the holder of the advisory lock `realtime-sequencer` on a connection
+//!   of its own; a dead hub's connection, and with it the lock, goes with it), moves committed inbox rows into the
+//!   log in batches (`realtime_move_inbox`), woken by `NOTIFY realtime_inbox` or by a poll. Its own hub's
+//!   publishes it stores on that connection.
 //!
-//! A hub that published through the inbox learns its events' ids by reading the log, where each moved event keeps
-//! its inbox id. Hubs learn of new events from `NOTIFY realtime_events`, sent once per sequencing transaction, and
-//! read the log from their cursor.
+//! Hubs learn of new events from `NOTIFY realtime_events`, sent once per transaction that gives ids, and read the
+//! log from their cursor.
 //!
 //! # Layout
 //! - `statement.rs`: one statement's error, deadline and task; `pool.rs`: the pool, renewed when PostgreSQL stops
 //!   answering on it, and the migrations.
 //! - `read.rs`: the log's bounds and pages; `write.rs`: appends, inbox inserts and the inbox's move.
-//! - `pending.rs`: the ids inbox publishes wait for; `shared.rs`: what the log's tasks share.
-//! - `appender.rs`: this hub's publishes; `sequencer.rs`: the cluster's one id giver.
+//! - `shared.rs`: what the log's tasks share.
+//! - `appender.rs`: this hub's publishes; `sequencer.rs`: the cluster's inbox mover.
 //! - `listener.rs`: the live feed; `policies.rs`: the topic policies, their removal and their positions.
 
 mod appender;
 mod listener;
-mod pending;
 mod policies;
 mod pool;
 mod read;
@@ -43,9 +43,8 @@ use sqlx::PgConnection;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use self::appender::{AppendRequest, run_appender, run_waker};
+use self::appender::{AppendRequest, run_appender};
 use self::listener::PgFeed;
-use self::pending::Pending;
 use self::policies::PgPolicies;
 use self::pool::{ACQUIRE_TIMEOUT, Db, by_index, connect_options, pool_options, with_keepalives};
 pub use self::pool::{DEFAULT_TIMEOUT, connect_pool, migrate};
@@ -91,7 +90,6 @@ impl PgLog {
             listen_options,
             sequencing: AtomicBool::new(false),
             inbox_wake: Notify::new(),
-            pending: Mutex::new(Pending::default()),
             moved_since_vacuum: AtomicU64::new(0),
             vacuumed_at: Mutex::new(Instant::now()),
             vacuuming: AtomicBool::new(false),
@@ -101,10 +99,8 @@ impl PgLog {
         shared.set_sequencing(false);
         let (appends, requests) = mpsc::unbounded_channel();
         let (local, local_requests) = mpsc::unbounded_channel();
-        let (remote_wake, remote_wakes) = mpsc::channel(1);
-        tokio::spawn(run_appender(shared.clone(), requests, local, remote_wake));
+        tokio::spawn(run_appender(shared.clone(), requests, local));
         tokio::spawn(run_sequencer(shared.clone(), lock_options, local_requests, settings.inbox_poll));
-        tokio::spawn(run_waker(shared.clone(), remote_wakes));
         Ok(Self { shared, appends })
     }
 
@@ -136,7 +132,7 @@ impl EventLog for PgLog {
         isolated(async move {
             let read = async |conn: &mut PgConnection, timeout| {
                 let keys = shared.policies.keys_for(&query);
-                within(timeout, read::read_page(conn, &shared.pending, after, &query, &keys, limit)).await
+                within(timeout, read::read_page(conn, after, &query, &keys, limit)).await
             };
             shared.db.run(read).await
         })

@@ -1,6 +1,6 @@
 //! Reads of the log: its bounds, and one page after a position for a query, decoded into events.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use protocol::scope::WELL_KNOWN_KEYS;
@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row};
 
-use super::pending::{self, Pending};
 use super::statement::unavailable;
 use crate::event::{LogBounds, LogQuery, Page, StoredEvent, format_ts};
 use crate::{Error, Result};
@@ -29,7 +28,6 @@ pub(super) async fn bounds(db: impl sqlx::PgExecutor<'_>, keys: &[String]) -> Re
 /// One page of the log after `after` matching `query`, with the head read in the same snapshot.
 pub(super) async fn read_page<'e>(
     db: impl sqlx::PgExecutor<'e>,
-    pending: &Mutex<Pending>,
     after: u64,
     query: &LogQuery,
     keys: &[String],
@@ -37,7 +35,7 @@ pub(super) async fn read_page<'e>(
 ) -> Result<Page> {
     let mut sql = QueryBuilder::new(
         "SELECT s.head, s.removed, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, \
-         e.traceparent, e.created_at, e.inbox_id FROM (SELECT head, (SELECT coalesce(max(removed_through), 0) \
+         e.traceparent, e.created_at FROM (SELECT head, (SELECT coalesce(max(removed_through), 0) \
          FROM realtime_policies WHERE key = ANY(",
     );
     sql.push_bind(keys.to_vec());
@@ -61,17 +59,10 @@ pub(super) async fn read_page<'e>(
     let removed = rows.first().map(|r| r.try_get::<i64, _>("removed")).transpose().map_err(unavailable)?;
     let bounds = LogBounds { head, earliest: removed.unwrap_or(0) as u64 + 1 };
     let mut events = Vec::with_capacity(rows.len());
-    let mut published = Vec::new();
     for row in &rows {
         let Some(id) = row.try_get::<Option<i64>, _>("id").map_err(unavailable)? else { continue };
-        let event = decode(id, row)?;
-        if let Some(inbox_id) = row.try_get::<Option<i64>, _>("inbox_id").map_err(unavailable)? {
-            published.push((inbox_id, event.envelope.id));
-        }
-        events.push(Arc::new(event));
+        events.push(Arc::new(decode(id, row)?));
     }
-    // Publishes of this hub that went through the inbox learn their ids here.
-    pending::resolve(pending, published);
     let full = events.len() == limit;
     let through = if full { events.last().map_or(after, |e| e.id()) } else { head.max(after) };
     Ok(Page { events, through, complete: !full, bounds })

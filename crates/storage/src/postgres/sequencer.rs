@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::appender::{AppendRequest, answer, coalesce, events_of};
+use super::appender::{AppendRequest, coalesce};
 use super::shared::{SEQUENCER_LOCK, Shared};
 use super::statement::{fetch, within};
 use super::write::{append_with, move_inbox};
@@ -62,8 +62,8 @@ pub(super) async fn run_sequencer(
             request = requests.recv() => {
                 let Some(first) = request else { break };
                 let batch = coalesce(first, &mut requests);
-                let ids = store(&shared, &mut lock, events_of(&batch)).await;
-                answer(batch, ids);
+                let ids = store(&shared, &mut lock, &batch.events).await;
+                batch.answer(ids);
                 continue;
             }
             _ = shared.inbox_wake.notified(), if lock.is_some() => {
@@ -100,11 +100,11 @@ pub(super) async fn run_sequencer(
 
 /// Stores `events` by the locked path: on the sequencer's connection, or on the pool when this hub is not the
 /// sequencer.
-async fn store(shared: &Shared, lock: &mut Option<PgConnection>, events: Vec<NewEvent>) -> Result<Vec<EventId>> {
+async fn store(shared: &Shared, lock: &mut Option<PgConnection>, events: &[NewEvent]) -> Result<Vec<EventId>> {
     let Some(conn) = lock.as_mut() else {
-        return shared.db.run(async |conn, timeout| within(timeout, append_with(conn, &events)).await).await;
+        return shared.db.run(async |conn, timeout| within(timeout, append_with(conn, events)).await).await;
     };
-    let ids = within(shared.db.timeout, append_with(&mut *conn, &events)).await;
+    let ids = within(shared.db.timeout, append_with(&mut *conn, events)).await;
     if let Err(e) = &ids {
         lost_lock(shared, lock, e);
     }

@@ -1,5 +1,5 @@
-//! What the log's tasks share: the pool, the listener's connection options, the sequencer's state, and the ids
-//! publishes wait for; the names the log uses on the server.
+//! What the log's tasks share: the pool, the listener's connection options and the sequencer's state; the names the
+//! log uses on the server.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,7 +8,6 @@ use std::time::Instant;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::Notify;
 
-use super::pending::Pending;
 use super::policies::PgPolicies;
 use super::pool::Db;
 
@@ -26,10 +25,8 @@ pub(super) struct Shared {
     pub(super) listen_options: PgConnectOptions,
     /// This hub holds the sequencer lock.
     pub(super) sequencing: AtomicBool,
-    /// Woken when committed rows may wait in the inbox (a notification, or this hub's own insert).
+    /// Woken when committed rows may wait in the inbox (a notification).
     pub(super) inbox_wake: Notify,
-    /// Inbox rows this hub inserted whose ids it waits for.
-    pub(super) pending: Mutex<Pending>,
     /// Inbox rows this hub moved since it last vacuumed the inbox, and when that was.
     pub(super) moved_since_vacuum: AtomicU64,
     pub(super) vacuumed_at: Mutex<Instant>,

@@ -123,33 +123,6 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Inserts `events` into the inbox in one statement; returns their inbox ids in order and the log's head as the
-/// statement saw it (every id the events get is above it: they are given after this commit).
-pub(super) async fn insert_inbox(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(Vec<i64>, u64)> {
-    let columns = Columns::of(events);
-    let rows = columns
-        .bind(sqlx::query(
-            "WITH added AS (\
-               INSERT INTO realtime_inbox \
-               (topic, scope, stream_key, seq, payload, correlation_id, traceparent, idempotency_key) \
-               SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], \
-                                    $7::text[], $8::text[]) \
-               RETURNING inbox_id) \
-             SELECT inbox_id, (SELECT head FROM realtime_log_state WHERE singleton) AS head \
-             FROM added ORDER BY inbox_id",
-        ))
-        .fetch_all(conn)
-        .await
-        .map_err(unavailable)?;
-    if rows.len() != events.len() {
-        return Err(Error::Corrupt(format!("{} inbox rows for {} events", rows.len(), events.len())));
-    }
-    let floor = rows.first().map(|r| r.try_get::<i64, _>("head")).transpose().map_err(unavailable)?.unwrap_or(0);
-    // The inbox ids come from one sequence, drawn row after row in input order: sorted, they are in input order.
-    let ids = rows.iter().map(|r| r.try_get::<i64, _>("inbox_id")).collect::<std::result::Result<_, _>>();
-    Ok((ids.map_err(unavailable)?, floor as u64))
-}
-
 /// Moves committed inbox rows into the log until the inbox is empty; returns how many moved.
 pub(super) async fn move_inbox(conn: &mut PgConnection, timeout: Duration) -> Result<u64> {
     let mut moved = 0;
