@@ -100,7 +100,10 @@ impl Application {
         // Bound first: while the backend is not there yet (a cluster that is still forming, a database that
         // starts with the hub), the hub answers /healthz and a /readyz that says why it is not ready.
         let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
-        let (backend_log, bus) = wait_for_backend(&settings, backend, &policies, &listener).await?;
+        let node = settings.node_id();
+        let sessions = Arc::new(crate::fanout::sessions::Sessions::default());
+        let member = Member { node: node.clone(), sessions: sessions.clone(), revocations: auth.revocations().clone() };
+        let (backend_log, cluster) = wait_for_backend(&settings, backend, &policies, &member, &listener).await?;
         // The memory backend is itself in memory; a shared backend gets the window of newest events.
         let recent = (backend != Backend::Memory && settings.recent_events > 0).then(|| {
             // Never more than the backend keeps: a window past a length cap would answer what the log has trimmed.
@@ -152,9 +155,6 @@ impl Application {
         }
         let port = listener.local_addr()?.port();
         let (signal, shutdown_rx) = watch::channel(false);
-        let node = settings.node_id();
-        let sessions = Arc::new(crate::fanout::sessions::Sessions::default());
-        let cluster = join_cluster(&settings, &node, bus, &sessions, auth.revocations()).await?;
         let grace = settings.shutdown_grace;
         let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let settings_scope_keys = settings.scope_keys.clone();
@@ -286,57 +286,40 @@ fn length_cap(settings: &Settings, backend: Backend) -> Option<usize> {
     (cap > 0).then_some(cap)
 }
 
-/// Joins the cluster's bus, trying again while the backend says it is unavailable (two hubs started together on a
-/// NATS cluster still settling: one may look up the bus's stream the moment after the other created it), within
-/// `HUB_START_TIMEOUT`.
-async fn join_cluster(
-    settings: &Settings,
-    node: &str,
-    bus: Arc<dyn storage::Cluster>,
-    sessions: &Arc<crate::fanout::sessions::Sessions>,
-    revocations: &Arc<crate::auth::Revocations>,
-) -> anyhow::Result<Arc<ClusterAgent>> {
-    let started = Instant::now();
-    loop {
-        let joined = ClusterAgent::start(
-            node.to_owned(),
-            bus.clone(),
-            sessions.clone(),
-            revocations.clone(),
-            settings.heartbeat,
-        )
-        .await;
-        match joined {
-            Ok(agent) => return Ok(agent),
-            Err(storage::Error::Unavailable(e)) if started.elapsed() + START_RETRY <= settings.start_timeout => {
-                warn!(error = %e, "cannot join the cluster yet; trying again");
-                tokio::time::sleep(START_RETRY / 4).await;
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("cannot join the cluster")),
-        }
-    }
+/// What this hub is to the cluster it joins: its node id, and the sessions and revocations the cluster's commands
+/// reach.
+struct Member {
+    node: String,
+    sessions: Arc<crate::fanout::sessions::Sessions>,
+    revocations: Arc<crate::auth::Revocations>,
 }
 
 /// How often a hub waiting for its backend tries again, and says why it is still waiting.
 const START_RETRY: Duration = Duration::from_secs(2);
 
-/// Opens the backend's log and the cluster's bus, trying again while the backend cannot be reached (a refused
-/// connection, a cluster still forming), for at most `HUB_START_TIMEOUT`; a configuration the backend refuses fails
-/// at once. Meanwhile `listener` answers `/healthz` 200 and everything else 503 with the reason.
+/// Opens the backend's log and joins the cluster on its bus, trying again while the backend cannot be reached (a
+/// refused connection, a cluster still forming: two hubs started together on a NATS cluster still settling, one
+/// looking up the bus's stream the moment after the other created it), for at most `HUB_START_TIMEOUT` in all; a
+/// configuration the backend refuses fails at once. Meanwhile `listener` answers `/healthz` 200 and everything else
+/// 503 with the reason.
 async fn wait_for_backend(
     settings: &Settings,
     backend: Backend,
     policies: &TopicPolicies,
+    member: &Member,
     listener: &TcpListener,
-) -> anyhow::Result<(Arc<dyn EventLog>, Arc<dyn storage::Cluster>)> {
+) -> anyhow::Result<(Arc<dyn EventLog>, Arc<ClusterAgent>)> {
     let started = Instant::now();
     let mut waiting: Option<(ServerHandle, Arc<std::sync::Mutex<String>>)> = None;
     let opened = loop {
         let attempt = async {
-            Ok::<_, anyhow::Error>((
-                open_log(settings, backend, policies).await?,
-                open_cluster(settings, backend).await?,
-            ))
+            let log = open_log(settings, backend, policies).await?;
+            let bus = open_cluster(settings, backend).await?;
+            let (sessions, revocations) = (member.sessions.clone(), member.revocations.clone());
+            let agent = ClusterAgent::start(member.node.clone(), bus, sessions, revocations, settings.heartbeat)
+                .await
+                .context("cannot join the cluster")?;
+            Ok::<_, anyhow::Error>((log, agent))
         };
         let error = match attempt.await {
             Ok(opened) => break Ok(opened),
