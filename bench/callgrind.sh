@@ -5,6 +5,7 @@
 # (default 3), each printed, then the median.
 #   bench/callgrind.sh                     # WebSocket, 100 subscribers
 #   TRANSPORT=sse bench/callgrind.sh       # or poll
+#   HUB_BIN=/tmp/other/hub bench/callgrind.sh   # another build, for a before/after in one session
 # Leaves the last pair's profiles in /tmp/callgrind-50.out and /tmp/callgrind-250.out (callgrind_annotate reads them).
 set -eu
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ total() { # instructions counted in a callgrind output file
 run() { # $1: events
   local out=/tmp/callgrind-$1.out port=18093
   env HUB_WORKERS=1 HUB_BIND=127.0.0.1:$port HUB_MAX_OUTBOUND_BYTES=67108864 HUB_PUBLISH_RATE=0 RUST_LOG=warn \
-    valgrind --tool=callgrind --callgrind-out-file=$out target/release/hub > /tmp/callgrind-hub.log 2>&1 &
+    valgrind --tool=callgrind --callgrind-out-file=$out ${HUB_BIN:-target/release/hub} > /tmp/callgrind-hub.log 2>&1 &
   local hub=$!
   for _ in $(seq 1 300); do curl -sf http://127.0.0.1:$port/readyz > /dev/null && break; sleep 0.1; done
   target/release/loadgen --hub http://127.0.0.1:$port fanout --subscribers "$SUBS" --events "$1" --rate 10 \

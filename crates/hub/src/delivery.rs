@@ -80,20 +80,36 @@ pub struct Subscriber {
 
 pub type SharedSubscriber = Arc<Subscriber>;
 
+/// What a connection with a session (WebSocket, SSE) takes its deliveries through: frames and all, written into its
+/// outbound queue by the fan-out where the session's rules allow, given to the session otherwise
+/// (`crate::connections::sink`).
+pub trait SessionSink: Send + Sync {
+    fn deliver(&self, deliver: Deliver);
+}
+
 /// Where a subscription's deliveries go.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Target {
-    /// A session actor (WebSocket, SSE): every delivery, frames and all.
-    Session(Recipient<Deliver>),
+    /// A session's connection (WebSocket, SSE): every delivery, frames and all.
+    Session(Arc<dyn SessionSink>),
     /// The long-poll requests waiting on one subscription (`crate::fanout::poll_wakes`), all woken by each delivery; they
     /// read the events from the log themselves, so no actor and no mailbox stand between the room and a request.
     Wake(Arc<tokio::sync::Notify>),
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Target::Session(_) => "Target::Session",
+            Target::Wake(_) => "Target::Wake",
+        })
+    }
+}
+
 impl Target {
     pub fn deliver(&self, deliver: Deliver) {
         match self {
-            Target::Session(recipient) => recipient.do_send(deliver),
+            Target::Session(sink) => sink.deliver(deliver),
             // Requests enable their wake-up before they read the log, so none that is reading misses this.
             Target::Wake(notify) => notify.notify_waiters(),
         }

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use crate::auth::Grant;
 use crate::cluster::presence::{Watcher, presence_topics};
 use crate::connections::outbound::Outbound;
+use crate::connections::sink::DirectSink;
 use crate::delivery::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
 use crate::fanout::dispatcher::{Join, Leave, build_frame};
 use crate::fanout::sessions::{ConnectionInfo, Notice, SubscriptionInfo};
@@ -43,6 +44,9 @@ pub struct Subscriptions {
     /// The subscriptions present on topics that keep presence, by generation: as which subject, on which topics,
     /// and whether they also watch who else is.
     present: Vec<Present>,
+    /// Where the fan-out delivers to this connection; made with the first subscription (it needs the session's
+    /// address).
+    sink: Option<Arc<DirectSink>>,
 }
 
 #[derive(Debug)]
@@ -55,7 +59,7 @@ struct Present {
 
 impl Subscriptions {
     pub fn new(session: SessionId, transport: Transport) -> Self {
-        Self { session, transport, list: Vec::new(), next_generation: 1, present: Vec::new() }
+        Self { session, transport, list: Vec::new(), next_generation: 1, present: Vec::new(), sink: None }
     }
 
     pub fn session(&self) -> SessionId {
@@ -98,6 +102,21 @@ impl Subscriptions {
             .collect()
     }
 
+    /// The id each subscription has reached, taking the live ones' from the sink, which advances them while the
+    /// fan-out writes to the connection itself.
+    fn take_positions(&mut self, positions: Vec<(u64, u64)>) {
+        for (generation, through) in positions {
+            if let Some(subscription) = self.list.iter_mut().find(|s| s.generation == generation) {
+                subscription.through = through;
+            }
+        }
+    }
+
+    /// The live subscriptions and the id each has reached.
+    fn live_positions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.list.iter().filter(|s| s.is_live()).map(|s| (s.generation, s.through))
+    }
+
     /// Live deliveries: the frames to write now.
     pub fn deliver(&mut self, items: Vec<Delivery>) -> Vec<ByteString> {
         let mut frames = Vec::with_capacity(items.len());
@@ -113,6 +132,9 @@ impl Subscriptions {
     pub fn remove(&mut self, name: &SubName, hub: &HubState) -> bool {
         let Some(index) = self.list.iter().position(|s| s.name == *name) else { return false };
         let subscription = self.list.swap_remove(index);
+        if let Some(sink) = &self.sink {
+            sink.forget(subscription.generation);
+        }
         if let Some(at) = self.present.iter().position(|p| p.generation == subscription.generation) {
             let present = self.present.swap_remove(at);
             let presence = &hub.cluster.presence;
@@ -180,7 +202,25 @@ where
 /// A slow consumer is one that has not taken what earlier deliveries wrote: the bound is checked before this
 /// delivery's frames, not after each of them, so one burst larger than the bound (a big batch) does not cut a
 /// reader that keeps up. What the connection may hold is then the bound plus one delivery.
+///
+/// A delivery reaches the session only when the fan-out could not write it itself (`crate::connections::sink`):
+/// the live subscriptions' positions are the sink's until it is handled.
 pub fn deliver<A>(act: &mut A, ctx: &mut A::Context, msg: Deliver)
+where
+    A: SubscriptionHost,
+    A::Context: AsyncContext<A>,
+{
+    let sink = act.subscriptions().sink.clone();
+    if let Some(sink) = &sink {
+        act.subscriptions().take_positions(sink.positions());
+    }
+    deliver_in_order(act, ctx, msg);
+    if let Some(sink) = &sink {
+        sink.handled(act.subscriptions().live_positions());
+    }
+}
+
+fn deliver_in_order<A>(act: &mut A, ctx: &mut A::Context, msg: Deliver)
 where
     A: SubscriptionHost,
     A::Context: AsyncContext<A>,
@@ -214,6 +254,7 @@ where
     let (transport, node, unsent_bytes) = (act.transport(), act.hub().node.clone(), act.outbound().pending());
     let subject = act.grant().subject().map(str::to_owned);
     let subscriptions = act.subscriptions();
+    let sink = subscriptions.sink.clone();
     ConnectionInfo {
         id: subscriptions.session().to_string(),
         node,
@@ -225,7 +266,7 @@ where
                 sub: s.name.to_string(),
                 topics: s.query.topics.iter().map(|t| t.to_string()).collect(),
                 filter: s.query.filter.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-                position: s.through,
+                position: sink.as_ref().and_then(|sink| sink.position(s.generation)).unwrap_or(s.through),
             })
             .collect(),
         since: opened.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -241,7 +282,14 @@ where
     A::Context: AsyncContext<A>,
 {
     let hub_dispatcher = act.hub().dispatcher.clone();
-    let recipient = act.recipient(ctx);
+    let sink = match act.subscriptions().sink.clone() {
+        Some(sink) => sink,
+        None => {
+            let max_outbound_bytes = act.hub().settings.max_outbound_bytes as u64;
+            let sink = DirectSink::new(act.recipient(ctx), act.outbound().clone(), act.transport(), max_outbound_bytes);
+            act.subscriptions().sink.insert(Arc::new(sink)).clone()
+        }
+    };
     let format = FrameFormat { transport: act.transport(), profile: request.profile };
     let stats = act.hub().stats.clone();
     let hub = act.hub().clone();
@@ -254,7 +302,7 @@ where
         sub: request.sub.clone(),
         filter: request.filter.clone(),
         format,
-        target: Target::Session(recipient),
+        target: Target::Session(sink),
     });
     let presence_on = presence_topics(&hub.policies, &request.topics);
     let query = LogQuery::new(request.topics.clone(), request.filter);
@@ -473,6 +521,10 @@ where
             crate::telemetry::instruments::delivered(act.transport(), frames.len() as u64);
             act.write_all(ctx, frames);
             act.went_live(ctx, &name, last_id, announce);
+            // Everything before the subscription's next live event is written: the fan-out may write it.
+            if let Some(sink) = &act.subscriptions().sink {
+                sink.go_live(generation, last_id);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`sse::SseSession`]: one per SSE stream.
 //! - [`engine`]: drives a connection's subscriptions (join the rooms, replay page by page, then live) for either.
 //! - [`outbound`]: the per-connection queue of bytes not yet sent, and the slow-consumer bound on it.
+//! - [`sink`]: how the fan-out writes a live delivery into that queue itself, or hands it to the session.
 //! - [`heartbeat`]: the tickers that tell the open sessions when their heartbeat is due.
 //!
 //! A long-poll request that waits is no actor: the fan-out wakes it directly ([`crate::fanout::poll_wakes`]).
@@ -12,5 +13,6 @@
 pub mod engine;
 pub mod heartbeat;
 pub mod outbound;
+pub mod sink;
 pub mod sse;
 pub mod ws;

@@ -57,10 +57,11 @@ impl Outbound {
         self.produced.load(Ordering::Relaxed).saturating_sub(self.taken.load(Ordering::Relaxed))
     }
 
-    /// Queues a chunk for the network; `false` when the client is gone or was cut.
+    /// Queues a chunk for the network; `false` when the client is gone, was cut, or the body was finished (nothing
+    /// follows a close frame, even a delivery the fan-out writes meanwhile).
     pub fn push(&self, chunk: Bytes) -> bool {
         let mut queue = self.queue();
-        if queue.reader_gone || queue.cut {
+        if queue.reader_gone || queue.cut || queue.finished {
             return false;
         }
         queue.chunks.push_back(chunk);

@@ -102,6 +102,8 @@ impl SseSession {
         let (code, reason) = cut.code();
         let data = serde_json::json!({"type": "disconnect", "code": code, "reason": reason});
         self.write_bytes(ctx, Bytes::from(format!("event: {DISCONNECT_EVENT}\ndata: {data}\n\n")));
+        // Nothing follows it, not even a delivery the fan-out writes before the session stops.
+        self.outbound.finish();
         ctx.stop();
         true
     }

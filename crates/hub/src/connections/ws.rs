@@ -103,6 +103,8 @@ impl WsSession {
     fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, why: &str) {
         self.queue(ctx, ws::Message::Close(Some(CloseReason { code, description: Some(why.to_owned()) })));
         self.closing = true;
+        // Nothing follows the close frame, not even a delivery the fan-out writes before the session stops.
+        self.outbound.finish();
         ctx.stop();
     }
 
@@ -443,6 +445,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Close(reason)) => {
                 self.queue(ctx, ws::Message::Close(reason));
                 self.closing = true;
+                self.outbound.finish();
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::Size, "frame too large"),

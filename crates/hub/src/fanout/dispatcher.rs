@@ -374,14 +374,8 @@ mod tests {
     /// A connection that records what it is sent.
     struct Recorder(Arc<Mutex<Vec<Sent>>>);
 
-    impl Actor for Recorder {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<Deliver> for Recorder {
-        type Result = ();
-
-        fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+    impl crate::delivery::SessionSink for Recorder {
+        fn deliver(&self, msg: Deliver) {
             let mut sent = self.0.lock().unwrap();
             if msg.lost.is_some() {
                 sent.push(Sent::Reset);
@@ -412,7 +406,7 @@ mod tests {
             sub: SubName::default_name(),
             filter: Filter::default(),
             format: FrameFormat { transport: Transport::WebSocket, profile: Profile::Hub },
-            target: Target::Session(Recorder(received.clone()).start().recipient()),
+            target: Target::Session(Arc::new(Recorder(received.clone()))),
         });
         let (joined, ack) = oneshot::channel();
         dispatcher.do_send(Join { subscriber, patterns: vec![TopicPattern::parse("t").unwrap()], joined });

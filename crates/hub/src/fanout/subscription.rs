@@ -150,6 +150,10 @@ impl Subscription {
         }
     }
 
+    pub fn is_live(&self) -> bool {
+        self.phase == Phase::Live
+    }
+
     /// The rooms have the subscription and the log's bounds were read after that: replay starts.
     pub fn start(&mut self, bounds: LogBounds) -> Start {
         self.phase = Phase::Replaying;
