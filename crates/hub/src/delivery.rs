@@ -124,6 +124,10 @@ pub struct Deliver {
     /// had not passed them get this reset before `items`.
     pub lost: Option<ResetInfo>,
     pub items: Vec<Delivery>,
+    /// The fan-out step carries several events (one batch of several, or batches merged because dispatch fell
+    /// behind): the sessions write it, spreading the encoding over every worker, rather than the fan-out alone on
+    /// its one thread. The hop through the mailbox is then paid once for several events.
+    pub spread: bool,
 }
 
 /// One event for one subscription, with its frame already built (shared by every recipient of the same frame).

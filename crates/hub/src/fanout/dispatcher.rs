@@ -142,7 +142,7 @@ async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
                 // After the events before the loss and before the batch's own, through the same mailboxes.
                 fan_out.deliver();
                 for session in sessions {
-                    session.deliver(Deliver { lost: Some(reset.clone()), items: Vec::new() });
+                    session.deliver(Deliver { lost: Some(reset.clone()), items: Vec::new(), spread: false });
                 }
             }
             fan_out.add(&batch.events, matches, batch.delivered);
@@ -169,7 +169,7 @@ impl FanOut {
 
     /// Delivers what was added and tells the storage actor.
     fn deliver(&mut self) {
-        deliver(&self.events, std::mem::take(&mut self.matches));
+        deliver(&self.events, std::mem::take(&mut self.matches), self.events.len() > 1);
         self.events.clear();
         for delivered in self.delivered.drain(..) {
             // The storage actor may have stopped waiting (it is shutting down).
@@ -268,7 +268,7 @@ impl Handler<EventsAppended> for Dispatcher {
 /// One sort by (connection, event, subscription) groups, orders and de-duplicates at once. Frames are built once
 /// per event and format (and subscription name, for WebSocket; nearly every connection uses `default`) and kept
 /// in a short list per event, so a delivery costs a comparison or two, not a hash of its subscription's name.
-fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
+fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool) {
     let now = Utc::now();
     matches.sort_unstable_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
     matches.dedup_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
@@ -277,7 +277,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
         let target = &session_matches[0].subscriber.target;
         if let Target::Wake(_) = target {
             // Waiting long-polls read the events themselves: no frames to build.
-            target.deliver(Deliver { lost: None, items: Vec::new() });
+            target.deliver(Deliver { lost: None, items: Vec::new(), spread });
             continue;
         }
         let items = session_matches
@@ -301,7 +301,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>) {
                 Delivery { generation: m.subscriber.key.generation, id: event.id(), frame }
             })
             .collect();
-        target.deliver(Deliver { lost: None, items });
+        target.deliver(Deliver { lost: None, items, spread });
     }
     trace_fan_out(events, &matches);
     if let Some(newest) = events.last() {
