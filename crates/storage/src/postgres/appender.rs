@@ -82,8 +82,13 @@ pub(super) async fn run_appender(
             continue;
         }
         let batch = coalesce(first, &mut requests);
-        let events = &batch.events;
-        let ids = shared.db.run(async |conn, timeout| within(timeout, append_with(conn, events)).await).await;
+        let ids = append_on_pool(&shared, &batch.events).await;
         batch.answer(ids);
     }
+}
+
+/// Stores `events` under the head row's lock on the pool: this hub's publishes when it is not the sequencer, and
+/// the sequencer's while it has lost its lock's connection.
+pub(super) async fn append_on_pool(shared: &Shared, events: &[NewEvent]) -> Result<Vec<EventId>> {
+    shared.db.run(async |conn, timeout| within(timeout, append_with(conn, events)).await).await
 }

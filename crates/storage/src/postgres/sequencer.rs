@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::appender::{AppendRequest, coalesce};
+use super::appender::{AppendRequest, append_on_pool, coalesce};
 use super::shared::{SEQUENCER_LOCK, Shared};
 use super::statement::{fetch, within};
 use super::write::{append_with, move_inbox};
@@ -102,7 +102,7 @@ pub(super) async fn run_sequencer(
 /// sequencer.
 async fn store(shared: &Shared, lock: &mut Option<PgConnection>, events: &[NewEvent]) -> Result<Vec<EventId>> {
     let Some(conn) = lock.as_mut() else {
-        return shared.db.run(async |conn, timeout| within(timeout, append_with(conn, events)).await).await;
+        return append_on_pool(shared, events).await;
     };
     let ids = within(shared.db.timeout, append_with(&mut *conn, events)).await;
     if let Err(e) = &ids {
