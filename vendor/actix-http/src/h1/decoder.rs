@@ -258,6 +258,12 @@ impl MessageType for Request {
     }
 
     fn decode(src: &mut BytesMut) -> Result<Option<(Self, PayloadType)>, ParseError> {
+        // Nothing to parse: a streaming response's dispatcher calls this on every wake-up of its
+        // body, and the header index below is zeroed (3 KiB) before parsing starts.
+        if src.is_empty() {
+            return Ok(None);
+        }
+
         let mut headers: [HeaderIndex; MAX_HEADERS] = EMPTY_HEADER_INDEX_ARRAY;
 
         let (len, method, uri, ver, h_len) = {

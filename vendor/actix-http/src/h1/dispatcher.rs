@@ -1550,6 +1550,12 @@ fn trace_timer_states(
     ka_timer: &TimerState,
     shutdown_timer: &TimerState,
 ) {
+    // Called on every poll of a connection: without this, each statement below costs its
+    // callsite checks (and the `log` fallback's) even when trace is filtered out.
+    if !tracing::level_enabled!(tracing::Level::TRACE) {
+        return;
+    }
+
     trace!("{} timers:", label);
 
     if head_timer.is_enabled() {

@@ -463,10 +463,23 @@ impl TransferEncoding {
                     *eof = true;
                     buf.extend_from_slice(b"0\r\n\r\n");
                 } else {
-                    writeln!(helpers::MutWriter(buf), "{:X}\r", msg.len())
-                        .map_err(io::Error::other)?;
-
-                    buf.reserve(msg.len() + 2);
+                    // One reservation for the whole chunk (its size line, the data, the CRLF after
+                    // it), and the size written in hex without the formatting machinery: a
+                    // streaming response writes a chunk on every wake-up of its body.
+                    buf.reserve(msg.len() + 20);
+                    let mut digits = [0u8; 16];
+                    let mut start = digits.len();
+                    let mut len = msg.len();
+                    loop {
+                        start -= 1;
+                        digits[start] = b"0123456789ABCDEF"[len & 0xF];
+                        len >>= 4;
+                        if len == 0 {
+                            break;
+                        }
+                    }
+                    buf.extend_from_slice(&digits[start..]);
+                    buf.extend_from_slice(b"\r\n");
                     buf.extend_from_slice(msg);
                     buf.extend_from_slice(b"\r\n");
                 }
