@@ -4,8 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
+use actix_codec::Encoder as _;
+use actix_http::ws;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use protocol::{Filter, Profile, ResetInfo, SubName};
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 /// A connection's identity, for routing and logs: a number this process never reuses (cheap to sort and hash on
@@ -123,19 +127,42 @@ pub struct Deliver {
     /// Events before this batch are gone from the log (see `storage::EventsAppended::lost`): subscriptions that
     /// had not passed them get this reset before `items`.
     pub lost: Option<ResetInfo>,
-    pub items: Vec<Delivery>,
+    pub items: Items,
     /// The fan-out step carries several events (one batch of several, or batches merged because dispatch fell
     /// behind): the sessions write it, spreading the encoding over every worker, rather than the fan-out alone on
     /// its one thread. The hop through the mailbox is then paid once for several events.
     pub spread: bool,
 }
 
+/// A connection's events of one fan-out step: nearly always one, held inline (no allocation per delivery).
+pub type Items = SmallVec<[Delivery; 1]>;
+
 /// One event for one subscription, with its frame already built (shared by every recipient of the same frame).
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub generation: u64,
     pub id: u64,
+    /// The frame's text, as a session writes it.
     pub frame: ByteString,
+    /// The frame as it goes on the wire: over WebSocket the text frame, header and all; over SSE the text's bytes.
+    /// Built once with the text, so the fan-out writing a live delivery copies and encodes nothing per connection.
+    pub wire: Bytes,
+}
+
+impl Delivery {
+    /// A frame as it goes on the wire ([`Delivery::wire`]): over WebSocket a text frame (a server's: unmasked),
+    /// over SSE the text as it is.
+    pub fn wire_form(frame: &ByteString, transport: Transport) -> Bytes {
+        match transport {
+            Transport::WebSocket => {
+                let mut wire = BytesMut::with_capacity(frame.len() + 10);
+                // Only a continuation out of order fails to encode; a text frame always does.
+                let _ = ws::Codec::new().encode(ws::Message::Text(frame.clone()), &mut wire);
+                wire.freeze()
+            }
+            Transport::ServerSentEvents => frame.as_bytes().clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::auth::Grant;
 use crate::cluster::presence::{Watcher, presence_topics};
 use crate::connections::outbound::Outbound;
 use crate::connections::sink::DirectSink;
-use crate::delivery::{Deliver, Delivery, FrameFormat, SessionId, SubKey, Subscriber, Target, Transport};
+use crate::delivery::{Deliver, FrameFormat, Items, SessionId, SubKey, Subscriber, Target, Transport};
 use crate::fanout::dispatcher::{Join, Leave, build_frame};
 use crate::fanout::sessions::{ConnectionInfo, Notice, SubscriptionInfo};
 use crate::fanout::subscription::{AfterPage, REPLAY_PAGE, Reset, Start, Subscription};
@@ -118,7 +118,7 @@ impl Subscriptions {
     }
 
     /// Live deliveries: the frames to write now.
-    pub fn deliver(&mut self, items: Vec<Delivery>) -> Vec<ByteString> {
+    pub fn deliver(&mut self, items: Items) -> Vec<ByteString> {
         let mut frames = Vec::with_capacity(items.len());
         for item in items {
             // Deliveries for a replaced or removed subscription find no generation and are dropped.

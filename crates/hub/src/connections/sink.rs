@@ -23,9 +23,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::Recipient;
-use actix_codec::Encoder;
-use actix_http::ws::{Codec, Message};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::connections::outbound::Outbound;
 use crate::delivery::{Deliver, Delivery, SessionSink, Transport};
@@ -45,8 +43,6 @@ struct State {
     /// The live subscriptions, by generation, with the id each has reached (owned by the fan-out while
     /// `in_flight` is 0).
     live: Vec<(u64, u64)>,
-    /// Encodes WebSocket text frames (server frames: unmasked).
-    encoder: Codec,
 }
 
 impl DirectSink {
@@ -56,7 +52,7 @@ impl DirectSink {
         transport: Transport,
         max_outbound_bytes: u64,
     ) -> Self {
-        let state = State { in_flight: 0, live: Vec::new(), encoder: Codec::new() };
+        let state = State { in_flight: 0, live: Vec::new() };
         Self { mailbox, outbound, transport, max_outbound_bytes, state: Mutex::new(state) }
     }
 
@@ -98,14 +94,15 @@ impl DirectSink {
         state.in_flight = state.in_flight.saturating_sub(1);
     }
 
-    /// Writes `items` as one chunk when every one is for a live subscription; `None` when one is not. Returns
-    /// how many frames went out (those at or below their subscription's position are skipped).
+    /// Writes `items` when every one is for a live subscription; `None` when one is not. Returns how many frames
+    /// went out (those at or below their subscription's position are skipped). The frames are already encoded
+    /// ([`Delivery::wire`]): one goes into the queue as it is, several as one chunk.
     fn write_live(&self, state: &mut State, items: &[Delivery]) -> Option<u64> {
         if items.iter().any(|item| !state.live.iter().any(|(g, _)| *g == item.generation)) {
             return None;
         }
-        // A WebSocket frame's header is at most 10 bytes from the server: one allocation for the chunk.
-        let mut chunk = BytesMut::with_capacity(items.iter().map(|item| item.frame.len() + 10).sum());
+        let mut first: Option<&Bytes> = None;
+        let mut chunk = BytesMut::new();
         let mut written = 0;
         for item in items {
             let Some(entry) = state.live.iter_mut().find(|(g, _)| *g == item.generation) else { continue };
@@ -114,17 +111,19 @@ impl DirectSink {
             }
             entry.1 = item.id;
             written += 1;
-            match self.transport {
-                Transport::WebSocket => {
-                    // Encoding fails only for a continuation out of order; a text frame always encodes.
-                    let _ = state.encoder.encode(Message::Text(item.frame.clone()), &mut chunk);
+            match first {
+                None => first = Some(&item.wire),
+                Some(wire) => {
+                    if chunk.is_empty() {
+                        chunk.extend_from_slice(wire);
+                    }
+                    chunk.extend_from_slice(&item.wire);
                 }
-                Transport::ServerSentEvents => chunk.extend_from_slice(item.frame.as_bytes()),
             }
         }
-        if !chunk.is_empty() {
-            // A reader that is gone, or was cut, refuses the chunk; its session stops on its own.
-            self.outbound.write(chunk.freeze());
+        if let Some(wire) = first {
+            // A reader that is gone, or was cut, refuses what is written; its session stops on its own.
+            self.outbound.write(if chunk.is_empty() { wire.clone() } else { chunk.freeze() });
         }
         Some(written)
     }
@@ -189,10 +188,19 @@ mod tests {
         (DirectSink::new(recipient, outbound.clone(), Transport::ServerSentEvents, 1 << 20), outbound, mailbox)
     }
 
+    fn ws_sink() -> (DirectSink, Arc<Outbound>) {
+        let outbound = Arc::new(Outbound::default());
+        let recipient = Mailbox(Arc::default()).start().recipient();
+        (DirectSink::new(recipient, outbound.clone(), Transport::WebSocket, 1 << 20), outbound)
+    }
+
     fn deliver(generation: u64, ids: &[u64]) -> Deliver {
         let items = ids
             .iter()
-            .map(|id| Delivery { generation, id: *id, frame: ByteString::from(format!("id: {id}\n\n")) })
+            .map(|id| {
+                let frame = ByteString::from(format!("id: {id}\n\n"));
+                Delivery { generation, id: *id, wire: frame.as_bytes().clone(), frame }
+            })
             .collect();
         Deliver { lost: None, items, spread: false }
     }
@@ -262,6 +270,37 @@ mod tests {
         settle().await;
         assert_eq!(*mailbox.lock().unwrap(), vec![vec![1, 2]]);
         assert_eq!(written(&outbound).await, "");
+    }
+
+    #[actix_web::test]
+    async fn over_websocket_the_fan_out_writes_text_frames_a_client_decodes() {
+        use actix_codec::Decoder as _;
+        let (sink, outbound) = ws_sink();
+        sink.go_live(1, 0);
+        let long = "x".repeat(300);
+        for (id, text) in [(1, "first"), (2, long.as_str())] {
+            let frame = ByteString::from(text);
+            let wire = Delivery::wire_form(&frame, Transport::WebSocket);
+            sink.deliver(Deliver {
+                lost: None,
+                items: smallvec::smallvec![Delivery { generation: 1, id, frame, wire }],
+                spread: false,
+            });
+        }
+        outbound.finish();
+        let chunks: Vec<_> = OutboundBody::new(outbound.clone()).collect().await;
+        let mut bytes = BytesMut::new();
+        for chunk in chunks {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        let mut client = actix_http::ws::Codec::new().client_mode();
+        let mut texts = Vec::new();
+        while let Some(frame) = client.decode(&mut bytes).unwrap() {
+            let actix_http::ws::Frame::Text(text) = frame else { panic!("{frame:?}") };
+            texts.push(String::from_utf8(text.to_vec()).unwrap());
+        }
+        assert_eq!(texts, ["first", long.as_str()]);
+        assert!(bytes.is_empty(), "nothing but whole frames");
     }
 
     #[actix_web::test]

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use bytestring::ByteString;
 use chrono::Utc;
 use protocol::server_frame::event_frame;
@@ -19,7 +20,7 @@ use storage::{EventsAppended, SharedEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use super::room::{AddSubscriber, Match, RemoveSubscriber, Route, TopicRoom};
-use crate::delivery::{Deliver, Delivery, FrameFormat, SessionId, SharedSubscriber, SubKey, Target, Transport};
+use crate::delivery::{Deliver, Delivery, FrameFormat, Items, SessionId, SharedSubscriber, SubKey, Target, Transport};
 use crate::telemetry::stats::HubStats;
 
 /// Registers a subscription with the room of each of its patterns; `joined` fires when every room has it.
@@ -142,7 +143,7 @@ async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
                 // After the events before the loss and before the batch's own, through the same mailboxes.
                 fan_out.deliver();
                 for session in sessions {
-                    session.deliver(Deliver { lost: Some(reset.clone()), items: Vec::new(), spread: false });
+                    session.deliver(Deliver { lost: Some(reset.clone()), items: Items::new(), spread: false });
                 }
             }
             fan_out.add(&batch.events, matches, batch.delivered);
@@ -272,12 +273,12 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool) {
     let now = Utc::now();
     matches.sort_unstable_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
     matches.dedup_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
-    let mut frames: Vec<Vec<(FrameFormat, &str, ByteString)>> = vec![Vec::new(); events.len()];
+    let mut frames: Vec<Vec<(FrameFormat, &str, ByteString, Bytes)>> = vec![Vec::new(); events.len()];
     for session_matches in matches.chunk_by(|a, b| a.subscriber.key.session == b.subscriber.key.session) {
         let target = &session_matches[0].subscriber.target;
         if let Target::Wake(_) = target {
             // Waiting long-polls read the events themselves: no frames to build.
-            target.deliver(Deliver { lost: None, items: Vec::new(), spread });
+            target.deliver(Deliver { lost: None, items: Items::new(), spread });
             continue;
         }
         let items = session_matches
@@ -290,15 +291,16 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool) {
                     _ => "",
                 };
                 let built = &mut frames[m.index as usize];
-                let frame = match built.iter().find(|(f, n, _)| *f == format && *n == name) {
-                    Some((_, _, frame)) => frame.clone(),
+                let (frame, wire) = match built.iter().find(|(f, n, _, _)| *f == format && *n == name) {
+                    Some((_, _, frame, wire)) => (frame.clone(), wire.clone()),
                     None => {
                         let frame = build_frame(event, format, name);
-                        built.push((format, name, frame.clone()));
-                        frame
+                        let wire = Delivery::wire_form(&frame, format.transport);
+                        built.push((format, name, frame.clone(), wire.clone()));
+                        (frame, wire)
                     }
                 };
-                Delivery { generation: m.subscriber.key.generation, id: event.id(), frame }
+                Delivery { generation: m.subscriber.key.generation, id: event.id(), frame, wire }
             })
             .collect();
         target.deliver(Deliver { lost: None, items, spread });

@@ -239,7 +239,8 @@ mod tests {
     }
 
     fn delivery(id: u64) -> Delivery {
-        Delivery { generation: 1, id, frame: ByteString::from(id.to_string()) }
+        let frame = ByteString::from(id.to_string());
+        Delivery { generation: 1, id, wire: frame.as_bytes().clone(), frame }
     }
 
     fn frame(e: &SharedEvent) -> ByteString {
