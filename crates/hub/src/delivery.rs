@@ -142,10 +142,8 @@ pub type Items = SmallVec<[Delivery; 1]>;
 pub struct Delivery {
     pub generation: u64,
     pub id: u64,
-    /// The frame's text, as a session writes it.
-    pub frame: ByteString,
-    /// The frame as it goes on the wire: over WebSocket the text frame, header and all; over SSE the text's bytes.
-    /// Built once with the text, so the fan-out writing a live delivery copies and encodes nothing per connection.
+    /// The frame as it goes on the wire: over WebSocket the text frame, header and all; over SSE the block. Built
+    /// once per event and format, so neither the fan-out nor a session copies or encodes it per connection.
     pub wire: Bytes,
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::web;
+use bytes::Bytes;
 use bytestring::ByteString;
 use protocol::{SubName, Subscribe};
 use storage::{LogQuery, Page, SharedEvent};
@@ -117,8 +118,8 @@ impl Subscriptions {
         self.list.iter().filter(|s| s.is_live()).map(|s| (s.generation, s.through))
     }
 
-    /// Live deliveries: the frames to write now.
-    pub fn deliver(&mut self, items: Items) -> Vec<ByteString> {
+    /// Live deliveries: the frames to write now, in their wire form.
+    pub fn deliver(&mut self, items: Items) -> Vec<Bytes> {
         let mut frames = Vec::with_capacity(items.len());
         for item in items {
             // Deliveries for a replaced or removed subscription find no generation and are dropped.
@@ -178,12 +179,14 @@ where
     fn grant(&self) -> &Grant;
     /// Writes one frame to the connection.
     fn write(&mut self, ctx: &mut Self::Context, frame: ByteString);
-    /// Writes frames in order: a delivery's, or a page of replay.
+    /// Writes frames in order: a page of replay.
     fn write_all(&mut self, ctx: &mut Self::Context, frames: Vec<ByteString>) {
         for frame in frames {
             self.write(ctx, frame);
         }
     }
+    /// Writes live frames, already in their wire form ([`crate::delivery::Delivery::wire`]), as one chunk.
+    fn write_wire(&mut self, ctx: &mut Self::Context, frames: Vec<Bytes>);
     /// The client has not taken what earlier turns wrote, past the bound: cut it (contract section 2.5) so that
     /// what it got is a prefix of what was written, and it resumes from its last id without a gap.
     fn cut_slow_consumer(&mut self, ctx: &mut Self::Context);
@@ -237,7 +240,7 @@ where
     }
     let frames = act.subscriptions().deliver(msg.items);
     crate::telemetry::instruments::delivered(act.transport(), frames.len() as u64);
-    act.write_all(ctx, frames);
+    act.write_wire(ctx, frames);
 }
 
 /// What the connection is, for an operator's listing: its subscriptions with the id each has reached, and the
@@ -519,7 +522,7 @@ where
                 act.reset(ctx, &name, reset);
             }
             crate::telemetry::instruments::delivered(act.transport(), frames.len() as u64);
-            act.write_all(ctx, frames);
+            act.write_wire(ctx, frames);
             act.went_live(ctx, &name, last_id, announce);
             // Everything before the subscription's next live event is written: the fan-out may write it.
             if let Some(sink) = &act.subscriptions().sink {

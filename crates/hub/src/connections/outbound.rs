@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
 #[derive(Debug, Default)]
@@ -38,6 +38,19 @@ struct Queue {
     /// The session was cut as a slow consumer: later chunks are refused.
     cut: bool,
     waker: Option<Waker>,
+}
+
+/// Frames already in their wire form as one chunk: a single frame as it is (shared, not copied), several
+/// concatenated; `None` when there are none.
+pub fn one_chunk<'a>(frames: impl IntoIterator<Item = &'a Bytes>) -> Option<Bytes> {
+    let mut frames = frames.into_iter();
+    let first = frames.next()?;
+    let Some(second) = frames.next() else { return Some(first.clone()) };
+    let mut chunk = BytesMut::with_capacity(first.len() + second.len());
+    chunk.extend_from_slice(first);
+    chunk.extend_from_slice(second);
+    frames.for_each(|frame| chunk.extend_from_slice(frame));
+    Some(chunk.freeze())
 }
 
 impl Outbound {

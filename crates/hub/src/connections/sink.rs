@@ -22,11 +22,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use actix::Recipient;
-use bytes::{Bytes, BytesMut};
-
-use crate::connections::outbound::Outbound;
+use crate::connections::outbound::{Outbound, one_chunk};
 use crate::delivery::{Deliver, Delivery, SessionSink, Transport};
+use actix::Recipient;
 
 pub struct DirectSink {
     mailbox: Recipient<Deliver>,
@@ -101,29 +99,19 @@ impl DirectSink {
         if items.iter().any(|item| !state.live.iter().any(|(g, _)| *g == item.generation)) {
             return None;
         }
-        let mut first: Option<&Bytes> = None;
-        let mut chunk = BytesMut::new();
         let mut written = 0;
-        for item in items {
-            let Some(entry) = state.live.iter_mut().find(|(g, _)| *g == item.generation) else { continue };
+        let above = items.iter().filter(|item| {
+            let Some(entry) = state.live.iter_mut().find(|(g, _)| *g == item.generation) else { return false };
             if item.id <= entry.1 {
-                continue;
+                return false;
             }
             entry.1 = item.id;
             written += 1;
-            match first {
-                None => first = Some(&item.wire),
-                Some(wire) => {
-                    if chunk.is_empty() {
-                        chunk.extend_from_slice(wire);
-                    }
-                    chunk.extend_from_slice(&item.wire);
-                }
-            }
-        }
-        if let Some(wire) = first {
+            true
+        });
+        if let Some(chunk) = one_chunk(above.map(|item| &item.wire)) {
             // A reader that is gone, or was cut, refuses what is written; its session stops on its own.
-            self.outbound.write(if chunk.is_empty() { wire.clone() } else { chunk.freeze() });
+            self.outbound.write(chunk);
         }
         Some(written)
     }
@@ -197,10 +185,7 @@ mod tests {
     fn deliver(generation: u64, ids: &[u64]) -> Deliver {
         let items = ids
             .iter()
-            .map(|id| {
-                let frame = ByteString::from(format!("id: {id}\n\n"));
-                Delivery { generation, id: *id, wire: frame.as_bytes().clone(), frame }
-            })
+            .map(|id| Delivery { generation, id: *id, wire: bytes::Bytes::from(format!("id: {id}\n\n")) })
             .collect();
         Deliver { lost: None, items, spread: false }
     }
@@ -279,17 +264,16 @@ mod tests {
         sink.go_live(1, 0);
         let long = "x".repeat(300);
         for (id, text) in [(1, "first"), (2, long.as_str())] {
-            let frame = ByteString::from(text);
-            let wire = Delivery::wire_form(&frame, Transport::WebSocket);
+            let wire = Delivery::wire_form(&ByteString::from(text), Transport::WebSocket);
             sink.deliver(Deliver {
                 lost: None,
-                items: smallvec::smallvec![Delivery { generation: 1, id, frame, wire }],
+                items: smallvec::smallvec![Delivery { generation: 1, id, wire }],
                 spread: false,
             });
         }
         outbound.finish();
         let chunks: Vec<_> = OutboundBody::new(outbound.clone()).collect().await;
-        let mut bytes = BytesMut::new();
+        let mut bytes = bytes::BytesMut::new();
         for chunk in chunks {
             bytes.extend_from_slice(&chunk.unwrap());
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::web;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
 use protocol::{ServerFrame, SubName, Subscribe};
 use tokio::sync::oneshot;
@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use crate::auth::Grant;
 use crate::connections::engine::{self, SubscriptionHost, Subscriptions};
-use crate::connections::outbound::Outbound;
+use crate::connections::outbound::{Outbound, one_chunk};
 use crate::delivery::{Deliver, SessionId, Transport};
 use crate::fanout::sessions::{Cut, Notice};
 use crate::fanout::subscription::{Reset, Start};
@@ -142,17 +142,16 @@ impl SubscriptionHost for SseSession {
         self.write_bytes(ctx, frame.into_bytes());
     }
 
-    /// The blocks of a delivery, or of a page of replay, go out as one chunk.
+    /// The blocks of a page of replay go out as one chunk.
     fn write_all(&mut self, ctx: &mut Self::Context, frames: Vec<ByteString>) {
-        if frames.len() == 1 {
-            return frames.into_iter().for_each(|frame| self.write(ctx, frame));
+        if let Some(chunk) = one_chunk(frames.iter().map(ByteString::as_bytes)) {
+            self.write_bytes(ctx, chunk);
         }
-        let mut chunk = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
-        for frame in &frames {
-            chunk.extend_from_slice(frame.as_bytes());
-        }
-        if !chunk.is_empty() {
-            self.write_bytes(ctx, chunk.freeze());
+    }
+
+    fn write_wire(&mut self, ctx: &mut Self::Context, frames: Vec<Bytes>) {
+        if let Some(chunk) = one_chunk(&frames) {
+            self.write_bytes(ctx, chunk);
         }
     }
 

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Grant;
 use crate::cluster::presence::check_watch;
 use crate::connections::engine::{self, SubscriptionHost, Subscriptions};
-use crate::connections::outbound::Outbound;
+use crate::connections::outbound::{Outbound, one_chunk};
 use crate::delivery::{Deliver, SessionId, Transport};
 use crate::fanout::sessions::{Cut, Notice};
 use crate::fanout::subscription::{Reset, Start};
@@ -315,9 +315,21 @@ impl SubscriptionHost for WsSession {
         self.queue(ctx, ws::Message::Text(frame));
     }
 
-    /// The frames of a delivery, or of a page of replay, go out as one chunk.
+    /// The frames of a page of replay go out as one chunk.
     fn write_all(&mut self, ctx: &mut Self::Context, frames: Vec<ByteString>) {
         self.queue_all(ctx, frames.into_iter().map(ws::Message::Text));
+    }
+
+    /// Live frames come encoded: one chunk, accounted, unless the connection is closing.
+    fn write_wire(&mut self, ctx: &mut Self::Context, frames: Vec<Bytes>) {
+        if self.closing {
+            return;
+        }
+        if let Some(chunk) = one_chunk(&frames)
+            && !self.outbound.write(chunk)
+        {
+            ctx.stop();
+        }
     }
 
     fn cut_slow_consumer(&mut self, ctx: &mut Self::Context) {

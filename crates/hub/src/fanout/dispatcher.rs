@@ -273,7 +273,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool) {
     let now = Utc::now();
     matches.sort_unstable_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
     matches.dedup_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
-    let mut frames: Vec<Vec<(FrameFormat, &str, ByteString, Bytes)>> = vec![Vec::new(); events.len()];
+    let mut frames: Vec<Vec<(FrameFormat, &str, Bytes)>> = vec![Vec::new(); events.len()];
     for session_matches in matches.chunk_by(|a, b| a.subscriber.key.session == b.subscriber.key.session) {
         let target = &session_matches[0].subscriber.target;
         if let Target::Wake(_) = target {
@@ -291,16 +291,15 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool) {
                     _ => "",
                 };
                 let built = &mut frames[m.index as usize];
-                let (frame, wire) = match built.iter().find(|(f, n, _, _)| *f == format && *n == name) {
-                    Some((_, _, frame, wire)) => (frame.clone(), wire.clone()),
+                let wire = match built.iter().find(|(f, n, _)| *f == format && *n == name) {
+                    Some((_, _, wire)) => wire.clone(),
                     None => {
-                        let frame = build_frame(event, format, name);
-                        let wire = Delivery::wire_form(&frame, format.transport);
-                        built.push((format, name, frame.clone(), wire.clone()));
-                        (frame, wire)
+                        let wire = Delivery::wire_form(&build_frame(event, format, name), format.transport);
+                        built.push((format, name, wire.clone()));
+                        wire
                     }
                 };
-                Delivery { generation: m.subscriber.key.generation, id: event.id(), frame, wire }
+                Delivery { generation: m.subscriber.key.generation, id: event.id(), wire }
             })
             .collect();
         target.deliver(Deliver { lost: None, items, spread });

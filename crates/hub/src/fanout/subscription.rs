@@ -14,6 +14,7 @@
 //! `reset`, moves `through` to just before the retained history, and carries on: never silence, never an id
 //! delivered twice.
 
+use bytes::Bytes;
 use bytestring::ByteString;
 use protocol::{ResetInfo, SubName};
 use storage::{LogBounds, LogQuery, Page, SharedEvent};
@@ -85,7 +86,8 @@ pub enum AfterPage {
     ReadMore,
     /// Replay is over: send `reset` if any, then `frames` (buffered live events), then, if `announce`, the `live`
     /// marker with `last_id`.
-    Live { reset: Option<Reset>, frames: Vec<ByteString>, announce: bool, last_id: u64 },
+    /// `frames` are in their wire form ([`Delivery::wire`]).
+    Live { reset: Option<Reset>, frames: Vec<Bytes>, announce: bool, last_id: u64 },
 }
 
 impl Subscription {
@@ -130,12 +132,12 @@ impl Subscription {
         Some(Reset { info, through: before })
     }
 
-    /// A live delivery: the frame to write now, if any.
-    pub fn on_live(&mut self, delivery: Delivery) -> Option<ByteString> {
+    /// A live delivery: the frame to write now (in its wire form), if any.
+    pub fn on_live(&mut self, delivery: Delivery) -> Option<Bytes> {
         match self.phase {
             Phase::Live if delivery.id > self.through => {
                 self.through = delivery.id;
-                Some(delivery.frame)
+                Some(delivery.wire)
             }
             Phase::Live => None,
             Phase::Joining | Phase::Replaying => {
@@ -208,7 +210,7 @@ impl Subscription {
         for delivery in std::mem::take(&mut self.buffer) {
             if delivery.id > self.through {
                 self.through = delivery.id;
-                live.push(delivery.frame);
+                live.push(delivery.wire);
             }
         }
         self.phase = Phase::Live;
@@ -239,8 +241,7 @@ mod tests {
     }
 
     fn delivery(id: u64) -> Delivery {
-        let frame = ByteString::from(id.to_string());
-        Delivery { generation: 1, id, wire: frame.as_bytes().clone(), frame }
+        Delivery { generation: 1, id, wire: Bytes::from(id.to_string()) }
     }
 
     fn frame(e: &SharedEvent) -> ByteString {
@@ -263,10 +264,10 @@ mod tests {
         assert_eq!(out.frames, vec!["3", "4", "5"]);
         assert_eq!(
             out.next,
-            AfterPage::Live { reset: None, frames: vec![ByteString::from("6")], announce: true, last_id: 6 }
+            AfterPage::Live { reset: None, frames: vec![Bytes::from("6")], announce: true, last_id: 6 }
         );
         assert_eq!(s.on_live(delivery(6)), None, "no duplicate");
-        assert_eq!(s.on_live(delivery(7)), Some(ByteString::from("7")));
+        assert_eq!(s.on_live(delivery(7)), Some(Bytes::from("7")));
     }
 
     #[test]
@@ -294,7 +295,7 @@ mod tests {
         );
         assert_eq!(
             out.next,
-            AfterPage::Live { reset: None, frames: vec![ByteString::from("5")], announce: false, last_id: 5 }
+            AfterPage::Live { reset: None, frames: vec![Bytes::from("5")], announce: false, last_id: 5 }
         );
     }
 
@@ -402,6 +403,6 @@ mod tests {
         assert_eq!(s.on_lost(ResetInfo::history_truncated(6, 9)), None, "nothing after 5 was lost");
         let reset = s.on_lost(ResetInfo::history_truncated(9, 12)).expect("6..=8 were lost");
         assert_eq!(reset.through, 8);
-        assert_eq!(s.on_live(delivery(9)), Some(ByteString::from("9")));
+        assert_eq!(s.on_live(delivery(9)), Some(Bytes::from("9")));
     }
 }
