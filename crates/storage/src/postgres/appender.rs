@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use protocol::{EventId, NewEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::shared::Shared;
 use super::statement::within;
 use super::write::append_with;
 use crate::{Error, Result};
+
+/// How many coalesced appends a hub that is not the sequencer has in flight on the pool: while one holds the head
+/// row's lock, PostgreSQL parses the next one's arrays on another backend.
+const APPENDS_IN_FLIGHT: usize = 2;
 
 /// Most events one `realtime_append` call carries.
 pub(super) const MAX_EVENTS_PER_APPEND: usize = 5000;
@@ -68,22 +72,29 @@ impl Coalesced {
 
 /// Routes this hub's publishes: to the sequencer when this hub is it; otherwise stored here by the locked path,
 /// one coalesced `realtime_append` per round trip on the pool (one commit and one notification, as on the
-/// sequencer: the head row's lock is then contended by a few hubs, each with one append in flight, not by every
-/// writer).
+/// sequencer: the head row's lock is then contended by a few hubs, each with at most `APPENDS_IN_FLIGHT` appends
+/// in flight, not by every writer).
 pub(super) async fn run_appender(
     shared: Arc<Shared>,
     mut requests: mpsc::UnboundedReceiver<AppendRequest>,
     local: mpsc::UnboundedSender<AppendRequest>,
 ) {
+    let in_flight = Arc::new(Semaphore::new(APPENDS_IN_FLIGHT));
     while let Some(first) = requests.recv().await {
         if shared.sequencing.load(Ordering::Acquire) {
             // If the sequencer lost its lock meanwhile, it stores the request by the locked path.
             let _ = local.send(first);
             continue;
         }
+        // Requests that arrive while every append is in flight join the next one.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let batch = coalesce(first, &mut requests);
-        let ids = append_on_pool(&shared, &batch.events).await;
-        batch.answer(ids);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let ids = append_on_pool(&shared, &batch.events).await;
+            batch.answer(ids);
+            drop(permit);
+        });
     }
 }
 
