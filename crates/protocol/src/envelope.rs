@@ -1,6 +1,7 @@
 //! The event envelope subscribers receive, and the event a publisher sends.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::{EventId, Scope, Topic, ValidationError};
@@ -15,8 +16,11 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// One event as every transport delivers it (section 1 of the contract).
+///
+/// The payload is a JSON object, parsed (`Map`, the default) or kept as the text the log holds (`Box<RawValue>`:
+/// what the hub delivers needs only the payload's JSON, never its fields, so the log's readers skip building it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<P = Map<String, Value>> {
     pub id: EventId,
     pub topic: Topic,
     pub scope: Scope,
@@ -29,8 +33,11 @@ pub struct Envelope {
     pub v: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
-    pub payload: Map<String, Value>,
+    pub payload: P,
 }
+
+/// An envelope whose payload is the JSON text the log holds.
+pub type RawEnvelope = Envelope<Box<RawValue>>;
 
 /// Bounds a publish is checked against; the hub's are configurable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +144,19 @@ impl NewEvent {
     /// Parses a `POST /api/publish` body: one event or an array of at most `max_batch`, each validated.
     /// Nothing is accepted unless everything is.
     pub fn parse_batch(body: &[u8], limits: &EventLimits, max_batch: usize) -> Result<Vec<NewEvent>, PublishRejection> {
+        match Self::parse_well_formed(body, limits, max_batch) {
+            Some(events) => Ok(events),
+            None => Self::parse_step_by_step(body, limits, max_batch),
+        }
+    }
+
+    /// `parse_batch` one step at a time: the body as JSON values, then each event checked, so that a rejection
+    /// names what is wrong and the index of the event.
+    fn parse_step_by_step(
+        body: &[u8],
+        limits: &EventLimits,
+        max_batch: usize,
+    ) -> Result<Vec<NewEvent>, PublishRejection> {
         let reject = |index, message: String| PublishRejection { index, too_large: false, message };
         let value: Value =
             serde_json::from_slice(body).map_err(|e| reject(None, format!("body is not valid JSON: {e}")))?;
@@ -180,6 +200,23 @@ impl NewEvent {
                 Ok(event)
             })
             .collect()
+    }
+}
+
+impl NewEvent {
+    /// A body that `parse_batch` accepts, parsed straight into events without building its JSON values first (the
+    /// common case, and most of a publish's parsing time); `None` for anything else, which `parse_batch` then
+    /// parses step by step to say what is wrong and where. Whatever this accepts, the step-by-step path accepts
+    /// with the same result: it is the same deserialization, from the text instead of from a value.
+    fn parse_well_formed(body: &[u8], limits: &EventLimits, max_batch: usize) -> Option<Vec<NewEvent>> {
+        let events = match body.iter().find(|b| !b.is_ascii_whitespace())? {
+            b'[' => serde_json::from_slice::<Vec<NewEvent>>(body).ok()?,
+            _ => vec![serde_json::from_slice::<NewEvent>(body).ok()?],
+        };
+        let valid = !events.is_empty()
+            && events.len() <= max_batch
+            && events.iter().all(|event| event.validate(limits).is_ok());
+        valid.then_some(events)
     }
 }
 
@@ -236,6 +273,45 @@ mod tests {
         let one = json!({"topic":"run.logs","scope":{"run_id":"r1"},"payload":{"line":"x"}});
         assert_eq!(parse(one.clone()).unwrap().len(), 1);
         assert_eq!(parse(json!([one.clone(), one])).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_direct_parse_accepts_only_what_the_step_by_step_parse_accepts_with_the_same_events() {
+        let limits = EventLimits::default();
+        let full = r#"{"topic":"run.logs","scope":{"run_id":"r1","org_id":"o"},"key":"k","seq":3,
+                       "correlation_id":"c","idempotency_key":"i","payload":{"a":[1,2.5,-3,null,true],"b":{"c":"é"}}}"#;
+        let bodies = [
+            full.to_owned(),
+            format!("[{full},{full}]"),
+            format!(" \n[{full}] "),
+            r#"{"topic":"a","payload":{}}"#.into(),
+            r#"{"topic":"a"}"#.into(),
+            r#"{"topic":"a","topic":"b","payload":{}}"#.into(),
+            r#"{"topic":"a","payload":{"x":1,"x":2}}"#.into(),
+            r#"{"topic":"a","seq":1.0,"payload":{}}"#.into(),
+            r#"{"topic":"a","seq":9007199254740993,"payload":{}}"#.into(),
+            r#"{"topic":"a","payload":[1]}"#.into(),
+            r#"{"topic":"a","payload":{},"extra":1}"#.into(),
+            r#"{"topic":"a b","payload":{}}"#.into(),
+            r#"{"topic":"a","scope":{"run_id":1},"payload":{}}"#.into(),
+            r#"{"topic":"a","key":"","payload":{}}"#.into(),
+            r#"{"topic":"a","payload":{"big":18446744073709551616}}"#.into(),
+            r#"[{"topic":"a","payload":{}},{"topic":"a","payload":{}}"#.into(),
+            "[]".into(),
+            "null".into(),
+            r#""text""#.into(),
+        ];
+        let mut direct_accepted = 0;
+        for body in bodies {
+            let step_by_step = NewEvent::parse_step_by_step(body.as_bytes(), &limits, 2);
+            let direct = NewEvent::parse_well_formed(body.as_bytes(), &limits, 2);
+            if let Some(events) = &direct {
+                assert_eq!(step_by_step.as_ref().ok(), Some(events), "{body}");
+                direct_accepted += 1;
+            }
+            assert_eq!(NewEvent::parse_batch(body.as_bytes(), &limits, 2).ok(), step_by_step.ok(), "{body}");
+        }
+        assert!(direct_accepted >= 5, "the well-formed bodies take the direct path ({direct_accepted})");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod server_frame;
 pub mod topic;
 
 pub use client_frame::{ClientFrame, FrameError, SubName, Subscribe};
-pub use envelope::{Envelope, EventLimits, NewEvent, PublishBody};
+pub use envelope::{Envelope, EventLimits, NewEvent, PublishBody, RawEnvelope};
 pub use error_code::{ErrorCode, HttpError, HttpErrorBody};
 pub use id::EventId;
 pub use profile::Profile;

@@ -7,7 +7,6 @@
 //! `next_after`, resume points are always the hub's integer ids).
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::{Envelope, ValidationError};
 
@@ -45,7 +44,7 @@ impl Profile {
     }
 
     /// The event as this profile writes it, given the envelope and its hub JSON (written once by the log).
-    pub fn render(self, envelope: &Envelope, hub_json: &str) -> String {
+    pub fn render<P: Serialize>(self, envelope: &Envelope<P>, hub_json: &str) -> String {
         match self {
             Self::Hub => hub_json.to_owned(),
             Self::EvtV1 => to_json(&EvtV1 {
@@ -68,13 +67,13 @@ impl std::fmt::Display for Profile {
 }
 
 #[derive(Serialize)]
-struct EvtV1<'a> {
+struct EvtV1<'a, P> {
     id: String,
     org_id: Option<&'a str>,
     event: &'a str,
     timestamp: &'a str,
     version: &'static str,
-    payload: &'a Map<String, Value>,
+    payload: &'a P,
 }
 
 fn to_json(value: &impl Serialize) -> String {
@@ -84,7 +83,7 @@ fn to_json(value: &impl Serialize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::{EventId, Scope, Topic};
@@ -118,6 +117,16 @@ mod tests {
     fn payload_writes_the_payload_alone_and_hub_the_stored_envelope() {
         assert_eq!(Profile::Payload.render(&envelope(), "{}"), r#"{"status":"ok"}"#);
         assert_eq!(Profile::Hub.render(&envelope(), r#"{"id":42}"#), r#"{"id":42}"#);
+    }
+
+    #[test]
+    fn a_payload_kept_as_the_logs_text_renders_as_a_parsed_one() {
+        let parsed = envelope();
+        let raw: Envelope<Box<serde_json::value::RawValue>> =
+            serde_json::from_str(&serde_json::to_string(&parsed).unwrap()).unwrap();
+        for profile in Profile::ALL {
+            assert_eq!(profile.render(&raw, "{}"), profile.render(&parsed, "{}"), "{profile}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The publisher: turns typed events into redacted, validated events and hands them to a sink.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,7 +9,7 @@ use protocol::{EventId, EventLimits, NewEvent};
 use serde_json::Value;
 
 use crate::events::Event;
-use crate::redact::Redactor;
+use crate::redact::{MASK, Redactor};
 use crate::trace::current_traceparent;
 use crate::{Error, Result};
 
@@ -100,20 +101,19 @@ pub fn redact_event(redactor: &Redactor, event: &mut NewEvent) {
     if let Value::Object(map) = payload {
         event.payload = map;
     }
-    let redacted: std::collections::BTreeMap<String, String> = event
-        .scope
-        .iter()
-        .map(|(k, v)| {
-            let value = if redactor.is_secret_key(k) {
-                crate::redact::MASK.to_owned()
-            } else {
-                redactor.redact_str(v).into_owned()
-            };
-            (k.to_owned(), value)
-        })
-        .collect();
-    if let Ok(scope) = protocol::Scope::new(redacted) {
-        event.scope = scope;
+    fn masked<'a>(redactor: &Redactor, key: &str, value: &'a str) -> Cow<'a, str> {
+        if redactor.is_secret_key(key) { Cow::Borrowed(MASK) } else { redactor.redact_str(value) }
+    }
+    // Most scopes hold no secret: they are rebuilt only when one does.
+    if event.scope.iter().any(|(key, value)| masked(redactor, key, value) != value) {
+        let redacted: std::collections::BTreeMap<String, String> = event
+            .scope
+            .iter()
+            .map(|(key, value)| (key.to_owned(), masked(redactor, key, value).into_owned()))
+            .collect();
+        if let Ok(scope) = protocol::Scope::new(redacted) {
+            event.scope = scope;
+        }
     }
     if let Some(key) = &mut event.key {
         redactor.redact_field(key);

@@ -17,7 +17,8 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use aho_corasick::AhoCorasick;
+use regex::{Captures, Regex, RegexSet};
 use serde_json::Value;
 
 /// What a secret is replaced with.
@@ -62,30 +63,35 @@ const SECRET_PHRASES: [(&str, &str); 10] = [
 ];
 const PASSWORD_WORDS: [&str; 4] = ["password", "passwords", "passwd", "passphrase"];
 
-/// Patterns of secret-shaped values, each replaced whole by the mask (`$1` kept where a prefix is captured).
+/// Patterns of secret-shaped values, each replaced whole by its replacement (`$1` kept where a prefix is captured).
+const VALUE_RULES: [(&str, &str); 9] = [
+    // PEM private keys, including multi-line ones.
+    (r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", MASK),
+    // Authorization header values.
+    (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]{8,}=*", "$1 [REDACTED]"),
+    // JSON Web Tokens.
+    (r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}", MASK),
+    // AWS access key ids.
+    (r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", MASK),
+    // GitHub tokens (classic and fine-grained).
+    (r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})\b", MASK),
+    // Slack tokens and webhook URLs.
+    (r"\bxox[abposr]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/services/[A-Za-z0-9/]+", MASK),
+    // Stripe secret, restricted and webhook keys.
+    (r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b|\bwhsec_[A-Za-z0-9]{10,}\b", MASK),
+    // Passwords in URLs: scheme://user:password@host keeps the user.
+    (r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+@", "${1}[REDACTED]@"),
+    // Google API keys.
+    (r"\bAIza[0-9A-Za-z\-_]{35}\b", MASK),
+];
+
 static VALUE_PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
-    let rules: [(&str, &str); 9] = [
-        // PEM private keys, including multi-line ones.
-        (r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", MASK),
-        // Authorization header values.
-        (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]{8,}=*", "$1 [REDACTED]"),
-        // JSON Web Tokens.
-        (r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}", MASK),
-        // AWS access key ids.
-        (r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", MASK),
-        // GitHub tokens (classic and fine-grained).
-        (r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})\b", MASK),
-        // Slack tokens and webhook URLs.
-        (r"\bxox[abposr]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/services/[A-Za-z0-9/]+", MASK),
-        // Stripe secret, restricted and webhook keys.
-        (r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b|\bwhsec_[A-Za-z0-9]{10,}\b", MASK),
-        // Passwords in URLs: scheme://user:password@host keeps the user.
-        (r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+@", "${1}[REDACTED]@"),
-        // Google API keys.
-        (r"\bAIza[0-9A-Za-z\-_]{35}\b", MASK),
-    ];
-    rules.iter().map(|(p, r)| (Regex::new(p).expect("the built-in patterns compile"), *r)).collect()
+    VALUE_RULES.iter().map(|(p, r)| (Regex::new(p).expect("the built-in patterns compile"), *r)).collect()
 });
+
+/// Whether any of `VALUE_RULES` matches, in one pass over the text: most strings have no secret shape at all.
+static ANY_VALUE_PATTERN: LazyLock<RegexSet> =
+    LazyLock::new(|| RegexSet::new(VALUE_RULES.iter().map(|(p, _)| p)).expect("the built-in patterns compile"));
 
 /// `name=value`, `name: value`, `"name": "value"` and `export NAME="value"` assignments inside text.
 static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
@@ -124,11 +130,31 @@ fn words(key: &str) -> Vec<String> {
 }
 
 /// A redaction policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Redactor {
     /// Extra secret key names (whole keys, compared by their words).
     extra_keys: Vec<Vec<String>>,
     extra_patterns: Vec<Regex>,
+    /// One word of every rule that makes a key secret (each noun, the first word of each phrase and extra key),
+    /// found in one pass, ignoring ASCII case: a key is secret only if one of them is one of its words, so an
+    /// ASCII key (or text) in which none occurs holds no secret key, and skips the word-by-word rules.
+    secret_words: AhoCorasick,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Self { extra_keys: Vec::new(), extra_patterns: Vec::new(), secret_words: secret_words(&[]) }
+    }
+}
+
+/// The automaton of `Redactor::secret_words`.
+fn secret_words(extra_keys: &[Vec<String>]) -> AhoCorasick {
+    let words = SECRET_NOUNS
+        .iter()
+        .chain(SECRET_PHRASES.iter().map(|(first, _)| first))
+        .copied()
+        .chain(extra_keys.iter().filter_map(|key| key.first()).map(String::as_str));
+    AhoCorasick::builder().ascii_case_insensitive(true).build(words).expect("a few short words always build")
 }
 
 impl Redactor {
@@ -140,6 +166,7 @@ impl Redactor {
     /// Adds key names that are secrets in this service (`["license", "pin_code"]`), matched by their words.
     pub fn with_keys<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, keys: I) -> Self {
         self.extra_keys.extend(keys.into_iter().map(|k| words(k.as_ref())).filter(|w| !w.is_empty()));
+        self.secret_words = secret_words(&self.extra_keys);
         self
     }
 
@@ -151,6 +178,12 @@ impl Redactor {
 
     /// Whether a value under `key` is a secret.
     pub fn is_secret_key(&self, key: &str) -> bool {
+        // Non-ASCII keys take the word-by-word rules: Unicode lower-casing can turn other letters into ASCII ones.
+        (!key.is_ascii() || self.secret_words.is_match(key)) && self.is_secret_by_words(key)
+    }
+
+    /// `is_secret_key` by the rules themselves, word by word.
+    fn is_secret_by_words(&self, key: &str) -> bool {
         let words = words(key);
         let Some(last) = words.last() else { return false };
         if SECRET_NOUNS.contains(&last.as_str()) || words.iter().any(|w| PASSWORD_WORDS.contains(&w.as_str())) {
@@ -166,8 +199,20 @@ impl Redactor {
 
     /// Masks secret-shaped values inside `text`.
     pub fn redact_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let shapes = !self.extra_patterns.is_empty() || ANY_VALUE_PATTERN.is_match(text);
+        // An assignment's name is ASCII, and masking never joins text into a new name (the mask is bracketed):
+        // with no secret word anywhere in the text, no assignment in it is a secret.
+        let assignments = self.secret_words.is_match(text);
+        self.redact_checked(text, shapes, assignments)
+    }
+
+    /// `redact_str`, told whether the text can hold a secret shape and a secret assignment.
+    fn redact_checked<'a>(&self, text: &'a str, shapes: bool, assignments: bool) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
-        for (pattern, replacement) in VALUE_PATTERNS.iter() {
+        if !shapes && !assignments {
+            return out;
+        }
+        for (pattern, replacement) in VALUE_PATTERNS.iter().filter(|_| shapes) {
             if let Cow::Owned(replaced) = pattern.replace_all(&out, *replacement) {
                 out = Cow::Owned(replaced);
             }
@@ -176,6 +221,9 @@ impl Redactor {
             if let Cow::Owned(replaced) = pattern.replace_all(&out, MASK) {
                 out = Cow::Owned(replaced);
             }
+        }
+        if !assignments {
+            return out;
         }
         let assignments = ASSIGNMENT.replace_all(&out, |caps: &Captures<'_>| {
             let whole = caps.get(0).map_or("", |m| m.as_str()).to_owned();
@@ -235,6 +283,112 @@ mod tests {
 
     fn r() -> Redactor {
         Redactor::new()
+    }
+
+    /// Pieces of keys and texts: secret words and shapes, their near misses, separators, and letters that
+    /// lower-case into ASCII (the Kelvin sign) or are not ASCII.
+    const PIECES: [&str; 44] = [
+        "token",
+        "TOKEN",
+        "Token",
+        "tokens_used",
+        "=",
+        ": ",
+        ":",
+        "\"",
+        "'",
+        " ",
+        ",",
+        "_",
+        "-",
+        ".",
+        "api",
+        "Key",
+        "apiKey",
+        "password",
+        "pwd",
+        "secret",
+        "session",
+        "_id",
+        "auth",
+        "Bearer ",
+        "basic ",
+        "abcdefghijklmnop",
+        "eyJhbGciOiJI.eyJzdWIiOiIx.c2lnbmF0dXJl",
+        "AKIAABCDEFGHIJKLMNOP",
+        "ghp_",
+        "012345678901234567890123456789",
+        "https://",
+        "user:pw@host",
+        "xoxb-0123456789ab",
+        "sk_live_0123456789ab",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----END RSA PRIVATE KEY-----",
+        "é",
+        "\u{212A}",
+        "ey",
+        "license",
+        "pin",
+        "\n",
+        "status",
+        "1",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn the_quick_checks_never_change_what_is_masked(
+            pieces in proptest::collection::vec(0..PIECES.len(), 0..14),
+            extra in proptest::bool::ANY,
+        ) {
+            let text: String = pieces.iter().map(|&i| PIECES[i]).collect();
+            let redactor = if extra { r().with_keys(["license", "pin_code", "\u{212A}ey_ring"]) } else { r() };
+            proptest::prop_assert_eq!(redactor.redact_str(&text), redactor.redact_checked(&text, true, true));
+            proptest::prop_assert_eq!(redactor.is_secret_key(&text), redactor.is_secret_by_words(&text));
+        }
+    }
+
+    /// A key of one to four words, each in one of three cases, joined by one of five separators.
+    fn key_of(parts: &[(usize, usize, u8)]) -> String {
+        let vocabulary: Vec<&str> = SECRET_NOUNS
+            .iter()
+            .chain(SECRET_PHRASES.iter().flat_map(|(a, b)| [a, b]))
+            .chain(&["license", "pin", "code", "count", "used", "primary", "x", "hash", "\u{212A}ey"])
+            .copied()
+            .collect();
+        let mut key = String::new();
+        for &(word, separator, case) in parts {
+            key.push_str(["_", "-", ".", " ", ""][separator % 5]);
+            let word = vocabulary[word % vocabulary.len()];
+            key.push_str(&match case % 3 {
+                0 => word.to_owned(),
+                1 => word.to_uppercase(),
+                _ => word.chars().take(1).flat_map(char::to_uppercase).chain(word.chars().skip(1)).collect(),
+            });
+        }
+        key
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_quick_check_of_keys_never_changes_which_are_secret(
+            parts in proptest::collection::vec((0..100usize, 0..5usize, 0..3u8), 1..5),
+            extra in proptest::bool::ANY,
+        ) {
+            let key = key_of(&parts);
+            let redactor = if extra { r().with_keys(["license", "pin_code", "\u{212A}ey_ring"]) } else { r() };
+            proptest::prop_assert_eq!(redactor.is_secret_key(&key), redactor.is_secret_by_words(&key));
+            let text = format!("{key}=hunter2 and {key}: \"x\"");
+            proptest::prop_assert_eq!(redactor.redact_str(&text), redactor.redact_checked(&text, true, true));
+        }
+    }
+
+    #[test]
+    fn text_without_a_secret_word_or_shape_is_passed_through_unread() {
+        let redactor = r();
+        assert!(!ANY_VALUE_PATTERN.is_match("deploy d-42 finished in 3.2 s: ok"));
+        assert!(!redactor.secret_words.is_match("deploy d-42 finished in 3.2 s: ok"));
+        assert!(redactor.secret_words.is_match("DB_PASSWORD=x") && redactor.secret_words.is_match("X-Api-Key"));
+        assert!(r().with_keys(["license"]).secret_words.is_match("LICENSE: abc"));
     }
 
     #[test]

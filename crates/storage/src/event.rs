@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use protocol::{ENVELOPE_VERSION, Envelope, EventId, Filter, NewEvent, TopicPattern};
+use protocol::{ENVELOPE_VERSION, Envelope, EventId, Filter, NewEvent, RawEnvelope, TopicPattern};
 
-/// An event as the log holds it: the envelope, and its JSON serialized once for every transport and recipient.
+/// An event as the log holds it: the envelope (its payload as JSON text: the hub never reads a payload's fields),
+/// and its JSON serialized once for every transport and recipient.
 #[derive(Debug)]
 pub struct StoredEvent {
-    pub envelope: Envelope,
+    pub envelope: RawEnvelope,
     pub created_at: DateTime<Utc>,
     /// The publisher's W3C trace context, kept for linking delivery to the publishing span; never delivered.
     pub traceparent: Option<String>,
@@ -33,12 +34,13 @@ impl StoredEvent {
             ts: format_ts(created_at),
             v: ENVELOPE_VERSION,
             correlation_id: event.correlation_id,
-            payload: event.payload,
+            // A map of JSON values: serializing it cannot fail.
+            payload: serde_json::value::to_raw_value(&event.payload).expect("a payload always serializes"),
         };
         Self::new(envelope, created_at, traceparent)
     }
 
-    pub fn new(envelope: Envelope, created_at: DateTime<Utc>, traceparent: Option<String>) -> Self {
+    pub fn new(envelope: RawEnvelope, created_at: DateTime<Utc>, traceparent: Option<String>) -> Self {
         // The envelope is plain data (strings, integers, JSON values): serializing it cannot fail.
         let json = serde_json::to_string(&envelope).expect("an envelope always serializes").into_boxed_str();
         Self { envelope, created_at, traceparent, json }
@@ -46,7 +48,7 @@ impl StoredEvent {
 
     /// An event whose log stores the envelope's JSON as delivered: `json` must be what `envelope` serializes to.
     pub fn with_json(
-        envelope: Envelope,
+        envelope: RawEnvelope,
         created_at: DateTime<Utc>,
         traceparent: Option<String>,
         json: Box<str>,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use protocol::{ENVELOPE_VERSION, Envelope, EventId, NewEvent, Scope, Topic};
+use protocol::{ENVELOPE_VERSION, EventId, NewEvent, RawEnvelope, Scope, Topic};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use serde::Serialize;
@@ -610,7 +610,7 @@ fn decode(entry: &Value) -> Result<StoredEvent> {
         .ok_or_else(|| corrupt(format!("event {id} has no time")))?;
     if let Some(json) = envelope {
         let json = std::str::from_utf8(json).map_err(|_| corrupt(format!("event {id} is not text")))?;
-        let parsed: Envelope = serde_json::from_str(json).map_err(|e| corrupt(format!("event {id}: {e}")))?;
+        let parsed: RawEnvelope = serde_json::from_str(json).map_err(|e| corrupt(format!("event {id}: {e}")))?;
         if parsed.id.get() != id {
             return Err(corrupt(format!("entry {id} holds event {}", parsed.id)));
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use protocol::scope::WELL_KNOWN_KEYS;
 use protocol::{ENVELOPE_VERSION, Envelope, EventId, Scope, Topic, TopicPattern};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row};
 
@@ -34,7 +34,8 @@ pub(super) async fn read_page<'e>(
     limit: usize,
 ) -> Result<Page> {
     let mut sql = QueryBuilder::new(
-        "SELECT s.head, s.removed, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload, e.correlation_id, \
+        "SELECT s.head, s.removed, e.id, e.topic, e.scope, e.stream_key, e.seq, e.payload::text AS payload, \
+         e.correlation_id, \
          e.traceparent, e.created_at FROM (SELECT head, (SELECT coalesce(max(removed_through), 0) \
          FROM realtime_policies WHERE key = ANY(",
     );
@@ -112,7 +113,9 @@ fn decode(id: i64, row: &sqlx::postgres::PgRow) -> Result<StoredEvent> {
     let topic: String = row.try_get("topic").map_err(unavailable)?;
     let topic = Topic::parse(topic).map_err(|e| corrupt("topic", &e))?;
     let Json(scope): Json<Scope> = row.try_get("scope").map_err(|e| corrupt("scope", &e))?;
-    let Json(payload): Json<Map<String, Value>> = row.try_get("payload").map_err(|e| corrupt("payload", &e))?;
+    let payload: String = row.try_get("payload").map_err(|e| corrupt("payload", &e))?;
+    // Kept as the log's text, never parsed into values: delivery needs only the JSON.
+    let payload = RawValue::from_string(compact(&payload)).map_err(|e| corrupt("payload", &e))?;
     let created_at: DateTime<Utc> = row.try_get("created_at").map_err(unavailable)?;
     let envelope = Envelope {
         id,
@@ -127,4 +130,44 @@ fn decode(id: i64, row: &sqlx::postgres::PgRow) -> Result<StoredEvent> {
     };
     let traceparent = row.try_get("traceparent").map_err(unavailable)?;
     Ok(StoredEvent::new(envelope, created_at, traceparent))
+}
+
+/// JSON without the whitespace between tokens: PostgreSQL writes `jsonb` with a space after every `:` and `,`,
+/// which would otherwise go out to every subscriber of every event (and differ from the other backends' JSON).
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut start, mut in_string, mut escaped) = (0, false, false);
+    for (i, byte) in json.bytes().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if matches!(byte, b' ' | b'\n' | b'\t' | b'\r') {
+            // ASCII bytes never occur inside a multi-byte character: `i` is a character boundary.
+            out.push_str(&json[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push_str(&json[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compacting_removes_the_space_between_tokens_and_keeps_strings_whole() {
+        assert_eq!(compact(r#"{"a": 1, "b": [1, 2], "c": {"d": null}}"#), r#"{"a":1,"b":[1,2],"c":{"d":null}}"#);
+        assert_eq!(
+            compact(r#"{"s": "two  words, a: colon", "q": "a \"quoted\" word , x", "e": "\\", "t": "é ü"}"#),
+            r#"{"s":"two  words, a: colon","q":"a \"quoted\" word , x","e":"\\","t":"é ü"}"#
+        );
+        assert_eq!(compact("{}"), "{}");
+    }
 }
