@@ -13,8 +13,11 @@ use super::write::append_with;
 use crate::{Error, Result};
 
 /// How many coalesced appends a hub that is not the sequencer has in flight on the pool: while one holds the head
-/// row's lock, PostgreSQL parses the next one's arrays on another backend.
+/// row's lock, PostgreSQL parses the next one's arrays on another backend (batches of 100: 8-18 % faster).
 const APPENDS_IN_FLIGHT: usize = 2;
+
+/// The smallest request whose append may overlap with another: below it, appends run one at a time.
+const OVERLAP_MIN_EVENTS: usize = 50;
 
 /// Most events one `realtime_append` call carries.
 pub(super) const MAX_EVENTS_PER_APPEND: usize = 5000;
@@ -86,8 +89,11 @@ pub(super) async fn run_appender(
             let _ = local.send(first);
             continue;
         }
-        // Requests that arrive while every append is in flight join the next one.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        // A large append overlaps with the next one; a small one runs alone, as its cost is the commit, which a
+        // second append in flight would only contend for (single events: a fifth slower with two in flight).
+        // Requests that arrive while waiting join the append.
+        let share = if first.events.len() >= OVERLAP_MIN_EVENTS { 1 } else { APPENDS_IN_FLIGHT as u32 };
+        let Ok(permit) = in_flight.clone().acquire_many_owned(share).await else { return };
         let batch = coalesce(first, &mut requests);
         let shared = shared.clone();
         tokio::spawn(async move {
