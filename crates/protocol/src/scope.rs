@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::ValidationError;
 
@@ -44,9 +44,16 @@ fn validate_map(map: &BTreeMap<String, String>, what: &str) -> Result<(), Valida
 }
 
 /// Where an event belongs: string keys to string values (`{"project_id":"p1","run_id":"r9"}`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "BTreeMap<String, String>")]
 pub struct Scope(BTreeMap<String, String>);
+
+/// Written as its map, borrowed: `serde(into)` would clone the map for every event serialized.
+impl Serialize for Scope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
 
 impl Scope {
     pub fn new(map: BTreeMap<String, String>) -> Result<Self, ValidationError> {
@@ -90,9 +97,15 @@ impl<const N: usize> TryFrom<[(&str, &str); N]> for Scope {
 }
 
 /// A subscription's filter: an event matches when every pair equals the event's scope.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "BTreeMap<String, String>")]
 pub struct Filter(BTreeMap<String, String>);
+
+impl Serialize for Filter {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
 
 impl Filter {
     pub fn new(map: BTreeMap<String, String>) -> Result<Self, ValidationError> {

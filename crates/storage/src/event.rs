@@ -41,8 +41,12 @@ impl StoredEvent {
     }
 
     pub fn new(envelope: RawEnvelope, created_at: DateTime<Utc>, traceparent: Option<String>) -> Self {
-        // The envelope is plain data (strings, integers, JSON values): serializing it cannot fail.
-        let json = serde_json::to_string(&envelope).expect("an envelope always serializes").into_boxed_str();
+        // The payload and about 256 bytes of the rest, so that writing it never grows the buffer.
+        let mut json = Vec::with_capacity(envelope.payload.get().len() + 256);
+        // The envelope is plain data (strings, integers, JSON values): serializing it cannot fail, and serde_json
+        // writes UTF-8.
+        serde_json::to_writer(&mut json, &envelope).expect("an envelope always serializes");
+        let json = String::from_utf8(json).expect("serde_json writes UTF-8").into_boxed_str();
         Self { envelope, created_at, traceparent, json }
     }
 
