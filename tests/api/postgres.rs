@@ -138,6 +138,11 @@ async fn start_sequencer(url: &str) -> crate::process::HubProcess {
     sequencer
 }
 
+/// The marker of the `k`-th event of the batch whose first event is marked `n` (above every other marker).
+fn marker(n: u64, k: u64) -> u64 {
+    10_000_000 + n * 100 + k
+}
+
 /// The hub holding the sequencer lock is SIGKILLed while eight publishers write (four over HTTP to the other hubs,
 /// four inside their own transactions through the inbox): another hub takes over, every publish is answered, and
 /// every subscriber gets every event once, in order, with dense ids.
@@ -165,11 +170,16 @@ async fn sigkilling_the_sequencing_hub_while_eight_publishers_write_loses_and_do
         async move {
             for i in 0..60u64 {
                 let n = 1000 * (p + 1) + i;
-                // Single events and batches of two.
+                // Single events, and batches: of two, and on the second hub of 50 (two publishers there, so its
+                // two appends in flight overlap).
                 let body = if i % 2 == 0 {
                     event("chat:1", json!({"project_id":"p1"}), n)
                 } else {
-                    json!([event("chat:1", json!({"project_id":"p2"}), n), event("run.logs", json!({}), n + 500)])
+                    let batch = if p % 2 == 1 { 50 } else { 2 };
+                    let rest = (1..batch).map(|k| event("run.logs", json!({}), marker(n, k)));
+                    json!(
+                        std::iter::once(event("chat:1", json!({"project_id":"p2"}), n)).chain(rest).collect::<Vec<_>>()
+                    )
                 };
                 hub.publish(body).await;
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -221,13 +231,21 @@ async fn sigkilling_the_sequencing_hub_while_eight_publishers_write_loses_and_do
     let all: BTreeSet<u64> = (0..4u64)
         .flat_map(|p| {
             (0..60).flat_map(move |i| {
-                if i % 2 == 0 { vec![1000 * (p + 1) + i] } else { vec![1000 * (p + 1) + i, 1000 * (p + 1) + i + 500] }
+                let n = 1000 * (p + 1) + i;
+                let batch = if i % 2 == 0 {
+                    1
+                } else if p % 2 == 1 {
+                    50
+                } else {
+                    2
+                };
+                std::iter::once(n).chain((1..batch).map(move |k| marker(n, k)))
             })
         })
         .chain((0..4u64).flat_map(|t| (0..60).map(move |i| 100_000 * (t + 1) + i)))
         .collect();
     let p1_chat: BTreeSet<u64> =
-        all.iter().copied().filter(|n| *n >= 100_000 || (n % 1000 < 500 && n % 2 == 0)).collect();
+        all.iter().copied().filter(|n| (100_000..1_000_000).contains(n) || (*n < 100_000 && n % 2 == 0)).collect();
     for (which, client) in subscribers.iter_mut().enumerate() {
         let expected = if which < 2 { &all } else { &p1_chat };
         let got = events_with_markers(client, expected).await;
