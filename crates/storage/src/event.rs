@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use protocol::{ENVELOPE_VERSION, Envelope, EventId, Filter, NewEvent, RawEnvelope, TopicPattern};
+use protocol::envelope::derive_key;
+use protocol::{ENVELOPE_VERSION, Envelope, EventId, Filter, NewEvent, RawEnvelope, Scope, Topic, TopicPattern};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// An event as the log holds it: the envelope (its payload as JSON text: the hub never reads a payload's fields),
 /// and its JSON serialized once for every transport and recipient.
@@ -72,6 +76,73 @@ impl StoredEvent {
     pub fn json(&self) -> &str {
         &self.json
     }
+}
+
+/// What a log that gives ids itself stores of a new event (a NATS message, a Redis entry of format 1): everything
+/// but the id, the time and the idempotency key, with the stream key resolved.
+pub(crate) fn encode_new(event: &NewEvent) -> Vec<u8> {
+    let stored = NewEventText {
+        topic: &event.topic,
+        scope: &event.scope,
+        key: event.effective_key(),
+        seq: event.seq,
+        correlation_id: event.correlation_id.as_deref(),
+        payload: &event.payload,
+        traceparent: event.traceparent.as_deref(),
+    };
+    // Strings, integers and JSON values: serializing cannot fail.
+    serde_json::to_vec(&stored).expect("an event always serializes")
+}
+
+/// The event `encode_new` stored, with the id and time its log gave it; the payload is kept as its JSON text.
+pub(crate) fn decode_new(id: EventId, created_at: DateTime<Utc>, json: &[u8]) -> serde_json::Result<StoredEvent> {
+    let stored: StoredNewEvent = serde_json::from_slice(json)?;
+    let key = stored.key.or_else(|| derive_key(&stored.scope));
+    let envelope = Envelope {
+        id,
+        topic: stored.topic,
+        scope: stored.scope,
+        key,
+        seq: stored.seq,
+        ts: format_ts(created_at),
+        v: ENVELOPE_VERSION,
+        correlation_id: stored.correlation_id,
+        payload: stored.payload,
+    };
+    Ok(StoredEvent::new(envelope, created_at, stored.traceparent))
+}
+
+/// `NewEvent`'s fields as `encode_new` writes them, borrowed.
+#[derive(Serialize)]
+struct NewEventText<'a> {
+    topic: &'a Topic,
+    scope: &'a Scope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    payload: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+}
+
+/// What `decode_new` reads (entries written by earlier releases may lack the key).
+#[derive(Deserialize)]
+struct StoredNewEvent {
+    topic: Topic,
+    #[serde(default)]
+    scope: Scope,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    payload: Box<RawValue>,
+    #[serde(default)]
+    traceparent: Option<String>,
 }
 
 /// RFC 3339 UTC with milliseconds, as the envelope's `ts` requires.
@@ -154,6 +225,37 @@ impl LogBounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_event_stored_and_read_back_renders_as_it_did_when_built_from_the_new_event() {
+        let payload = serde_json::json!({"z": 1.0, "a": [1, -2, 3.25e-7, "é\"x"], "m": {"k": null}, "n": 18446744073709551615u64});
+        let mut event = NewEvent::new(
+            Topic::parse("run.status").unwrap(),
+            Scope::try_from([("run_id", "r1"), ("project_id", "p1")]).unwrap(),
+            payload.as_object().unwrap().clone(),
+        );
+        event.seq = Some(7);
+        event.correlation_id = Some("c1".into());
+        event.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        event.idempotency_key = Some("not stored".into());
+        let (id, at) = (EventId::new(42).unwrap(), Utc::now());
+        let stored = encode_new(&event);
+        assert!(!String::from_utf8_lossy(&stored).contains("not stored"));
+
+        let read = decode_new(id, at, &stored).unwrap();
+        let built = StoredEvent::from_new(id, at, event);
+        assert_eq!(read.json(), built.json());
+        assert_eq!(read.traceparent, built.traceparent);
+        assert_eq!(read.envelope.key.as_deref(), Some("run:r1"));
+    }
+
+    #[test]
+    fn an_entry_of_an_earlier_release_without_its_key_gets_it_from_its_scope() {
+        let json = br#"{"topic":"deploy.status","scope":{"deploy_id":"d9"},"payload":{"ok":true}}"#;
+        let read = decode_new(EventId::new(1).unwrap(), Utc::now(), json).unwrap();
+        assert_eq!(read.envelope.key.as_deref(), Some("deploy:d9"));
+        assert_eq!(read.envelope.payload.get(), r#"{"ok":true}"#);
+    }
 
     #[test]
     fn truncation_is_said_for_resume_points_outside_the_retained_range() {

@@ -29,7 +29,7 @@ use redis::{AsyncConnectionConfig, Client, Script, Value};
 use serde::Serialize;
 use serde_json::Map;
 
-use crate::event::{LogBounds, LogQuery, Page, StoredEvent};
+use crate::event::{LogBounds, LogQuery, Page, StoredEvent, decode_new, encode_new};
 use crate::event_log::{EventLog, LiveFeed};
 use crate::policy::{PolicyState, TopicPolicies, TopicPolicy};
 use crate::{Error, Result, Retention};
@@ -616,17 +616,15 @@ fn decode(entry: &Value) -> Result<StoredEvent> {
         }
         return Ok(StoredEvent::with_json(parsed, created_at, traceparent.map(str::to_owned), json.into()));
     }
-    let event: NewEvent = serde_json::from_slice(event.ok_or_else(|| corrupt(format!("event {id} has no body")))?)
-        .map_err(|e| corrupt(format!("event {id}: {e}")))?;
-    let id = EventId::new(id).map_err(|e| corrupt(format!("event {id}: {e}")))?;
-    Ok(StoredEvent::from_new(id, created_at, event))
+    let event = event.ok_or_else(|| corrupt(format!("event {id} has no body")))?;
+    let event_id = EventId::new(id).map_err(|e| corrupt(format!("event {id}: {e}")))?;
+    decode_new(event_id, created_at, event).map_err(|e| corrupt(format!("event {id}: {e}")))
 }
 
 /// What a format 1 stream entry holds of an event: everything but the id, the time and the idempotency key.
 fn encode(event: &NewEvent) -> String {
-    let stored = NewEvent { key: event.effective_key(), idempotency_key: None, ..event.clone() };
-    // A new event is strings, integers and JSON values: serializing cannot fail.
-    serde_json::to_string(&stored).expect("an event always serializes")
+    // serde_json writes UTF-8.
+    String::from_utf8(encode_new(event)).expect("serde_json writes UTF-8")
 }
 
 /// The envelope's fields before `ts`, in `Envelope`'s order.

@@ -41,7 +41,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use protocol::{EventId, NewEvent};
 
-use crate::event::{LogBounds, LogQuery, Page, StoredEvent};
+use crate::event::{LogBounds, LogQuery, Page, StoredEvent, decode_new, encode_new};
 use crate::event_log::{EventLog, LiveFeed};
 use crate::policy::{PolicySet, PolicyState, TopicPolicies};
 use crate::{Error, Result};
@@ -464,15 +464,12 @@ impl NatsLog {
 
 /// What a message holds of an event: everything but the id, the time and the idempotency key.
 fn encode(event: &NewEvent) -> bytes::Bytes {
-    let stored = NewEvent { key: event.effective_key(), idempotency_key: None, ..event.clone() };
-    // A new event is strings, integers and JSON values: serializing cannot fail.
-    serde_json::to_vec(&stored).expect("an event always serializes").into()
+    encode_new(event).into()
 }
 
 fn decode(sequence: u64, time: DateTime<Utc>, payload: &[u8]) -> Result<StoredEvent> {
-    let event: NewEvent = serde_json::from_slice(payload).map_err(|e| corrupt(format!("event {sequence}: {e}")))?;
     let id = EventId::new(sequence).map_err(|e| corrupt(format!("event {sequence}: {e}")))?;
-    Ok(StoredEvent::from_new(id, time, event))
+    decode_new(id, time, payload).map_err(|e| corrupt(format!("event {sequence}: {e}")))
 }
 
 /// An ordered consumer's messages from a sequence on: the events themselves, in stream order, with how many
