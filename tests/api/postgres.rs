@@ -10,7 +10,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::backends::{assert_exactly_once_in_order, events_with_markers};
-use crate::helpers::{event, ids, spawn_pg_hub};
+use crate::helpers::{event, ids, spawn_pg_hub, ws_at};
 
 fn new_event(topic: &str, project: &str, n: u64) -> NewEvent {
     let payload = json!({"n": n}).as_object().cloned().unwrap();
@@ -101,6 +101,71 @@ async fn a_write_transaction_held_open_elsewhere_does_not_delay_delivery() {
     let slowest = latencies.iter().max().unwrap();
     assert!(*slowest < Duration::from_secs(2), "delivery waited for the open transaction: {latencies:?}");
     assert_eq!(held[0]["topic"], "held", "the held transaction's event arrives once it commits");
+}
+
+/// A small transaction's notification carries its events, and every hub delivers them without reading the log; a
+/// large one (more than 32 events, or past PostgreSQL's 8000-byte payload) is read from the log. Either way a
+/// subscriber gets every event once, in order, exactly as a replay from the log renders it.
+#[actix_web::test]
+async fn small_transactions_reach_every_hub_in_their_notification_and_render_as_the_log_does() {
+    let db = test_db!();
+    // Its own process, so that its metrics count only this test's events.
+    let watched = crate::process::HubProcess::start(&[
+        ("HUB_BACKEND", "postgres"),
+        ("DATABASE_URL", db.url.as_str()),
+        ("HUB_DB_POOL_SIZE", "3"),
+    ])
+    .await;
+    let other = spawn_pg_hub(&db.url, |_| {}).await;
+    let mut live = ws_at(watched.port, "/ws?topics=*").await;
+    live.expect("subscribed").await;
+    let http = reqwest::Client::new();
+
+    let with_payload =
+        |topic: &str, payload: Value| json!({"topic": topic, "scope": {"org_id": "o1"}, "payload": payload});
+    let large_payload = json!({"text": "x".repeat(9000)});
+    let mut received = Vec::new();
+    let (mut small, mut published) = (0, 0);
+    for (step, batch) in [
+        vec![event("a", json!({}), 1)],
+        (2..5).map(|n| event("a", json!({"project_id": "p1"}), n)).collect(),
+        (5..45).map(|n| event("b", json!({}), n)).collect(),
+        vec![with_payload("c", large_payload.clone())],
+        vec![with_payload("a", json!({"n": 46, "é": [1.50, null, {"k": "v, w"}], "long key": true}))],
+        vec![event("a", json!({}), 47)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let count = batch.len();
+        if step == 4 {
+            let answer = http.post(watched.url("/api/publish")).json(&batch[0]).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+        } else {
+            other.publish(json!(batch)).await;
+        }
+        if count <= 32 && step != 3 {
+            small += count;
+        }
+        published += count;
+        received.extend(live.events(count).await);
+    }
+
+    assert_eq!(ids(&received), (1..=published as u64).collect::<Vec<_>>(), "every event once, in order");
+    assert_eq!(received[44]["payload"], large_payload);
+    let mut replay = ws_at(watched.port, "/ws?topics=*&since=0").await;
+    replay.expect("subscribed").await;
+    assert_eq!(replay.events(published).await, received, "live events are rendered as the log renders them");
+    let metrics = http.get(watched.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let carried: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_pg_carried_events_total "))
+        .expect("the metric is exported")
+        .parse()
+        .unwrap();
+    // A read of the log once a second, should it fall between a commit and its notification, takes that
+    // notification's events first.
+    assert!((small - 2..=small).contains(&carried), "{carried} of the {small} events of small transactions carried");
 }
 
 /// The hub's connections are opened and warmed at start-up and run without JIT: compiling a log read took 175 ms
@@ -318,7 +383,7 @@ async fn a_log_of_the_first_scheme_keeps_its_ids_and_its_old_callers_after_hub_m
     assert!(migrate.status.success(), "hub migrate failed: {}", String::from_utf8_lossy(&migrate.stderr));
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
-    assert_eq!(applied, [20261122000001, 20261124000001, 20261206000001, 20261207000001]);
+    assert_eq!(applied, [20261122000001, 20261124000001, 20261206000001, 20261207000001, 20261207000002]);
 
     // Still the old callers: a hub of the previous release moves the inbox, a service appends under the lock.
     let moved: i32 = sqlx::query_scalar("SELECT realtime_move_inbox(100)").fetch_one(&pool).await.unwrap();

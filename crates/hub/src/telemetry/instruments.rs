@@ -41,6 +41,7 @@ pub fn register(backend: &'static str, sources: &[String]) {
         "hub_resets_total",
         "hub_log_losses_total",
         "hub_db_pool_renewals_total",
+        "hub_pg_carried_events_total",
         "hub_protocol_violations_total",
         "hub_connections_refused_total",
         "hub_origin_refused_total",
@@ -160,6 +161,10 @@ fn describe() {
     describe_counter!(
         "hub_db_pool_renewals_total",
         "Times the PostgreSQL pool was replaced: a connection missed its deadline, or no connection came for 15 s."
+    );
+    describe_counter!(
+        "hub_pg_carried_events_total",
+        "Events delivered from the PostgreSQL notification that announced them, without reading the log."
     );
     describe_counter!("hub_protocol_violations_total", "Malformed or binary client frames.");
     describe_counter!("hub_rate_limited_total", "Requests refused by a rate limit, by what (publish, subscribe).");

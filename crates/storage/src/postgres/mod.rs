@@ -11,8 +11,9 @@
 //!   log in batches (`realtime_move_inbox`), woken by `NOTIFY realtime_inbox` or by a poll. Its own hub's
 //!   publishes it stores on that connection.
 //!
-//! Hubs learn of new events from `NOTIFY realtime_events`, sent once per transaction that gives ids, and read the
-//! log from their cursor.
+//! Hubs learn of new events from `NOTIFY realtime_events`, sent once per transaction that gives ids: a small
+//! transaction's notification carries its events, which a hub whose cursor they follow delivers as they are;
+//! otherwise it reads the log from its cursor.
 //!
 //! # Layout
 //! - `statement.rs`: one statement's error, deadline and task; `pool.rs`: the pool, renewed when PostgreSQL stops
@@ -181,7 +182,13 @@ impl EventLog for PgLog {
         self.shared.inbox_wake.notify_one();
         let all = LogQuery::all();
         let keys = self.shared.policies.keys_for(&all);
-        Ok(Box::new(PgFeed { listener: Some(listener), shared: self.shared.clone(), all, keys }))
+        Ok(Box::new(PgFeed {
+            listener: Some(listener),
+            shared: self.shared.clone(),
+            all,
+            keys,
+            carried: Default::default(),
+        }))
     }
 
     async fn describe(&self) -> Option<serde_json::Value> {

@@ -109,27 +109,54 @@ fn push_topics(sql: &mut QueryBuilder<'_, sqlx::Postgres>, patterns: &[TopicPatt
 
 fn decode(id: i64, row: &sqlx::postgres::PgRow) -> Result<StoredEvent> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("event {id}: {what}: {e}"));
-    let id = EventId::new(id as u64).map_err(|e| corrupt("id", &e))?;
-    let topic: String = row.try_get("topic").map_err(unavailable)?;
-    let topic = Topic::parse(topic).map_err(|e| corrupt("topic", &e))?;
     let Json(scope): Json<Scope> = row.try_get("scope").map_err(|e| corrupt("scope", &e))?;
     let payload: String = row.try_get("payload").map_err(|e| corrupt("payload", &e))?;
-    // Kept as the log's text, never parsed into values: delivery needs only the JSON.
-    let payload = RawValue::from_string(compact(&payload)).map_err(|e| corrupt("payload", &e))?;
-    let created_at: DateTime<Utc> = row.try_get("created_at").map_err(unavailable)?;
-    let envelope = Envelope {
+    LogRow {
         id,
-        topic,
+        topic: row.try_get("topic").map_err(unavailable)?,
         scope,
         key: row.try_get("stream_key").map_err(unavailable)?,
-        seq: row.try_get::<Option<i64>, _>("seq").map_err(unavailable)?.map(|s| s as u64),
-        ts: format_ts(created_at),
-        v: ENVELOPE_VERSION,
+        seq: row.try_get("seq").map_err(unavailable)?,
+        payload: &payload,
         correlation_id: row.try_get("correlation_id").map_err(unavailable)?,
-        payload,
-    };
-    let traceparent = row.try_get("traceparent").map_err(unavailable)?;
-    Ok(StoredEvent::new(envelope, created_at, traceparent))
+        traceparent: row.try_get("traceparent").map_err(unavailable)?,
+        created_at: row.try_get("created_at").map_err(unavailable)?,
+    }
+    .into_event()
+}
+
+/// An event as `realtime_events` holds it, read from a row or carried by a notification (`listener.rs`).
+pub(super) struct LogRow<'a> {
+    pub(super) id: i64,
+    pub(super) topic: String,
+    pub(super) scope: Scope,
+    pub(super) key: Option<String>,
+    pub(super) seq: Option<i64>,
+    /// The payload as PostgreSQL writes `jsonb`.
+    pub(super) payload: &'a str,
+    pub(super) correlation_id: Option<String>,
+    pub(super) traceparent: Option<String>,
+    pub(super) created_at: DateTime<Utc>,
+}
+
+impl LogRow<'_> {
+    pub(super) fn into_event(self) -> Result<StoredEvent> {
+        let id = self.id;
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("event {id}: {what}: {e}"));
+        let envelope = Envelope {
+            id: EventId::new(id as u64).map_err(|e| corrupt("id", &e))?,
+            topic: Topic::parse(self.topic).map_err(|e| corrupt("topic", &e))?,
+            scope: self.scope,
+            key: self.key,
+            seq: self.seq.map(|s| s as u64),
+            ts: format_ts(self.created_at),
+            v: ENVELOPE_VERSION,
+            correlation_id: self.correlation_id,
+            // Kept as the log's text, never parsed into values: delivery needs only the JSON.
+            payload: RawValue::from_string(compact(self.payload)).map_err(|e| corrupt("payload", &e))?,
+        };
+        Ok(StoredEvent::new(envelope, self.created_at, self.traceparent))
+    }
 }
 
 /// JSON without the whitespace between tokens: PostgreSQL writes `jsonb` with a space after every `:` and `,`,
