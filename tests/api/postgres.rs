@@ -168,6 +168,58 @@ async fn small_transactions_reach_every_hub_in_their_notification_and_render_as_
     assert!((small - 2..=small).contains(&carried), "{carried} of the {small} events of small transactions carried");
 }
 
+/// PostgreSQL's notification queue is one for the whole server, and a listener that does not read holds all of it.
+/// Carried events fill it sixty times faster than heads, so notifications carry them only while the queue is under
+/// 1 % full: with a listener stalled in an open transaction and 95 MB of other notifications behind it, a
+/// notification carries only the head; once the listener goes on, events are carried again.
+#[actix_web::test]
+async fn notifications_stop_carrying_events_while_a_stalled_listener_holds_the_queue() {
+    // The queue is the server's: filling it on the shared server would change every other test's notifications.
+    let Some(log) = crate::backends::TestLog::throwaway(crate::backends::LogKind::Postgres).await else { return };
+    let url = log.env().into_iter().find(|(name, _)| *name == "DATABASE_URL").unwrap().1;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(&url).await.unwrap();
+    storage::postgres::migrate(&pool).await.unwrap();
+    let mut watcher = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    watcher.listen(storage::postgres::EVENTS_CHANNEL).await.unwrap();
+    let mut next_payload = async || {
+        let notification = tokio::time::timeout(Duration::from_secs(10), watcher.recv()).await.unwrap().unwrap();
+        notification.payload().to_owned()
+    };
+    let append = async |n| storage::postgres::append_with(&pool, &[new_event("a", "p1", n)]).await.unwrap()[0].get();
+
+    let first = append(1).await;
+    assert!(next_payload().await.starts_with(r#"{"events""#), "a small transaction carries its events");
+    let mut stalled = pool.begin().await.unwrap();
+    sqlx::query("LISTEN anything").execute(&mut *stalled).await.unwrap();
+    sqlx::query("SELECT pg_notify('filler', repeat('x', 7900) || g) FROM generate_series(1, 12000) AS g")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let usage: f64 = sqlx::query_scalar("SELECT pg_notification_queue_usage()").fetch_one(&pool).await.unwrap();
+    assert!(usage >= 0.01, "the queue is {usage} full");
+    let held = append(2).await;
+    assert_eq!(next_payload().await, held.to_string(), "only the head while the queue is held");
+
+    stalled.commit().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 3;
+    loop {
+        // PostgreSQL frees the queue's read pages when a notification starts a new one every fourth page.
+        sqlx::query("SELECT pg_notify('filler', repeat('y', 7900) || g) FROM generate_series(1, 8) AS g")
+            .execute(&pool)
+            .await
+            .unwrap();
+        append(n).await;
+        if next_payload().await.starts_with(r#"{"events""#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events are not carried again once the listener goes on");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((first, held), (1, 2));
+}
+
 /// The hub's connections are opened and warmed at start-up and run without JIT: compiling a log read took 175 ms
 /// once the planner's estimates passed `jit_above_cost`, a stall on live delivery.
 #[actix_web::test]

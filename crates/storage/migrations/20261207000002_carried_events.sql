@@ -10,6 +10,11 @@
 -- The payload: {"events": [[id, created_at in microseconds since 1970, topic, scope, stream_key, seq, payload,
 -- correlation_id, traceparent], …]} in id order; or the new head, as before. Hubs of earlier releases take any
 -- payload as a wake-up. See docs/POSTGRES.md.
+--
+-- Notifications wait in one queue for the whole server (8 GB) until every listening session has read them, and a
+-- session that does not read (a frozen process, a listener idle in a transaction) holds them all. Events are
+-- carried only while that queue is under 1 % full: a stalled listener would otherwise let notifications of up to
+-- 8000 bytes, not a few dozen, fill it, and then every NOTIFY (every append) fails.
 
 -- Notifies the events with ids first_id … last_id, which the calling transaction has just stored.
 CREATE FUNCTION realtime_notify_events(first_id bigint, last_id bigint) RETURNS void
@@ -17,7 +22,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     message text;
 BEGIN
-    IF last_id - first_id < 32 THEN
+    IF last_id - first_id < 32 AND pg_notification_queue_usage() < 0.01 THEN
         SELECT json_build_object('events', json_agg(json_build_array(
                    id, (extract(epoch FROM created_at) * 1000000)::bigint, topic, scope, stream_key, seq, payload,
                    correlation_id, traceparent) ORDER BY id))::text
