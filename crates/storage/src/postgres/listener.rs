@@ -65,7 +65,10 @@ impl LiveFeed for PgFeed {
                     self.carried.note(notification.payload());
                     return Ok(());
                 }
-                Ok(None) => return Err(Error::Unavailable("the listening connection was lost".into())),
+                Ok(None) => {
+                    self.shared.db.connections_lost();
+                    return Err(Error::Unavailable("the listening connection was lost".into()));
+                }
                 Err(e) => return Err(unavailable(e)),
             }
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tracing::{debug, warn};
 
 use super::read::bounds;
@@ -23,6 +23,9 @@ pub(super) const STUCK_AFTER: Duration = Duration::from_secs(15);
 
 /// How long the pool waits for a connection, free or new, for one acquire.
 pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection rests in the pool before it is pinged on its way out.
+pub(super) const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 pub(super) fn connect_options(url: &str, application: &str) -> Result<PgConnectOptions> {
     // No JIT: the log's statements are short lookups, but before autovacuum has analysed the tables their
@@ -59,6 +62,19 @@ pub(super) fn pool_options(size: u32) -> PgPoolOptions {
         // Every connection is opened and warmed at start-up, not in the middle of the first burst of traffic.
         .min_connections(size)
         .after_connect(|conn, _| Box::pin(async move { warm(conn).await }))
+        // sqlx pings every connection it hands out: a round trip before every statement (a tenth of a millisecond
+        // of each publish on a hub other than the sequencer). Only one that rested for `PING_IDLE_AFTER` is pinged,
+        // so a pool left idle across a PostgreSQL restart still opens new connections instead of failing a
+        // statement; one that broke while in use fails its statement, which the statement's caller answers.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .acquire_timeout(ACQUIRE_TIMEOUT)
 }
 
@@ -66,7 +82,7 @@ pub(super) fn pool_options(size: u32) -> PgPoolOptions {
 ///
 /// A connection whose peer vanished without closing it (a failover that moved the address, a NAT or firewall that
 /// dropped the flow, a partition) neither answers nor fails: TCP retransmits for up to fifteen minutes, and sqlx
-/// waits as long, holding the pool's slot (even a connection handed back is pinged first). So every statement
+/// waits as long, holding the pool's slot (a connection that rested is pinged before it is handed out). So every statement
 /// has a deadline ([`PgSettings::timeout`]). A connection that misses it is closed, not handed back, and the pool
 /// is replaced by a fresh one that opens its connections anew once PostgreSQL answers again: the other idle
 /// connections took the same path and are as dead, and each would cost an acquire its full timeout before sqlx
@@ -148,6 +164,14 @@ impl Db {
         if is_silent(e) {
             self.renew(self.pool().0, "a connection of the hub's own did not answer in time");
         }
+    }
+
+    /// The listener's connection was closed under it: PostgreSQL restarted or the network failed, and the pool's
+    /// idle connections went the same way. They are not pinged when they rested less than `PING_IDLE_AFTER`, so
+    /// the pool is replaced now, before the hub is ready again: the first statements after a quick restart do not
+    /// land on dead connections.
+    pub(super) fn connections_lost(&self) {
+        self.renew(self.pool().0, "the listener's connection was closed");
     }
 
     /// Replaces the pool `generation`, unless that was done already.
