@@ -255,6 +255,16 @@ async fn start_sequencer(url: &str) -> crate::process::HubProcess {
     sequencer
 }
 
+/// `hub_sequencer` is 1 on the hub that holds the sequencer lock, from start-up: the log sets it as it connects,
+/// before the hub's recorder was installed until 2026-12-07, so the series was missing on a fresh hub.
+#[actix_web::test]
+async fn the_sequencing_hub_says_so_in_its_metrics_from_start_up() {
+    let db = test_db!();
+    let sequencer = start_sequencer(&db.url).await;
+    let metrics = reqwest::get(sequencer.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "hub_sequencer 1"), "{metrics}");
+}
+
 /// The marker of the `k`-th event of the batch whose first event is marked `n` (above every other marker).
 fn marker(n: u64, k: u64) -> u64 {
     10_000_000 + n * 100 + k

@@ -103,6 +103,9 @@ impl Application {
         let node = settings.node_id();
         let sessions = Arc::new(crate::fanout::sessions::Sessions::default());
         let member = Member { node: node.clone(), sessions: sessions.clone(), revocations: auth.revocations().clone() };
+        // Before the backend: it sets gauges as it connects (PostgreSQL's `hub_sequencer`), which a recorder
+        // installed later would never see.
+        telemetry::prometheus();
         let (backend_log, cluster) = wait_for_backend(&settings, backend, &policies, &member, &listener).await?;
         // The memory backend is itself in memory; a shared backend gets the window of newest events.
         let recent = (backend != Backend::Memory && settings.recent_events > 0).then(|| {
@@ -121,9 +124,9 @@ impl Application {
                  every request is accepted without a token. Configure a key before exposing this hub."
             );
         }
-        telemetry::prometheus();
         crate::telemetry::instruments::register(
             backend.name(),
+            &policies.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
             &sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         );
         let stats = Arc::new(HubStats::default());

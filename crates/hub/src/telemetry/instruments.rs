@@ -23,7 +23,7 @@ impl Transport {
 }
 
 /// Describes every metric and creates every series at zero.
-pub fn register(backend: &'static str, sources: &[String]) {
+pub fn register(backend: &'static str, policies: &[String], sources: &[String]) {
     describe();
     for transport in TRANSPORTS {
         let t = transport.label();
@@ -51,6 +51,10 @@ pub fn register(backend: &'static str, sources: &[String]) {
         counter!(name).absolute(0);
     }
     counter!("hub_listener_reconnects_total", "backend" => backend).absolute(0);
+    // PostgreSQL's log sets it as it connects and as its sequencer lock comes and goes; elsewhere it is 0.
+    if backend != "postgres" {
+        gauge!("hub_sequencer").set(0.0);
+    }
     for what in ["publish", "subscribe"] {
         counter!("hub_rate_limited_total", "what" => what).absolute(0);
     }
@@ -62,6 +66,12 @@ pub fn register(backend: &'static str, sources: &[String]) {
     let _ = histogram!("hub_dispatch_lag_seconds");
     let _ = histogram!("hub_publish_latency_seconds");
     let _ = histogram!("hub_client_ack_lag_events");
+    // Retention sets the positions at its first run, a moment after start-up.
+    for policy in policies {
+        counter!("hub_policy_removed_total", "policy" => policy.clone()).absolute(0);
+        gauge!("hub_policy_oldest_id", "policy" => policy.clone()).set(0.0);
+        gauge!("hub_policy_removed_through", "policy" => policy.clone()).set(0.0);
+    }
     for source in sources {
         counter!("hub_source_errors_total", "source" => source.clone()).absolute(0);
         counter!("hub_source_rows_rejected_total", "source" => source.clone()).absolute(0);
