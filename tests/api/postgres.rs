@@ -169,8 +169,8 @@ async fn small_transactions_reach_every_hub_in_their_notification_and_render_as_
 }
 
 /// PostgreSQL's notification queue is one for the whole server, and a listener that does not read holds all of it.
-/// Carried events fill it sixty times faster than heads, so notifications carry them only while the queue is under
-/// 1 % full: with a listener stalled in an open transaction and 95 MB of other notifications behind it, a
+/// Notifications of up to 8000 bytes, not a few dozen, would fill it far sooner, so they carry events only while the
+/// queue is under 1 % full: with a listener stalled in an open transaction and 95 MB of other notifications behind it, a
 /// notification carries only the head; once the listener goes on, events are carried again.
 #[actix_web::test]
 async fn notifications_stop_carrying_events_while_a_stalled_listener_holds_the_queue() {

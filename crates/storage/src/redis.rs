@@ -544,7 +544,7 @@ impl RedisLog {
                 let (head, tail) = encode_envelope(event);
                 invocation.arg(head).arg(tail).arg(event.traceparent.as_deref().unwrap_or(""));
             } else {
-                invocation.arg(encode(event));
+                invocation.arg(encode_new(event));
             }
         }
         let mut connection = self.connection.clone();
@@ -619,12 +619,6 @@ fn decode(entry: &Value) -> Result<StoredEvent> {
     let event = event.ok_or_else(|| corrupt(format!("event {id} has no body")))?;
     let event_id = EventId::new(id).map_err(|e| corrupt(format!("event {id}: {e}")))?;
     decode_new(event_id, created_at, event).map_err(|e| corrupt(format!("event {id}: {e}")))
-}
-
-/// What a format 1 stream entry holds of an event: everything but the id, the time and the idempotency key.
-fn encode(event: &NewEvent) -> String {
-    // serde_json writes UTF-8.
-    String::from_utf8(encode_new(event)).expect("serde_json writes UTF-8")
 }
 
 /// The envelope's fields before `ts`, in `Envelope`'s order.

@@ -65,10 +65,7 @@ impl LiveFeed for PgFeed {
                     self.carried.note(notification.payload());
                     return Ok(());
                 }
-                Ok(None) => {
-                    self.shared.db.connections_lost();
-                    return Err(Error::Unavailable("the listening connection was lost".into()));
-                }
+                Ok(None) => return Err(Error::Unavailable("the listening connection was lost".into())),
                 Err(e) => return Err(unavailable(e)),
             }
         }
@@ -83,7 +80,7 @@ impl LiveFeed for PgFeed {
             metrics::counter!("hub_pg_carried_events_total").increment(page.events.len() as u64);
             return Ok(Some(page));
         }
-        self.carried.must_read = false;
+        self.carried.reading_the_log();
         let Some(listener) = self.listener.as_mut() else {
             return Err(Error::Unavailable("the listener is closed".into()));
         };
@@ -116,6 +113,11 @@ impl CarriedEvents {
                 self.must_read = true;
             }
         }
+    }
+
+    /// The feed reads the log now: it sees everything the notifications so far announced.
+    fn reading_the_log(&mut self) {
+        self.must_read = false;
     }
 
     /// The carried events right after `after`, unless a notification since the last read of the log said the
@@ -230,7 +232,7 @@ mod tests {
             carried.note(without_events);
             carried.note(&notification(&[15]));
             assert_eq!(ids(&mut carried, 14), None, "{without_events}: the log is read first");
-            carried.must_read = false;
+            carried.reading_the_log();
             assert_eq!(ids(&mut carried, 14), Some((vec![15], 15, true)));
         }
     }

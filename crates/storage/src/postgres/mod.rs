@@ -89,6 +89,7 @@ impl PgLog {
         let shared = Arc::new(Shared {
             db: Db::new(pool, options, settings.pool_size, settings.timeout),
             listen_options,
+            listened: AtomicBool::new(false),
             sequencing: AtomicBool::new(false),
             inbox_wake: Notify::new(),
             moved_since_vacuum: AtomicU64::new(0),
@@ -178,6 +179,12 @@ impl EventLog for PgLog {
             Ok(listener)
         })
         .await?;
+        if self.shared.listened.swap(true, Ordering::AcqRel) {
+            // The feed before this one was lost (PostgreSQL restarted, the network failed, a read or the listening
+            // failed): the pool's connections went the same way, and one that rested less than a second is not
+            // pinged. Replaced before the hub is ready again, so the first statements do not land on them.
+            self.shared.db.connections_lost();
+        }
         // Inbox rows committed while nobody listened are moved now.
         self.shared.inbox_wake.notify_one();
         let all = LogQuery::all();

@@ -166,12 +166,10 @@ impl Db {
         }
     }
 
-    /// The listener's connection was closed under it: PostgreSQL restarted or the network failed, and the pool's
-    /// idle connections went the same way. They are not pinged when they rested less than `PING_IDLE_AFTER`, so
-    /// the pool is replaced now, before the hub is ready again: the first statements after a quick restart do not
-    /// land on dead connections.
+    /// The live feed was lost and is opened again: the pool's connections are taken for lost with it (see
+    /// `PgLog::live_feed`).
     pub(super) fn connections_lost(&self) {
-        self.renew(self.pool().0, "the listener's connection was closed");
+        self.renew(self.pool().0, "the live feed was lost");
     }
 
     /// Replaces the pool `generation`, unless that was done already.

@@ -23,6 +23,8 @@ pub(super) struct Shared {
     pub(super) db: Db,
     /// How the live feed's listener connects (a pool of one of its own each time: see `live_feed`).
     pub(super) listen_options: PgConnectOptions,
+    /// A live feed was opened before: the next one replaces a lost one.
+    pub(super) listened: AtomicBool,
     /// This hub holds the sequencer lock.
     pub(super) sequencing: AtomicBool,
     /// Woken when committed rows may wait in the inbox (a notification).
