@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # User-space instructions per delivery, counted by valgrind's callgrind (independent of how busy the machine is):
 # a release hub (memory backend, one worker) under callgrind, SUBS subscribers at 10 events/s, once with 50
-# events and once with 250; the difference over the extra deliveries is the cost of one delivery. RUNS pairs
-# (default 3), each printed, then the median.
+# events and once with 250, each counted from the moment the hub is ready; the difference over the extra
+# deliveries is the cost of one delivery. RUNS pairs (default 3), each printed, then the median.
 #   bench/callgrind.sh                     # WebSocket, 100 subscribers
 #   TRANSPORT=sse bench/callgrind.sh       # or poll
 #   HUB_BIN=/tmp/other/hub bench/callgrind.sh   # another build, for a before/after in one session
@@ -22,6 +22,8 @@ run() { # $1: events
     valgrind --tool=callgrind --callgrind-out-file=$out ${HUB_BIN:-target/release/hub} > /tmp/callgrind-hub.log 2>&1 &
   local hub=$!
   for _ in $(seq 1 300); do curl -sf http://127.0.0.1:$port/readyz > /dev/null && break; sleep 0.1; done
+  # Start-up (the metrics clock's calibration spins for a time, not a count) is not delivery: counted from here.
+  callgrind_control --zero $hub > /dev/null 2>&1
   target/release/loadgen --hub http://127.0.0.1:$port fanout --subscribers "$SUBS" --events "$1" --rate 10 \
     --batch 1 --publishers 1 --transport "$TRANSPORT" > /tmp/callgrind-loadgen-$1.log 2>&1
   kill -INT $hub; wait $hub 2> /dev/null || true

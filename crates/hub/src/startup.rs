@@ -210,6 +210,7 @@ impl Application {
                 .service(web::scope("").wrap(TracingLogger::default()).configure(routes::configure))
         })
         .workers(workers)
+        .on_connect(crate::connections::socket::remember)
         // Events are small writes to connections that rarely send anything back: without TCP_NODELAY, Nagle's
         // algorithm holds a write until the previous one is acknowledged, and the client delays its ACK by up to
         // 40 ms (measured: SSE delivery 40 ms after publish with it, 5 ms without).

@@ -9,8 +9,17 @@
 //! Sessions are plain actors that write into the queue (WebSocket frames encoded by the session itself), so they
 //! run whether or not the network takes their output: a stalled reader cannot stall its session's heartbeat,
 //! slow-consumer check or mailbox.
+//!
+//! A WebSocket connection's queue also holds its socket ([`Outbound::with_socket`]). After the handshake the HTTP
+//! layer writes nothing on such a connection but what its body yields, and it polls that body only once everything
+//! before is written (the vendored actix-http's change, `vendor/README.md`). So while the body waits with the queue
+//! empty, the HTTP layer holds none of the connection's bytes, and a writer sends its chunk to the socket itself:
+//! no task is woken and the HTTP layer does nothing. What the socket does not take at once (its buffer is full)
+//! is queued, and from then on everything goes through the body, as for SSE, until the queue is empty again.
 
 use std::collections::VecDeque;
+use std::io::Write as _;
+use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,7 +47,33 @@ struct Queue {
     /// The session was cut as a slow consumer: later chunks are refused.
     cut: bool,
     waker: Option<Waker>,
+    /// The connection's socket, where writers may send directly (a handle of the queue's own, closed with the body).
+    socket: Option<TcpStream>,
+    /// The body waits with the queue empty, and the HTTP layer holds none of the connection's bytes: a chunk may go
+    /// to the socket at once.
+    direct: bool,
 }
+
+impl Queue {
+    /// Sends as much of `chunk` as the socket takes now, and returns how much that was: 0 when the socket's
+    /// buffer is full or writing failed (the HTTP layer then writes the rest, and meets the error itself).
+    fn send_now(&self, chunk: &[u8]) -> usize {
+        let Some(mut socket) = self.socket.as_ref() else { return 0 };
+        let mut sent = 0;
+        while sent < chunk.len() {
+            match socket.write(&chunk[sent..]) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        sent
+    }
+}
+
+/// The most the body yields at once from a queue that has a socket: several queued chunks are written as one.
+const DRAIN_BYTES: usize = 64 * 1024;
 
 /// Frames already in their wire form as one chunk: a single frame as it is (shared, not copied), several
 /// concatenated; `None` when there are none.
@@ -54,6 +89,15 @@ pub fn one_chunk<'a>(frames: impl IntoIterator<Item = &'a Bytes>) -> Option<Byte
 }
 
 impl Outbound {
+    /// The queue of a connection whose HTTP layer writes nothing after the response's head but what the body
+    /// yields (an upgraded connection: a WebSocket), with the connection's socket, which writers may then use
+    /// directly (the module's doc). The socket must be in non-blocking mode, as the server's sockets are.
+    pub fn with_socket(socket: TcpStream) -> Self {
+        let outbound = Self::default();
+        outbound.queue().socket = Some(socket);
+        outbound
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // Every critical section below is a few pushes and pops: a panic inside one is impossible in practice,
         // and the queue is still consistent if it happened.
@@ -77,6 +121,17 @@ impl Outbound {
         if queue.reader_gone || queue.cut || queue.finished {
             return false;
         }
+        let mut chunk = chunk;
+        if queue.direct {
+            let sent = queue.send_now(&chunk);
+            self.taken.fetch_add(sent as u64, Ordering::Relaxed);
+            if sent == chunk.len() {
+                return true;
+            }
+            // The rest waits in the queue: the body writes it, and everything after it, when the socket can take it.
+            chunk = chunk.slice(sent..);
+            queue.direct = false;
+        }
         queue.chunks.push_back(chunk);
         if let Some(waker) = queue.waker.take() {
             waker.wake();
@@ -98,6 +153,7 @@ impl Outbound {
             return;
         }
         queue.cut = true;
+        queue.direct = false;
         let dropped: usize = queue.chunks.drain(..).map(|c| c.len()).sum();
         self.taken.fetch_add(dropped as u64, Ordering::Relaxed);
         if let Some(last) = last {
@@ -133,14 +189,28 @@ impl Stream for OutboundBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut queue = self.0.queue();
-        if let Some(chunk) = queue.chunks.pop_front() {
+        if let Some(mut chunk) = queue.chunks.pop_front() {
+            if queue.socket.is_some() && !queue.chunks.is_empty() {
+                // The HTTP layer writes a chunk before it polls for the next one here: queued chunks go together.
+                let mut joined = BytesMut::from(chunk);
+                while joined.len() < DRAIN_BYTES
+                    && let Some(next) = queue.chunks.pop_front()
+                {
+                    joined.extend_from_slice(&next);
+                }
+                chunk = joined.freeze();
+            }
             self.0.taken.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             return Poll::Ready(Some(Ok(chunk)));
         }
         if queue.finished {
             return Poll::Ready(None);
         }
-        queue.waker = Some(cx.waker().clone());
+        // Polled with the queue empty: everything written so far is with the socket.
+        queue.direct = queue.socket.is_some();
+        if !queue.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            queue.waker = Some(cx.waker().clone());
+        }
         Poll::Pending
     }
 }
@@ -149,7 +219,10 @@ impl Drop for OutboundBody {
     fn drop(&mut self) {
         let mut queue = self.0.queue();
         queue.reader_gone = true;
+        queue.direct = false;
         queue.chunks.clear();
+        // Closes the queue's handle on the socket before the HTTP layer closes its own.
+        queue.socket = None;
     }
 }
 
@@ -186,6 +259,81 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(c))) if c == "close"));
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
+    }
+
+    /// Polls the body as the patched HTTP/1 dispatcher does on an upgraded connection: everything it yields is
+    /// written to the socket (blocking, in the test) before it is polled again. Returns whether it yielded.
+    fn drain_as_the_http_layer_does(body: &mut OutboundBody, socket: &TcpStream) -> bool {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut yielded = false;
+        while let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut *body).poll_next(&mut cx) {
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                match (&*socket).write(rest) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            yielded = true;
+        }
+        yielded
+    }
+
+    #[test]
+    fn writers_send_to_the_socket_while_the_body_waits_and_keep_the_order_once_it_is_full() {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        let outbound = Arc::new(Outbound::with_socket(server.try_clone().unwrap()));
+        let mut body = OutboundBody::new(outbound.clone());
+
+        // Before the body was polled, the HTTP layer may still hold the response's head: queued.
+        assert!(outbound.write(Bytes::from_static(b"head;")));
+        assert_eq!(outbound.pending(), 5);
+        assert!(drain_as_the_http_layer_does(&mut body, &server));
+        // The body waits with the queue empty: the next chunk goes to the socket, and the body yields nothing.
+        assert!(outbound.write(Bytes::from_static(b"direct;")));
+        assert_eq!(outbound.pending(), 0);
+        assert!(!drain_as_the_http_layer_does(&mut body, &server), "the direct chunk was also queued");
+        let mut got = vec![0; 12];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, b"head;direct;");
+
+        // A reader that does not read: the socket takes what fits, the rest and everything after it are queued.
+        let mut expected = Vec::new();
+        for i in 0..2000u32 {
+            let chunk = Bytes::from(format!("{i:04}:").repeat(256));
+            expected.extend_from_slice(&chunk);
+            assert!(outbound.write(chunk));
+        }
+        assert!(outbound.pending() > 0, "a socket that nobody reads took 2.5 MB");
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0; expected.len()];
+            client.read_exact(&mut got).unwrap();
+            assert!(got == expected, "the bytes arrived out of order");
+            client
+        });
+        assert!(drain_as_the_http_layer_does(&mut body, &server));
+        let mut client = reader.join().unwrap();
+        assert_eq!(outbound.pending(), 0);
+
+        // Drained, the body waits again: direct once more.
+        assert!(outbound.write(Bytes::from_static(b"again")));
+        assert!(!drain_as_the_http_layer_does(&mut body, &server));
+        let mut got = vec![0; 5];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, b"again");
+
+        // Once the body is dropped (the connection is closing), nothing is written, to the socket or the queue.
+        drop(body);
+        assert!(!outbound.write(Bytes::from_static(b"late")));
+        client.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+        assert!(client.read(&mut got).is_err(), "something was written after the body was dropped");
     }
 
     #[test]

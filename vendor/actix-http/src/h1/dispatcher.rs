@@ -684,7 +684,13 @@ where
                 StateProj::SendPayload { mut body } => {
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    //
+                    // An upgraded connection's body (a WebSocket's frames) is polled only once everything
+                    // before it is written to the I/O: while it waits, such a body may write to the socket
+                    // itself without reordering anything.
+                    while this.write_buf.len() < *this.h1_write_buffer_size
+                        && !(this.codec.upgrade() && !this.write_buf.is_empty())
+                    {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
                                 this.codec
