@@ -4,6 +4,7 @@
 #   bench/idle.sh 9950                      # the hub, subscribed by query string
 #   bench/idle.sh 9950 --by frame           # the hub, subscribed by a subscribe frame
 #   PEER=nchan bench/idle.sh 9950           # nginx + Nchan (2 workers), for comparison
+#   HUB_BIN=/tmp/other/hub bench/idle.sh 9950   # another build
 set -u
 cd "$(dirname "$0")/.."
 PER=${1:-9950}
@@ -18,7 +19,7 @@ if [ "$PEER" = nchan ]; then
   PIDS=$(pgrep -P "$SERVER" | tr '\n' ' ')
   URL=http://127.0.0.1:18091
 else
-  env ${HUB_ENV:-} HUB_BIND=127.0.0.1:18090 RUST_LOG=warn target/release/hub > /tmp/bench-hub.log 2>&1 &
+  env ${HUB_ENV:-} HUB_BIND=127.0.0.1:18090 RUST_LOG=warn ${HUB_BIN:-target/release/hub} > /tmp/bench-hub.log 2>&1 &
   SERVER=$!
   PIDS=$SERVER
   URL=http://127.0.0.1:18090

@@ -132,6 +132,10 @@ pub struct Deliver {
     /// behind): the sessions write it, spreading the encoding over every worker, rather than the fan-out alone on
     /// its one thread. The hop through the mailbox is then paid once for several events.
     pub spread: bool,
+    /// The fan-out has time to spare: it may send a live delivery to the connection's socket itself, waking no
+    /// task (WebSocket, `connections::outbound`). Under load it queues the delivery instead, and the connection's
+    /// worker writes it with whatever else queued meanwhile, several events per `send`.
+    pub send_now: bool,
 }
 
 /// A connection's events of one fan-out step: nearly always one, held inline (no allocation per delivery).

@@ -13,13 +13,13 @@
 //! A WebSocket connection's queue also holds its socket ([`Outbound::with_socket`]). After the handshake the HTTP
 //! layer writes nothing on such a connection but what its body yields, and it polls that body only once everything
 //! before is written (the vendored actix-http's change, `vendor/README.md`). So while the body waits with the queue
-//! empty, the HTTP layer holds none of the connection's bytes, and a writer sends its chunk to the socket itself:
-//! no task is woken and the HTTP layer does nothing. What the socket does not take at once (its buffer is full)
-//! is queued, and from then on everything goes through the body, as for SSE, until the queue is empty again.
+//! empty, the HTTP layer holds none of the connection's bytes, and [`Outbound::send`] writes a chunk to the socket
+//! itself: no task is woken and the HTTP layer does nothing. What the socket does not take at once (its buffer is
+//! full) is queued, and from then on everything goes through the body, as for SSE, until the queue is empty again.
+//! The fan-out sends so while it has time to spare ([`crate::delivery::Deliver::send_now`]); under load it queues,
+//! and the connections' own workers write, several events per `send`.
 
 use std::collections::VecDeque;
-use std::io::Write as _;
-use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +27,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+
+use crate::connections::socket::ConnectionSocket;
 
 #[derive(Debug, Default)]
 pub struct Outbound {
@@ -47,8 +49,9 @@ struct Queue {
     /// The session was cut as a slow consumer: later chunks are refused.
     cut: bool,
     waker: Option<Waker>,
-    /// The connection's socket, where writers may send directly (a handle of the queue's own, closed with the body).
-    socket: Option<TcpStream>,
+    /// The connection's socket, where [`Outbound::send`] may write directly; taken out when the body is dropped,
+    /// before the HTTP layer closes it.
+    socket: Option<ConnectionSocket>,
     /// The body waits with the queue empty, and the HTTP layer holds none of the connection's bytes: a chunk may go
     /// to the socket at once.
     direct: bool,
@@ -58,10 +61,10 @@ impl Queue {
     /// Sends as much of `chunk` as the socket takes now, and returns how much that was: 0 when the socket's
     /// buffer is full or writing failed (the HTTP layer then writes the rest, and meets the error itself).
     fn send_now(&self, chunk: &[u8]) -> usize {
-        let Some(mut socket) = self.socket.as_ref() else { return 0 };
+        let Some(socket) = self.socket else { return 0 };
         let mut sent = 0;
         while sent < chunk.len() {
-            match socket.write(&chunk[sent..]) {
+            match socket.send(&chunk[sent..]) {
                 Ok(0) => break,
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -90,9 +93,9 @@ pub fn one_chunk<'a>(frames: impl IntoIterator<Item = &'a Bytes>) -> Option<Byte
 
 impl Outbound {
     /// The queue of a connection whose HTTP layer writes nothing after the response's head but what the body
-    /// yields (an upgraded connection: a WebSocket), with the connection's socket, which writers may then use
-    /// directly (the module's doc). The socket must be in non-blocking mode, as the server's sockets are.
-    pub fn with_socket(socket: TcpStream) -> Self {
+    /// yields (an upgraded connection: a WebSocket), with the connection's socket, which [`send`](Self::send) may
+    /// then use directly (the module's doc). The socket must be in non-blocking mode, as the server's sockets are.
+    pub fn with_socket(socket: ConnectionSocket) -> Self {
         let outbound = Self::default();
         outbound.queue().socket = Some(socket);
         outbound
@@ -117,21 +120,33 @@ impl Outbound {
     /// Queues a chunk for the network; `false` when the client is gone, was cut, or the body was finished (nothing
     /// follows a close frame, even a delivery the fan-out writes meanwhile).
     pub fn push(&self, chunk: Bytes) -> bool {
+        self.enqueue(chunk, false)
+    }
+
+    /// Writes and counts a chunk, to the socket at once when the queue may ([`with_socket`](Self::with_socket),
+    /// the module's doc), else into the queue as [`write`](Self::write) does.
+    pub fn send(&self, chunk: Bytes) -> bool {
+        self.produced(chunk.len());
+        self.enqueue(chunk, true)
+    }
+
+    fn enqueue(&self, chunk: Bytes, send_now: bool) -> bool {
         let mut queue = self.queue();
         if queue.reader_gone || queue.cut || queue.finished {
             return false;
         }
         let mut chunk = chunk;
-        if queue.direct {
+        if send_now && queue.direct {
             let sent = queue.send_now(&chunk);
             self.taken.fetch_add(sent as u64, Ordering::Relaxed);
             if sent == chunk.len() {
                 return true;
             }
-            // The rest waits in the queue: the body writes it, and everything after it, when the socket can take it.
+            // The rest waits in the queue: the body writes it when the socket can take it.
             chunk = chunk.slice(sent..);
-            queue.direct = false;
         }
+        // Whatever is queued goes through the body, and everything after it, until the body finds the queue empty.
+        queue.direct = false;
         queue.chunks.push_back(chunk);
         if let Some(waker) = queue.waker.take() {
             waker.wake();
@@ -221,7 +236,7 @@ impl Drop for OutboundBody {
         queue.reader_gone = true;
         queue.direct = false;
         queue.chunks.clear();
-        // Closes the queue's handle on the socket before the HTTP layer closes its own.
+        // The HTTP layer closes the socket after this: nothing may use it any more.
         queue.socket = None;
     }
 }
@@ -261,6 +276,9 @@ mod tests {
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
     }
 
+    use std::io::Write as _;
+    use std::net::TcpStream;
+
     /// Polls the body as the patched HTTP/1 dispatcher does on an upgraded connection: everything it yields is
     /// written to the socket (blocking, in the test) before it is polled again. Returns whether it yielded.
     fn drain_as_the_http_layer_does(body: &mut OutboundBody, socket: &TcpStream) -> bool {
@@ -289,27 +307,32 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
         socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
-        let outbound = Arc::new(Outbound::with_socket(server.try_clone().unwrap()));
+        let outbound = Arc::new(Outbound::with_socket(ConnectionSocket::of(&server)));
         let mut body = OutboundBody::new(outbound.clone());
 
         // Before the body was polled, the HTTP layer may still hold the response's head: queued.
-        assert!(outbound.write(Bytes::from_static(b"head;")));
+        assert!(outbound.send(Bytes::from_static(b"head;")));
         assert_eq!(outbound.pending(), 5);
         assert!(drain_as_the_http_layer_does(&mut body, &server));
         // The body waits with the queue empty: the next chunk goes to the socket, and the body yields nothing.
-        assert!(outbound.write(Bytes::from_static(b"direct;")));
+        assert!(outbound.send(Bytes::from_static(b"direct;")));
         assert_eq!(outbound.pending(), 0);
         assert!(!drain_as_the_http_layer_does(&mut body, &server), "the direct chunk was also queued");
-        let mut got = vec![0; 12];
+        // A chunk written rather than sent goes through the body, and the next one sent follows it there.
+        assert!(outbound.write(Bytes::from_static(b"queued;")));
+        assert!(outbound.send(Bytes::from_static(b"after;")));
+        assert_eq!(outbound.pending(), 13);
+        assert!(drain_as_the_http_layer_does(&mut body, &server));
+        let mut got = vec![0; 25];
         client.read_exact(&mut got).unwrap();
-        assert_eq!(got, b"head;direct;");
+        assert_eq!(got, b"head;direct;queued;after;");
 
         // A reader that does not read: the socket takes what fits, the rest and everything after it are queued.
         let mut expected = Vec::new();
         for i in 0..2000u32 {
             let chunk = Bytes::from(format!("{i:04}:").repeat(256));
             expected.extend_from_slice(&chunk);
-            assert!(outbound.write(chunk));
+            assert!(outbound.send(chunk));
         }
         assert!(outbound.pending() > 0, "a socket that nobody reads took 2.5 MB");
         let reader = std::thread::spawn(move || {
@@ -323,7 +346,7 @@ mod tests {
         assert_eq!(outbound.pending(), 0);
 
         // Drained, the body waits again: direct once more.
-        assert!(outbound.write(Bytes::from_static(b"again")));
+        assert!(outbound.send(Bytes::from_static(b"again")));
         assert!(!drain_as_the_http_layer_does(&mut body, &server));
         let mut got = vec![0; 5];
         client.read_exact(&mut got).unwrap();
@@ -331,7 +354,7 @@ mod tests {
 
         // Once the body is dropped (the connection is closing), nothing is written, to the socket or the queue.
         drop(body);
-        assert!(!outbound.write(Bytes::from_static(b"late")));
+        assert!(!outbound.send(Bytes::from_static(b"late")));
         client.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
         assert!(client.read(&mut got).is_err(), "something was written after the body was dropped");
     }

@@ -95,7 +95,7 @@ impl DirectSink {
     /// Writes `items` when every one is for a live subscription; `None` when one is not. Returns how many frames
     /// went out (those at or below their subscription's position are skipped). The frames are already encoded
     /// ([`Delivery::wire`]): one goes into the queue as it is, several as one chunk.
-    fn write_live(&self, state: &mut State, items: &[Delivery]) -> Option<u64> {
+    fn write_live(&self, state: &mut State, items: &[Delivery], send_now: bool) -> Option<u64> {
         if items.iter().any(|item| !state.live.iter().any(|(g, _)| *g == item.generation)) {
             return None;
         }
@@ -111,7 +111,11 @@ impl DirectSink {
         });
         if let Some(chunk) = one_chunk(above.map(|item| &item.wire)) {
             // A reader that is gone, or was cut, refuses what is written; its session stops on its own.
-            self.outbound.write(chunk);
+            if send_now {
+                self.outbound.send(chunk);
+            } else {
+                self.outbound.write(chunk);
+            }
         }
         Some(written)
     }
@@ -131,7 +135,7 @@ impl SessionSink for DirectSink {
             && !deliver.spread
             && deliver.lost.is_none()
             && self.outbound.pending() <= self.max_outbound_bytes
-            && let Some(written) = self.write_live(&mut state, &deliver.items)
+            && let Some(written) = self.write_live(&mut state, &deliver.items, deliver.send_now)
         {
             crate::telemetry::instruments::delivered(self.transport, written);
             return;
@@ -187,7 +191,7 @@ mod tests {
             .iter()
             .map(|id| Delivery { generation, id: *id, wire: bytes::Bytes::from(format!("id: {id}\n\n")) })
             .collect();
-        Deliver { lost: None, items, spread: false }
+        Deliver { lost: None, items, spread: false, send_now: false }
     }
 
     /// Everything written into the queue, as text.
@@ -266,6 +270,7 @@ mod tests {
         for (id, text) in [(1, "first"), (2, long.as_str())] {
             let wire = Delivery::wire_form(&ByteString::from(text), Transport::WebSocket);
             sink.deliver(Deliver {
+                send_now: false,
                 lost: None,
                 items: smallvec::smallvec![Delivery { generation: 1, id, wire }],
                 spread: false,

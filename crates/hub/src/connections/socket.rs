@@ -1,13 +1,18 @@
-//! The socket under an HTTP connection, for the handlers that write to it directly (WebSocket sessions,
-//! [`Outbound::with_socket`](crate::connections::outbound::Outbound::with_socket)).
+//! The socket under an HTTP connection, which a WebSocket's queue writes to directly
+//! ([`Outbound::with_socket`](crate::connections::outbound::Outbound::with_socket)).
 
 use std::any::Any;
-use std::net::TcpStream;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use actix_web::dev::Extensions;
 
 /// The descriptor of a connection's socket, kept in the connection's data ([`remember`]).
+///
+/// It is valid while the connection's HTTP dispatcher holds its I/O, and a response's body is dropped before that
+/// (the dispatcher declares its state, which holds the body, before its I/O: fields drop in declaration order).
+/// So a body may use the descriptor until it is dropped: the WebSocket's outbound queue keeps it, and the body's drop
+/// takes it out under the queue's lock, which every send holds. No descriptor is duplicated: a process may
+/// hold as many connections as it may hold descriptors.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionSocket(RawFd);
 
@@ -19,24 +24,35 @@ pub fn remember(connection: &dyn Any, data: &mut Extensions) {
 }
 
 impl ConnectionSocket {
-    /// A handle of its own on the socket, which stays valid whatever the HTTP layer does with its own. Call it
-    /// only while a request of this connection is being handled.
-    pub fn duplicate(self) -> std::io::Result<TcpStream> {
-        // SAFETY: the descriptor is the socket of the connection whose request is being handled; the HTTP
-        // dispatcher that serves the request owns it and keeps it open until the request's response is dropped.
-        let socket = unsafe { BorrowedFd::borrow_raw(self.0) };
-        Ok(TcpStream::from(socket.try_clone_to_owned()?))
+    /// Sends what the socket takes of `buf` without waiting (the server's sockets are non-blocking). Only while
+    /// the connection's response body is alive (the type's doc).
+    pub fn send(self, buf: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: the caller holds the socket only while the connection's response body is alive, and the HTTP
+        // dispatcher closes the descriptor only after it dropped that body (the type's doc).
+        let fd = unsafe { BorrowedFd::borrow_raw(self.0) };
+        socket2::SockRef::from(&fd).send(buf)
+    }
+
+    /// The socket of a stream the test owns, open for as long as the test uses it.
+    #[cfg(test)]
+    pub fn of(stream: &std::net::TcpStream) -> Self {
+        Self(stream.as_raw_fd())
     }
 }
 
+/// A worker's writer of WebSocket queues to their sockets. Writers anywhere (the fan-out's thread, the sessions)
+/// queue a chunk and name the queue here; the worker sends each named queue in one `send` when it next runs. A
+/// fan-out step thus wakes each worker once, however many of its connections it reaches, the sends run on the
+/// workers in parallel, and under load each socket gets what its queue gathered since the last run.
 #[cfg(test)]
 mod tests {
-    use std::io::{Read as _, Write as _};
+    use std::io::Read as _;
+    use std::net::TcpStream;
 
     use super::*;
 
     #[actix_web::test]
-    async fn a_remembered_connection_is_written_through_its_duplicate() {
+    async fn a_remembered_connection_is_written_through_its_descriptor() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
@@ -46,8 +62,7 @@ mod tests {
         let mut data = Extensions::new();
         remember(&server, &mut data);
         let socket = data.get::<ConnectionSocket>().expect("a TCP connection is remembered");
-        let mut duplicate = socket.duplicate().unwrap();
-        duplicate.write_all(b"hello").unwrap();
+        assert_eq!(socket.send(b"hello").unwrap(), 5);
         let mut got = [0; 5];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello");

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -125,12 +126,14 @@ impl Actor for Dispatcher {
 /// starts are merged into it, so a connection gets one `Deliver` (and the socket one write) for all of them: when
 /// dispatch falls behind, it catches up in fewer, larger steps.
 async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
+    let mut pace = Pace::default();
     while let Some(first) = pending.recv().await {
+        let started = Instant::now();
         let mut batches = vec![first];
         while let Ok(next) = pending.try_recv() {
             batches.push(next);
         }
-        let mut fan_out = FanOut::default();
+        let mut fan_out = FanOut { send_now: pace.has_time(started), ..FanOut::default() };
         for batch in batches {
             let mut matches = Vec::new();
             for answer in batch.answers {
@@ -143,18 +146,54 @@ async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
                 // After the events before the loss and before the batch's own, through the same mailboxes.
                 fan_out.deliver();
                 for session in sessions {
-                    session.deliver(Deliver { lost: Some(reset.clone()), items: Items::new(), spread: false });
+                    session.deliver(Deliver {
+                        lost: Some(reset.clone()),
+                        items: Items::new(),
+                        spread: false,
+                        send_now: false,
+                    });
                 }
             }
             fan_out.add(&batch.events, matches, batch.delivered);
         }
         fan_out.deliver();
+        pace.stepped(started, fan_out.send_now);
+    }
+}
+
+/// Whether the fan-out has time to spare for sending deliveries to sockets itself ([`Deliver::send_now`]): it
+/// does while it was idle since its last step at least [`Pace::IDLE_FACTOR`] times as long as its last step that
+/// sent took. At a low rate it then wakes no connection's task; under load the connections' workers send, in
+/// parallel and several events per `send`, and the fan-out's one thread only routes.
+#[derive(Default)]
+struct Pace {
+    /// When the last step ended.
+    ended: Option<Instant>,
+    /// How long the last step that sent to sockets took.
+    sending_took: Duration,
+}
+
+impl Pace {
+    const IDLE_FACTOR: u32 = 4;
+
+    fn has_time(&self, now: Instant) -> bool {
+        self.ended.is_none_or(|ended| now.duration_since(ended) >= self.sending_took * Self::IDLE_FACTOR)
+    }
+
+    fn stepped(&mut self, started: Instant, sent: bool) {
+        let now = Instant::now();
+        self.ended = Some(now);
+        if sent {
+            self.sending_took = now.duration_since(started);
+        }
     }
 }
 
 /// Consecutive batches merged into one delivery.
 #[derive(Default)]
 struct FanOut {
+    /// The fan-out has time to send to sockets itself ([`Pace`]).
+    send_now: bool,
     events: Vec<SharedEvent>,
     matches: Vec<Match>,
     delivered: Vec<oneshot::Sender<()>>,
@@ -170,7 +209,7 @@ impl FanOut {
 
     /// Delivers what was added and tells the storage actor.
     fn deliver(&mut self) {
-        deliver(&self.events, std::mem::take(&mut self.matches), self.events.len() > 1);
+        deliver(&self.events, std::mem::take(&mut self.matches), self.events.len() > 1, self.send_now);
         self.events.clear();
         for delivered in self.delivered.drain(..) {
             // The storage actor may have stopped waiting (it is shutting down).
@@ -269,7 +308,7 @@ impl Handler<EventsAppended> for Dispatcher {
 /// One sort by (connection, event, subscription) groups, orders and de-duplicates at once. Frames are built once
 /// per event and format (and subscription name, for WebSocket; nearly every connection uses `default`) and kept
 /// in a short list per event, so a delivery costs a comparison or two, not a hash of its subscription's name.
-fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool) {
+fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool, send_now: bool) {
     let now = Utc::now();
     matches.sort_unstable_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
     matches.dedup_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
@@ -278,7 +317,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool) {
         let target = &session_matches[0].subscriber.target;
         if let Target::Wake(_) = target {
             // Waiting long-polls read the events themselves: no frames to build.
-            target.deliver(Deliver { lost: None, items: Items::new(), spread });
+            target.deliver(Deliver { lost: None, items: Items::new(), spread, send_now });
             continue;
         }
         let items = session_matches
@@ -302,7 +341,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool) {
                 Delivery { generation: m.subscriber.key.generation, id: event.id(), wire }
             })
             .collect();
-        target.deliver(Deliver { lost: None, items, spread });
+        target.deliver(Deliver { lost: None, items, spread, send_now });
     }
     trace_fan_out(events, &matches);
     if let Some(newest) = events.last() {
@@ -427,6 +466,22 @@ mod tests {
             actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         received.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn the_fan_out_sends_itself_only_after_idling_four_times_as_long_as_its_last_sending_step_took() {
+        let mut pace = Pace::default();
+        let start = Instant::now();
+        assert!(pace.has_time(start), "the first step");
+        pace.ended = Some(start);
+        pace.sending_took = Duration::from_millis(5);
+        assert!(!pace.has_time(start + Duration::from_millis(19)));
+        assert!(pace.has_time(start + Duration::from_millis(20)));
+        // A step that queued (under load) is quick, but says nothing of what sending would take.
+        pace.stepped(Instant::now(), false);
+        assert_eq!(pace.sending_took, Duration::from_millis(5));
+        pace.stepped(Instant::now(), true);
+        assert!(pace.sending_took < Duration::from_millis(5), "a step of nothing took {:?}", pace.sending_took);
     }
 
     #[actix_web::test]

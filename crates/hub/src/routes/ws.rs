@@ -46,8 +46,9 @@ pub async fn websocket(
     tracing::debug!(auto_subscribe = auto_subscribe.is_some(), admitted = permit.is_some(), "upgrading to WebSocket");
     let mut response = ws::handshake(&req)?;
     // With the connection's socket, deliveries are sent to it directly while nothing waits in the queue.
-    let socket = req.conn_data::<ConnectionSocket>().and_then(|s| s.duplicate().ok());
-    let outbound = Arc::new(socket.map_or_else(Outbound::default, Outbound::with_socket));
+    let outbound = Arc::new(
+        req.conn_data::<ConnectionSocket>().map_or_else(Outbound::default, |socket| Outbound::with_socket(*socket)),
+    );
     let hard_limit = state.settings.max_frame_bytes.saturating_mul(HARD_FRAME_FACTOR);
     let codec = actix_http::ws::Codec::new().max_size(hard_limit);
     let session = WsSession::new(state, outbound.clone(), grant, permit, auto_subscribe, req.peer_addr());

@@ -182,6 +182,8 @@ pin_project! {
         shutdown_timer: TimerState,
         graceful_shutdown: Option<crate::config::GracefulShutdownFuture>,
 
+        // Declared after `state`, so dropped after it: a response's body is dropped before the I/O is
+        // closed, and may use the socket's descriptor until then.
         pub(super) io: Option<T>,
         read_buf: BytesMut,
         write_buf: BytesMut,
