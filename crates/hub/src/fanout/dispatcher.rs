@@ -164,27 +164,32 @@ async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
 /// Whether the fan-out has time to spare for sending deliveries to sockets itself ([`Deliver::send_now`]): it
 /// does while it was idle since its last step at least [`Pace::IDLE_FACTOR`] times as long as its last step that
 /// sent took. At a low rate it then wakes no connection's task; under load the connections' workers send, in
-/// parallel and several events per `send`, and the fan-out's one thread only routes.
+/// parallel and several events per `send`, and the fan-out's one thread only routes. What a sending step took
+/// counts for less as time passes (halved every [`Pace::HALF_LIFE`]): one step slowed down by the machine does
+/// not keep the fan-out from sending for good.
 #[derive(Default)]
 struct Pace {
     /// When the last step ended.
     ended: Option<Instant>,
-    /// How long the last step that sent to sockets took.
-    sending_took: Duration,
+    /// The last step that sent to sockets: when it ended, and how long it took.
+    sending: Option<(Instant, Duration)>,
 }
 
 impl Pace {
     const IDLE_FACTOR: u32 = 4;
+    const HALF_LIFE: Duration = Duration::from_millis(100);
 
     fn has_time(&self, now: Instant) -> bool {
-        self.ended.is_none_or(|ended| now.duration_since(ended) >= self.sending_took * Self::IDLE_FACTOR)
+        let (Some(ended), Some((sent, took))) = (self.ended, self.sending) else { return true };
+        let halvings = now.duration_since(sent).as_secs_f64() / Self::HALF_LIFE.as_secs_f64();
+        now.duration_since(ended) >= took.mul_f64(0.5f64.powf(halvings)) * Self::IDLE_FACTOR
     }
 
     fn stepped(&mut self, started: Instant, sent: bool) {
         let now = Instant::now();
         self.ended = Some(now);
         if sent {
-            self.sending_took = now.duration_since(started);
+            self.sending = Some((now, now.duration_since(started)));
         }
     }
 }
@@ -474,14 +479,21 @@ mod tests {
         let start = Instant::now();
         assert!(pace.has_time(start), "the first step");
         pace.ended = Some(start);
-        pace.sending_took = Duration::from_millis(5);
-        assert!(!pace.has_time(start + Duration::from_millis(19)));
+        pace.sending = Some((start, Duration::from_millis(5)));
+        assert!(!pace.has_time(start + Duration::from_millis(15)), "5 ms, a little less 15 ms after, times 4");
         assert!(pace.has_time(start + Duration::from_millis(20)));
-        // A step that queued (under load) is quick, but says nothing of what sending would take.
-        pace.stepped(Instant::now(), false);
-        assert_eq!(pace.sending_took, Duration::from_millis(5));
+        // A step that queued (under load) says nothing of what sending would take.
+        pace.stepped(start, false);
+        let ended = pace.ended.unwrap();
+        assert_eq!(pace.sending, Some((start, Duration::from_millis(5))));
+        // A slow step counts for less as time passes: 40 ms of it count for 25 ms 70 ms later, and ask for 100 ms
+        // of idling; 150 ms later they count for 14 and ask for 57.
+        pace.sending = Some((ended, Duration::from_millis(40)));
+        assert!(!pace.has_time(ended + Duration::from_millis(70)));
+        assert!(pace.has_time(ended + Duration::from_millis(150)));
         pace.stepped(Instant::now(), true);
-        assert!(pace.sending_took < Duration::from_millis(5), "a step of nothing took {:?}", pace.sending_took);
+        let (_, took) = pace.sending.unwrap();
+        assert!(took < Duration::from_millis(5), "a step of nothing took {took:?}");
     }
 
     #[actix_web::test]
