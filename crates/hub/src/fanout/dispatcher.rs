@@ -177,7 +177,7 @@ struct Pace {
 
 impl Pace {
     const IDLE_FACTOR: u32 = 4;
-    const HALF_LIFE: Duration = Duration::from_millis(100);
+    const HALF_LIFE: Duration = Duration::from_secs(1);
 
     fn has_time(&self, now: Instant) -> bool {
         let (Some(ended), Some((sent, took))) = (self.ended, self.sending) else { return true };
@@ -486,11 +486,11 @@ mod tests {
         pace.stepped(start, false);
         let ended = pace.ended.unwrap();
         assert_eq!(pace.sending, Some((start, Duration::from_millis(5))));
-        // A slow step counts for less as time passes: 40 ms of it count for 25 ms 70 ms later, and ask for 100 ms
-        // of idling; 150 ms later they count for 14 and ask for 57.
-        pace.sending = Some((ended, Duration::from_millis(40)));
-        assert!(!pace.has_time(ended + Duration::from_millis(70)));
-        assert!(pace.has_time(ended + Duration::from_millis(150)));
+        // A slow step counts for less as time passes: 300 ms of it count for 246 ms 300 ms later, and ask for
+        // 985 ms of idling; 1.5 s later they count for 106 ms and ask for 424.
+        pace.sending = Some((ended, Duration::from_millis(300)));
+        assert!(!pace.has_time(ended + Duration::from_millis(300)));
+        assert!(pace.has_time(ended + Duration::from_millis(1500)));
         pace.stepped(Instant::now(), true);
         let (_, took) = pace.sending.unwrap();
         assert!(took < Duration::from_millis(5), "a step of nothing took {took:?}");
