@@ -11,9 +11,9 @@
 //! slow-consumer check or mailbox.
 //!
 //! A WebSocket connection's queue also holds its socket ([`Outbound::with_socket`]). After the handshake the HTTP
-//! layer writes nothing on such a connection but what its body yields, and it polls that body only once everything
-//! before is written (the vendored actix-http's change, `vendor/README.md`). So while the body waits with the queue
-//! empty, the HTTP layer holds none of the connection's bytes, and [`Outbound::send`] writes a chunk to the socket
+//! layer writes nothing on such a connection but what its body yields, and it polls that body first in a round only
+//! once everything before is written (the vendored actix-http's change, `vendor/README.md`). So while the body waits
+//! with the queue empty since such a poll, the HTTP layer holds none of the connection's bytes, and [`Outbound::send`] writes a chunk to the socket
 //! itself: no task is woken and the HTTP layer does nothing. What the socket does not take at once (its buffer is
 //! full) is queued, and from then on everything goes through the body, as for SSE, until the queue is empty again.
 //! The fan-out sends so while it has time to spare ([`crate::delivery::Deliver::send_now`]); under load it queues,
@@ -55,6 +55,8 @@ struct Queue {
     /// The body waits with the queue empty, and the HTTP layer holds none of the connection's bytes: a chunk may go
     /// to the socket at once.
     direct: bool,
+    /// The body's last poll yielded a chunk, which the HTTP layer may not have written yet.
+    yielded: bool,
 }
 
 impl Queue {
@@ -74,9 +76,6 @@ impl Queue {
         sent
     }
 }
-
-/// The most the body yields at once from a queue that has a socket: several queued chunks are written as one.
-const DRAIN_BYTES: usize = 64 * 1024;
 
 /// Frames already in their wire form as one chunk: a single frame as it is (shared, not copied), several
 /// concatenated; `None` when there are none.
@@ -204,25 +203,24 @@ impl Stream for OutboundBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut queue = self.0.queue();
-        if let Some(mut chunk) = queue.chunks.pop_front() {
-            if queue.socket.is_some() && !queue.chunks.is_empty() {
-                // The HTTP layer writes a chunk before it polls for the next one here: queued chunks go together.
-                let mut joined = BytesMut::from(chunk);
-                while joined.len() < DRAIN_BYTES
-                    && let Some(next) = queue.chunks.pop_front()
-                {
-                    joined.extend_from_slice(&next);
-                }
-                chunk = joined.freeze();
-            }
+        if let Some(chunk) = queue.chunks.pop_front() {
             self.0.taken.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            queue.yielded = true;
             return Poll::Ready(Some(Ok(chunk)));
         }
         if queue.finished {
             return Poll::Ready(None);
         }
-        // Polled with the queue empty: everything written so far is with the socket.
-        queue.direct = queue.socket.is_some();
+        if queue.socket.is_some() {
+            if std::mem::take(&mut queue.yielded) {
+                // The HTTP layer may still hold what was just yielded: it writes it, then polls again (woken
+                // here), and that first poll of its next round comes only once everything is written.
+                cx.waker().wake_by_ref();
+            } else {
+                // The first poll of a round, with the queue empty: everything written so far is in the kernel.
+                queue.direct = true;
+            }
+        }
         if !queue.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             queue.waker = Some(cx.waker().clone());
         }
@@ -279,24 +277,33 @@ mod tests {
     use std::io::Write as _;
     use std::net::TcpStream;
 
-    /// Polls the body as the patched HTTP/1 dispatcher does on an upgraded connection: everything it yields is
-    /// written to the socket (blocking, in the test) before it is polled again. Returns whether it yielded.
+    /// Polls the body as the patched HTTP/1 dispatcher does on an upgraded connection: a round polls it until it
+    /// waits, then writes what it yielded (blocking, in the test); a body that yielded is polled again in a new round.
+    /// Returns whether it yielded.
     fn drain_as_the_http_layer_does(body: &mut OutboundBody, socket: &TcpStream) -> bool {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut yielded = false;
-        while let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut *body).poll_next(&mut cx) {
-            let mut rest = &chunk[..];
-            while !rest.is_empty() {
-                match (&*socket).write(rest) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                    Err(e) => panic!("{e}"),
+        loop {
+            // A round: chunks until the body waits, then everything is written.
+            let mut round = false;
+            while let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut *body).poll_next(&mut cx) {
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    match (&*socket).write(rest) {
+                        Ok(n) => rest = &rest[n..],
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
                 }
+                round = true;
             }
-            yielded = true;
+            yielded |= round;
+            if !round {
+                // A body that yielded woke itself: the next round follows.
+                return yielded;
+            }
         }
-        yielded
     }
 
     #[test]

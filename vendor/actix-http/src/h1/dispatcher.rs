@@ -687,12 +687,13 @@ where
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
                     //
-                    // An upgraded connection's body (a WebSocket's frames) is polled only once everything
-                    // before it is written to the I/O: while it waits, such a body may write to the socket
-                    // itself without reordering anything.
-                    while this.write_buf.len() < *this.h1_write_buffer_size
-                        && !(this.codec.upgrade() && !this.write_buf.is_empty())
-                    {
+                    // An upgraded connection's body (a WebSocket's frames) is first polled in a round only
+                    // once everything before it is written to the I/O: a body that waited since the last
+                    // round may then write to the socket itself without reordering anything.
+                    if this.codec.upgrade() && !this.write_buf.is_empty() {
+                        return Ok(PollResponse::DrainWriteBuf);
+                    }
+                    while this.write_buf.len() < *this.h1_write_buffer_size {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
                                 this.codec
