@@ -13,11 +13,12 @@
 //! A WebSocket connection's queue also holds its socket ([`Outbound::with_socket`]). After the handshake the HTTP
 //! layer writes nothing on such a connection but what its body yields, and it polls that body first in a round only
 //! once everything before is written (the vendored actix-http's change, `vendor/README.md`). So while the body waits
-//! with the queue empty since such a poll, the HTTP layer holds none of the connection's bytes, and [`Outbound::send`] writes a chunk to the socket
-//! itself: no task is woken and the HTTP layer does nothing. What the socket does not take at once (its buffer is
-//! full) is queued, and from then on everything goes through the body, as for SSE, until the queue is empty again.
-//! The fan-out sends so while it has time to spare ([`crate::delivery::Deliver::send_now`]); under load it queues,
-//! and the connections' own workers write, several events per `send`.
+//! with the queue empty since such a poll, the HTTP layer holds none of the connection's bytes, and
+//! [`Outbound::send`] writes a chunk to the socket itself: no task is woken and the HTTP layer does nothing. What
+//! the socket does not take at once (its buffer is full) is queued, and from then on everything goes through the
+//! body, as for SSE, until the queue is empty again. The fan-out sends so while it has time to spare
+//! ([`crate::delivery::Deliver::send_now`]); under load it queues, and the connections' own workers write, several
+//! events per `send`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -167,7 +168,6 @@ impl Outbound {
             return;
         }
         queue.cut = true;
-        queue.direct = false;
         let dropped: usize = queue.chunks.drain(..).map(|c| c.len()).sum();
         self.taken.fetch_add(dropped as u64, Ordering::Relaxed);
         if let Some(last) = last {
@@ -232,7 +232,6 @@ impl Drop for OutboundBody {
     fn drop(&mut self) {
         let mut queue = self.0.queue();
         queue.reader_gone = true;
-        queue.direct = false;
         queue.chunks.clear();
         // The HTTP layer closes the socket after this: nothing may use it any more.
         queue.socket = None;
@@ -241,6 +240,9 @@ impl Drop for OutboundBody {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+    use std::net::TcpStream;
+
     use super::*;
 
     #[test]
@@ -273,9 +275,6 @@ mod tests {
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(c))) if c == "close"));
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
     }
-
-    use std::io::Write as _;
-    use std::net::TcpStream;
 
     /// Polls the body as the patched HTTP/1 dispatcher does on an upgraded connection: a round polls it until it
     /// waits, then writes what it yielded (blocking, in the test); a body that yielded is polled again in a new round.

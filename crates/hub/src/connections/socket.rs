@@ -40,10 +40,6 @@ impl ConnectionSocket {
     }
 }
 
-/// A worker's writer of WebSocket queues to their sockets. Writers anywhere (the fan-out's thread, the sessions)
-/// queue a chunk and name the queue here; the worker sends each named queue in one `send` when it next runs. A
-/// fan-out step thus wakes each worker once, however many of its connections it reaches, the sends run on the
-/// workers in parallel, and under load each socket gets what its queue gathered since the last run.
 #[cfg(test)]
 mod tests {
     use std::io::Read as _;

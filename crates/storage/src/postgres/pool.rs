@@ -82,9 +82,9 @@ pub(super) fn pool_options(size: u32) -> PgPoolOptions {
 ///
 /// A connection whose peer vanished without closing it (a failover that moved the address, a NAT or firewall that
 /// dropped the flow, a partition) neither answers nor fails: TCP retransmits for up to fifteen minutes, and sqlx
-/// waits as long, holding the pool's slot (a connection that rested is pinged before it is handed out). So every statement
-/// has a deadline ([`PgSettings::timeout`]). A connection that misses it is closed, not handed back, and the pool
-/// is replaced by a fresh one that opens its connections anew once PostgreSQL answers again: the other idle
+/// waits as long, holding the pool's slot (a connection that rested is pinged before it is handed out). So every
+/// statement has a deadline ([`PgSettings::timeout`]). A connection that misses it is closed, not handed back, and
+/// the pool is replaced by a fresh one that opens its connections anew once PostgreSQL answers again: the other idle
 /// connections took the same path and are as dead, and each would cost an acquire its full timeout before sqlx
 /// dropped it. The same replacement covers a pool that stops giving out connections at all (acquires time out
 /// with no statement answered for [`STUCK_AFTER`]); the old pool goes once its last connection is back.
