@@ -143,6 +143,11 @@ pub struct Redactor {
 
 impl Default for Redactor {
     fn default() -> Self {
+        // The built-in patterns compile here, when a service builds its redactor, rather than in its first publish
+        // (several milliseconds, which that event's delivery would wait for).
+        LazyLock::force(&VALUE_PATTERNS);
+        LazyLock::force(&ANY_VALUE_PATTERN);
+        LazyLock::force(&ASSIGNMENT);
         Self { extra_keys: Vec::new(), extra_patterns: Vec::new(), secret_words: secret_words(&[]) }
     }
 }
