@@ -131,7 +131,10 @@ impl Application {
         );
         let stats = Arc::new(HubStats::default());
         let health = Arc::new(LogHealth::default());
-        let dispatcher = Dispatcher::new(stats.clone()).start();
+        let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        // One sending thread per further worker, so a step the fan-out sends itself uses the cores the workers
+        // would (at most four in all: past that, a step of a few thousand sends gains less than a wake costs).
+        let dispatcher = Dispatcher::new(stats.clone(), workers.clamp(1, 4) - 1).start();
         let tail = TailSettings { prune_interval: settings.retention_interval, ..TailSettings::default() };
         // Read before the listener is bound, so before any subscription can start: see `EventLogActor::new`.
         let head = backend_log.bounds(&LogQuery::all()).await.context("cannot read the event log's head")?.head;
@@ -159,7 +162,6 @@ impl Application {
         let port = listener.local_addr()?.port();
         let (signal, shutdown_rx) = watch::channel(false);
         let grace = settings.shutdown_grace;
-        let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let settings_scope_keys = settings.scope_keys.clone();
         let allowed_origins = if settings.allowed_origins.is_empty() {
             settings.cors_origins.clone()

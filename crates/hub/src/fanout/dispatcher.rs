@@ -21,6 +21,7 @@ use storage::{EventsAppended, SharedEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use super::room::{AddSubscriber, Match, RemoveSubscriber, Route, TopicRoom};
+use super::senders::Senders;
 use crate::delivery::{Deliver, Delivery, FrameFormat, Items, SessionId, SharedSubscriber, SubKey, Target, Transport};
 use crate::telemetry::stats::HubStats;
 
@@ -66,21 +67,23 @@ pub struct Dispatcher {
     /// Every connection with a subscription, and how many it has: the ones told when the log lost events.
     sessions: HashMap<SessionId, (Target, usize)>,
     pipeline: mpsc::UnboundedSender<PendingBatch>,
-    /// Taken by `started`, which spawns the delivery loop over it.
-    pipeline_rx: Option<mpsc::UnboundedReceiver<PendingBatch>>,
+    /// Taken by `started`, which spawns the delivery loop over them.
+    pipeline_rx: Option<(mpsc::UnboundedReceiver<PendingBatch>, Senders)>,
     next_room_id: u64,
     stats: Arc<HubStats>,
 }
 
 impl Dispatcher {
-    pub fn new(stats: Arc<HubStats>) -> Self {
+    /// `sending_threads`: how many threads beside its own the fan-out shares a step it sends itself with
+    /// ([`Senders`]).
+    pub fn new(stats: Arc<HubStats>, sending_threads: usize) -> Self {
         let (pipeline, pipeline_rx) = mpsc::unbounded_channel();
         Self {
             exact: HashMap::new(),
             prefixes: HashMap::new(),
             sessions: HashMap::new(),
             pipeline,
-            pipeline_rx: Some(pipeline_rx),
+            pipeline_rx: Some((pipeline_rx, Senders::start(sending_threads))),
             next_room_id: 0,
             stats,
         }
@@ -116,8 +119,8 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(pending) = self.pipeline_rx.take() {
-            ctx.spawn(actix::fut::wrap_future(delivery_loop(pending)));
+        if let Some((pending, senders)) = self.pipeline_rx.take() {
+            ctx.spawn(actix::fut::wrap_future(delivery_loop(pending, senders)));
         }
     }
 }
@@ -125,7 +128,7 @@ impl Actor for Dispatcher {
 /// Awaits each batch's routing answers in batch order and delivers them. Batches already waiting when a fan-out
 /// starts are merged into it, so a connection gets one `Deliver` (and the socket one write) for all of them: when
 /// dispatch falls behind, it catches up in fewer, larger steps.
-async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
+async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>, senders: Senders) {
     let mut pace = Pace::default();
     while let Some(first) = pending.recv().await {
         let started = Instant::now();
@@ -144,7 +147,7 @@ async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
             }
             if let Some((reset, sessions)) = batch.lost {
                 // After the events before the loss and before the batch's own, through the same mailboxes.
-                fan_out.deliver();
+                fan_out.deliver(&senders);
                 for session in sessions {
                     session.deliver(Deliver {
                         lost: Some(reset.clone()),
@@ -156,7 +159,7 @@ async fn delivery_loop(mut pending: mpsc::UnboundedReceiver<PendingBatch>) {
             }
             fan_out.add(&batch.events, matches, batch.delivered);
         }
-        fan_out.deliver();
+        fan_out.deliver(&senders);
         pace.stepped(started, fan_out.send_now);
     }
 }
@@ -213,8 +216,9 @@ impl FanOut {
     }
 
     /// Delivers what was added and tells the storage actor.
-    fn deliver(&mut self) {
-        deliver(&self.events, std::mem::take(&mut self.matches), self.events.len() > 1, self.send_now);
+    fn deliver(&mut self, senders: &Senders) {
+        let step = Step { spread: self.events.len() > 1, send_now: self.send_now, senders };
+        deliver(&self.events, std::mem::take(&mut self.matches), step);
         self.events.clear();
         for delivered in self.delivered.drain(..) {
             // The storage actor may have stopped waiting (it is shutting down).
@@ -308,45 +312,86 @@ impl Handler<EventsAppended> for Dispatcher {
     }
 }
 
+/// How a step is sent: see [`Deliver::spread`] and [`Deliver::send_now`]; a step the fan-out sends itself is shared
+/// with its [`Senders`].
+struct Step<'a> {
+    spread: bool,
+    send_now: bool,
+    senders: &'a Senders,
+}
+
 /// Sends each connection its matches of one batch, merged across rooms, sorted by id, without duplicates.
 ///
 /// One sort by (connection, event, subscription) groups, orders and de-duplicates at once. Frames are built once
 /// per event and format (and subscription name, for WebSocket; nearly every connection uses `default`) and kept
 /// in a short list per event, so a delivery costs a comparison or two, not a hash of its subscription's name.
-fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, spread: bool, send_now: bool) {
+fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, step: Step<'_>) {
     let now = Utc::now();
-    matches.sort_unstable_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
-    matches.dedup_by_key(|m| (m.subscriber.key.session, m.index, m.subscriber.key.generation));
+    let Step { spread, send_now, senders } = step;
+    matches.sort_unstable_by_key(|m| (m.key.session, m.index, m.key.generation));
+    matches.dedup_by_key(|m| (m.key.session, m.index, m.key.generation));
+    let connections = || matches.chunk_by(|a, b| a.key.session == b.key.session);
+    // The helpers' shares first, each handed over in parts as it is built; the fan-out's thread sends the last
+    // share. Only WebSocket connections go to helpers: an SSE delivery is written by the connection's worker,
+    // so the fan-out's part of it is a push and a wake-up, which a helper would not make cheaper.
+    let shares = if send_now { senders.shares(connections().count()) } else { 1 };
+    let per_share = connections().count().div_ceil(shares);
+    let mut handed = Vec::with_capacity(shares - 1);
+    // The part of a helper's share being built, and how many connections its share has so far, that part included.
+    let (mut part, mut in_share) = (Vec::with_capacity(Senders::PART), 0);
     let mut frames: Vec<Vec<(FrameFormat, &str, Bytes)>> = vec![Vec::new(); events.len()];
-    for session_matches in matches.chunk_by(|a, b| a.subscriber.key.session == b.subscriber.key.session) {
+    for session_matches in connections() {
         let target = &session_matches[0].subscriber.target;
-        if let Target::Wake(_) = target {
+        let items = match target {
             // Waiting long-polls read the events themselves: no frames to build.
-            target.deliver(Deliver { lost: None, items: Items::new(), spread, send_now });
-            continue;
+            Target::Wake(_) => Items::new(),
+            Target::Session(_) => session_matches
+                .iter()
+                .map(|m| {
+                    let event = &events[m.index as usize];
+                    let format = m.subscriber.format;
+                    let name = match format {
+                        FrameFormat { transport: Transport::WebSocket, profile: Profile::Hub } => {
+                            m.subscriber.sub.as_str()
+                        }
+                        _ => "",
+                    };
+                    let built = &mut frames[m.index as usize];
+                    let wire = match built.iter().find(|(f, n, _)| *f == format && *n == name) {
+                        Some((_, _, wire)) => wire.clone(),
+                        None => {
+                            let wire = Delivery::wire_form(&build_frame(event, format, name), format.transport);
+                            built.push((format, name, wire.clone()));
+                            wire
+                        }
+                    };
+                    Delivery { generation: m.key.generation, id: event.id(), wire }
+                })
+                .collect(),
+        };
+        let deliver = Deliver { lost: None, items, spread, send_now };
+        let websocket = session_matches[0].subscriber.format.transport == Transport::WebSocket;
+        if handed.len() + 1 < shares && websocket && matches!(target, Target::Session(_)) {
+            part.push((target.clone(), deliver));
+            in_share += 1;
+            let last = in_share == per_share;
+            if last || part.len() == Senders::PART {
+                let work = std::mem::replace(&mut part, Vec::with_capacity(Senders::PART));
+                if let Some(share) = senders.hand(handed.len(), work, last) {
+                    handed.push(share);
+                    in_share = 0;
+                }
+            }
+        } else {
+            target.deliver(deliver);
         }
-        let items = session_matches
-            .iter()
-            .map(|m| {
-                let event = &events[m.index as usize];
-                let format = m.subscriber.format;
-                let name = match format {
-                    FrameFormat { transport: Transport::WebSocket, profile: Profile::Hub } => m.subscriber.sub.as_str(),
-                    _ => "",
-                };
-                let built = &mut frames[m.index as usize];
-                let wire = match built.iter().find(|(f, n, _)| *f == format && *n == name) {
-                    Some((_, _, wire)) => wire.clone(),
-                    None => {
-                        let wire = Delivery::wire_form(&build_frame(event, format, name), format.transport);
-                        built.push((format, name, wire.clone()));
-                        wire
-                    }
-                };
-                Delivery { generation: m.subscriber.key.generation, id: event.id(), wire }
-            })
-            .collect();
-        target.deliver(Deliver { lost: None, items, spread, send_now });
+    }
+    if in_share > 0 {
+        // A helper's share that the step's WebSocket connections did not fill: what is left of it, and its end.
+        handed.extend(senders.hand(handed.len(), part, true));
+    }
+    for share in handed {
+        share.wait();
     }
     trace_fan_out(events, &matches);
     if let Some(newest) = events.last() {
@@ -444,7 +489,7 @@ mod tests {
 
     /// A dispatcher with one connection subscribed to `t`, and what that connection is sent.
     async fn one_connection() -> (Addr<Dispatcher>, Arc<Mutex<Vec<Sent>>>) {
-        let dispatcher = Dispatcher::new(Arc::new(HubStats::default())).start();
+        let dispatcher = Dispatcher::new(Arc::new(HubStats::default()), 0).start();
         let received = Arc::new(Mutex::new(Vec::new()));
         let subscriber = Arc::new(Subscriber {
             key: SubKey { session: SessionId::new(), generation: 1 },
@@ -494,6 +539,80 @@ mod tests {
         pace.stepped(Instant::now(), true);
         let (_, took) = pace.sending.unwrap();
         assert!(took < Duration::from_millis(5), "a step of nothing took {took:?}");
+    }
+
+    /// A connection that records each event it is sent, and on which thread.
+    #[derive(Default)]
+    struct ThreadRecorder(Mutex<Vec<(std::thread::ThreadId, u64)>>);
+
+    impl crate::delivery::SessionSink for ThreadRecorder {
+        fn deliver(&self, msg: Deliver) {
+            let thread = std::thread::current().id();
+            self.0.lock().unwrap().extend(msg.items.iter().map(|d| (thread, d.id)));
+        }
+    }
+
+    /// `count` connections, those for which `sse` holds over SSE, the others over WebSocket; one match each for
+    /// event 0, in no particular order (as rooms answer).
+    fn connections(count: usize, sse: impl Fn(usize) -> bool) -> (Vec<Arc<ThreadRecorder>>, Vec<Match>) {
+        let recorders: Vec<_> = (0..count).map(|_| Arc::new(ThreadRecorder::default())).collect();
+        let matches = recorders
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(n, recorder)| {
+                let transport = if sse(n) { Transport::ServerSentEvents } else { Transport::WebSocket };
+                let subscriber = Arc::new(Subscriber {
+                    key: SubKey { session: SessionId::new(), generation: 1 },
+                    sub: SubName::default_name(),
+                    filter: Filter::default(),
+                    format: FrameFormat { transport, profile: Profile::Hub },
+                    target: Target::Session(recorder.clone()),
+                });
+                Match { index: 0, key: subscriber.key, subscriber }
+            })
+            .collect();
+        (recorders, matches)
+    }
+
+    #[test]
+    fn a_step_the_fan_out_sends_itself_is_shared_with_its_helpers_and_ends_once_every_connection_has_it() {
+        let senders = Senders::start(2);
+        // One in four over SSE, which the fan-out's own thread delivers.
+        let sse = |n: usize| n.is_multiple_of(4);
+        let (recorders, matches) = connections(600, sse);
+        let here = std::thread::current().id();
+        for (id, send_now) in [(1, true), (2, true), (3, false)] {
+            deliver(&batch(&[id]).events, matches.clone(), Step { spread: false, send_now, senders: &senders });
+            // The step has ended: every connection has the event.
+            for recorder in &recorders {
+                let got: Vec<u64> = recorder.0.lock().unwrap().iter().map(|(_, id)| *id).collect();
+                assert_eq!(got, (1..=id).collect::<Vec<_>>());
+            }
+        }
+        let threads = |id: u64| -> std::collections::HashSet<_> {
+            recorders.iter().flat_map(|c| c.0.lock().unwrap().clone()).filter(|e| e.1 == id).map(|e| e.0).collect()
+        };
+        // 600 connections: three shares of 200, two of them sent by the helpers. Only WebSocket connections go to
+        // helpers: the 450 fill both shares, and the fan-out's thread has the rest.
+        assert_eq!(threads(1).len(), 3);
+        for (n, recorder) in recorders.iter().enumerate().filter(|(n, _)| sse(*n)) {
+            assert!(recorder.0.lock().unwrap().iter().all(|(thread, _)| *thread == here), "SSE connection {n}");
+        }
+        // A step that queues is not shared: the connections' workers send it.
+        assert_eq!(threads(3), [here].into());
+    }
+
+    #[test]
+    fn a_helpers_share_that_the_steps_websocket_connections_do_not_fill_ends_short() {
+        let senders = Senders::start(2);
+        // 300 connections make two shares; only 10 are over WebSocket, all for the first helper.
+        let (recorders, matches) = connections(300, |n| n >= 10);
+        deliver(&batch(&[1]).events, matches, Step { spread: false, send_now: true, senders: &senders });
+        assert!(recorders.iter().all(|r| r.0.lock().unwrap().len() == 1));
+        let here = std::thread::current().id();
+        let by_helper = recorders.iter().filter(|r| r.0.lock().unwrap()[0].0 != here).count();
+        assert_eq!(by_helper, 10);
     }
 
     #[actix_web::test]

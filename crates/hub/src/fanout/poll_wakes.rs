@@ -147,7 +147,7 @@ mod tests {
 
     #[actix_web::test]
     async fn requests_on_one_subscription_share_it_are_all_woken_and_it_is_left_once_idle() {
-        let dispatcher = Dispatcher::new(Arc::new(HubStats::default())).start();
+        let dispatcher = Dispatcher::new(Arc::new(HubStats::default()), 0).start();
         let wakes = PollWakes::new(dispatcher.clone());
         let topics = [TopicPattern::parse("t").unwrap()];
         let (first, second) = (
