@@ -48,6 +48,9 @@ async fn the_fanout_scenario_delivers_every_event_once() {
     // Subscriber k gets the events of its topic (k % 2) and project (k % 3): 300 / 6 = 50 each.
     assert_eq!(report.deliveries, Some(20 * 50));
     assert!(report.latency_ms.is_some() && report.server_cpu_s.is_some());
+    // Measured, and within the deliveries' latencies.
+    let (first, max) = (report.first_arrival_ms.unwrap(), report.latency_ms.unwrap().max);
+    assert!(0.0 < first && first <= max, "first arrival {first} ms, slowest delivery {max} ms");
 }
 
 #[actix_web::test]

@@ -131,6 +131,11 @@ pub struct Report {
     pub connects_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Latency>,
+    /// The latency of each event's first delivery, the median over events: what a latency is made of before the
+    /// fan-out's spread over the subscribers (`latency_ms.p50` less this is the median subscriber's wait after the
+    /// first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_arrival_ms: Option<f64>,
     /// Expected deliveries that never arrived.
     pub loss: u64,
     pub duplicates: u64,
@@ -185,6 +190,9 @@ impl Report {
                 "latency p50 {:.2} / p90 {:.2} / p99 {:.2} / p999 {:.2} / max {:.2} ms",
                 l.p50, l.p90, l.p99, l.p999, l.max
             ));
+        }
+        if let Some(first) = self.first_arrival_ms {
+            parts.push(format!("first arrival {first:.2} ms"));
         }
         parts.push(format!("loss {} dup {}", self.loss, self.duplicates));
         if let Some(c) = self.server_cpu_s_per_100k_deliveries {

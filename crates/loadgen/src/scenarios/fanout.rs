@@ -2,6 +2,7 @@
 //! every delivery is checked for loss and duplicates and timed from the send timestamp in its payload.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -116,6 +117,8 @@ struct SubscriberResult {
 
 pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
     let ready = Arc::new(Barrier::new(config.subscribers + 1));
+    // Per event, its earliest delivery's latency in µs, over every subscriber.
+    let firsts: Arc<[AtomicU64]> = (0..config.events).map(|_| AtomicU64::new(u64::MAX)).collect();
     // Set once publishing is over: subscribers stop at that instant (plus the drain time) at the latest.
     let (stop_tx, stop_rx) = watch::channel(None::<tokio::time::Instant>);
     let mut subscribers = Vec::with_capacity(config.subscribers);
@@ -126,6 +129,7 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
             config.peer.subscriber(config.transport, &config.subscribe_hub, &topic, project.as_deref(), k).await?;
         let config = config.clone();
         let ready = ready.clone();
+        let firsts = firsts.clone();
         let mut stop = stop_rx.clone();
         subscribers.push(tokio::spawn(async move {
             let expected: u64 = (0..config.events).filter(|i| expects(&config, k, *i)).count() as u64;
@@ -172,7 +176,11 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
                 let Some((i, sent)) = index_and_time(text.as_str()) else { continue };
                 let now = now_ns();
                 result.last = Some(Instant::now());
-                let _ = result.latencies.record(now.saturating_sub(sent).max(1000) / 1000);
+                let micros = now.saturating_sub(sent).max(1000) / 1000;
+                let _ = result.latencies.record(micros);
+                if let Some(first) = firsts.get(i as usize) {
+                    first.fetch_min(micros, Ordering::Relaxed);
+                }
                 match seen.get_mut(i as usize) {
                     Some(flag) if *flag => result.duplicates += 1,
                     Some(flag) => {
@@ -214,6 +222,9 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<Report> {
     report.deliveries = Some(totals.received);
     report.deliveries_per_s = Some(totals.received as f64 / elapsed.as_secs_f64());
     report.latency_ms = Some(latency(&totals.latencies));
+    let mut firsts: Vec<u64> = firsts.iter().map(|f| f.load(Ordering::Relaxed)).filter(|f| *f != u64::MAX).collect();
+    firsts.sort_unstable();
+    report.first_arrival_ms = firsts.get(firsts.len() / 2).map(|micros| *micros as f64 / 1000.0);
     report.loss = totals.missing;
     report.duplicates = totals.duplicates;
     report.server(before, after);
