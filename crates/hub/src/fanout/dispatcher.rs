@@ -334,8 +334,9 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, step: Step<'_>) {
     // The helpers' shares first, each handed over in parts as it is built; the fan-out's thread sends the last
     // share. Only WebSocket connections go to helpers: an SSE delivery is written by the connection's worker,
     // so the fan-out's part of it is a push and a wake-up, which a helper would not make cheaper.
-    let shares = if send_now { senders.shares(connections().count()) } else { 1 };
-    let per_share = connections().count().div_ceil(shares);
+    let count = if send_now { connections().count() } else { 0 };
+    let shares = senders.shares(count);
+    let per_share = count.div_ceil(shares);
     let mut handed = Vec::with_capacity(shares - 1);
     // The part of a helper's share being built, and how many connections its share has so far, that part included.
     let (mut part, mut in_share) = (Vec::with_capacity(Senders::PART), 0);
