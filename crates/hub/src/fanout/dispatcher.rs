@@ -332,9 +332,10 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, step: Step<'_>) {
     matches.dedup_by_key(|m| (m.key.session, m.index, m.key.generation));
     let connections = || matches.chunk_by(|a, b| a.key.session == b.key.session);
     // The helpers' shares first, each handed over in parts as it is built; the fan-out's thread sends the last
-    // share. Only WebSocket connections go to helpers: an SSE delivery is written by the connection's worker,
-    // so the fan-out's part of it is a push and a wake-up, which a helper would not make cheaper.
-    let count = if send_now { connections().count() } else { 0 };
+    // share. Only a step of one event is shared (the sessions write a spread one), and only its WebSocket
+    // connections: an SSE delivery is written by the connection's worker, so the fan-out's part of it is a push
+    // and a wake-up, which a helper would not make cheaper.
+    let count = if send_now && !spread { connections().count() } else { 0 };
     let shares = senders.shares(count);
     let per_share = count.div_ceil(shares);
     let mut handed = Vec::with_capacity(shares - 1);
@@ -583,8 +584,9 @@ mod tests {
         let sse = |n: usize| n.is_multiple_of(4);
         let (recorders, matches) = connections(600, sse);
         let here = std::thread::current().id();
-        for (id, send_now) in [(1, true), (2, true), (3, false)] {
-            deliver(&batch(&[id]).events, matches.clone(), Step { spread: false, send_now, senders: &senders });
+        // Sent by the fan-out, twice; queued; spread (the sessions write it, as for a step of several events).
+        for (id, send_now, spread) in [(1, true, false), (2, true, false), (3, false, false), (4, true, true)] {
+            deliver(&batch(&[id]).events, matches.clone(), Step { spread, send_now, senders: &senders });
             // The step has ended: every connection has the event.
             for recorder in &recorders {
                 let got: Vec<u64> = recorder.0.lock().unwrap().iter().map(|(_, id)| *id).collect();
@@ -600,8 +602,9 @@ mod tests {
         for (n, recorder) in recorders.iter().enumerate().filter(|(n, _)| sse(*n)) {
             assert!(recorder.0.lock().unwrap().iter().all(|(thread, _)| *thread == here), "SSE connection {n}");
         }
-        // A step that queues is not shared: the connections' workers send it.
+        // A step that queues, or that the sessions write, is not shared: the connections' workers send it.
         assert_eq!(threads(3), [here].into());
+        assert_eq!(threads(4), [here].into());
     }
 
     #[test]

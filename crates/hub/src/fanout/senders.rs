@@ -1,10 +1,10 @@
 //! The fan-out's sending threads. When the fan-out sends a step's deliveries to the sockets itself
 //! ([`Deliver::send_now`]), most of a delivery's cost is the kernel's `send`; one thread sending to a thousand
-//! connections then takes milliseconds while the other cores idle. A step to many connections is therefore shared:
-//! each helper thread gets a contiguous share of the step's WebSocket connections, the fan-out's own thread sends
-//! the last share and the SSE connections (whose workers write their deliveries anyway), and the step ends only
-//! once every share is sent. A connection is in exactly one share of a step, and
-//! steps never overlap, so each connection's deliveries keep their order.
+//! connections then takes milliseconds while the other cores idle. A step of one event to many connections is
+//! therefore shared: each helper thread gets a contiguous share of the step's WebSocket connections, the fan-out's
+//! own thread sends the last share and the SSE connections (whose workers write their deliveries anyway), and the
+//! step ends only once every share is sent. A connection is in exactly one share of a step, and steps never
+//! overlap, so each connection's deliveries keep their order.
 //!
 //! Only steps the fan-out sends itself are shared: those come when it has time to spare, at low rates, when the
 //! cores are idle. Under load the fan-out queues, and the connections' own workers send in parallel.
