@@ -77,3 +77,29 @@ async fn live_events_from_several_rooms_arrive_in_id_order() {
     assert_eq!(ids(&client.events(expected.len()).await), expected);
     assert_eq!(other.events(40).await.len(), 40);
 }
+
+/// A single event to 300 WebSocket connections at a low rate is a step the fan-out sends itself, shared with its
+/// sending thread (two workers: one helper; `fanout::senders`): every connection still gets every event once, in
+/// id order, also across steps of several events that the sessions write.
+#[actix_web::test]
+async fn events_to_hundreds_of_connections_arrive_everywhere_once_in_id_order() {
+    let hub = spawn_hub(|s| s.workers = Some(2)).await;
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        let mut client = hub.ws("/ws").await;
+        client.subscribe(json!({"op":"subscribe","sub":"s","topics":["wide"]})).await;
+        clients.push(client);
+    }
+    let mut expected = Vec::new();
+    for round in 0..12 {
+        // Mostly one event per publish, with time between them; every fourth publish carries three.
+        let count = if round % 4 == 3 { 3 } else { 1 };
+        let batch: Vec<_> = (0..count).map(|n| event("wide", json!({}), round * 10 + n)).collect();
+        expected.extend(hub.publish(json!(batch)).await);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    for (n, client) in clients.iter_mut().enumerate() {
+        assert_eq!(ids(&client.events(expected.len()).await), expected, "connection {n}");
+        client.expect_silence(std::time::Duration::from_millis(20)).await;
+    }
+}
