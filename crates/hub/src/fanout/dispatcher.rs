@@ -335,12 +335,7 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, step: Step<'_>) {
     // share. Only a step of one event is shared (the sessions write a spread one), and only its WebSocket
     // connections: an SSE delivery is written by the connection's worker, so the fan-out's part of it is a push
     // and a wake-up, which a helper would not make cheaper.
-    let count = if send_now && !spread { connections().count() } else { 0 };
-    let shares = senders.shares(count);
-    let per_share = count.div_ceil(shares);
-    let mut handed = Vec::with_capacity(shares - 1);
-    // The part of a helper's share being built, and how many connections its share has so far, that part included.
-    let (mut part, mut in_share) = (Vec::with_capacity(Senders::PART), 0);
+    let mut sharing = senders.step(if send_now && !spread { connections().count() } else { 0 });
     let mut frames: Vec<Vec<(FrameFormat, &str, Bytes)>> = vec![Vec::new(); events.len()];
     for session_matches in connections() {
         let target = &session_matches[0].subscriber.target;
@@ -373,28 +368,16 @@ fn deliver(events: &[SharedEvent], mut matches: Vec<Match>, step: Step<'_>) {
         };
         let deliver = Deliver { lost: None, items, spread, send_now };
         let websocket = session_matches[0].subscriber.format.transport == Transport::WebSocket;
-        if handed.len() + 1 < shares && websocket && matches!(target, Target::Session(_)) {
-            part.push((target.clone(), deliver));
-            in_share += 1;
-            let last = in_share == per_share;
-            if last || part.len() == Senders::PART {
-                let work = std::mem::replace(&mut part, Vec::with_capacity(Senders::PART));
-                if let Some(share) = senders.hand(handed.len(), work, last) {
-                    handed.push(share);
-                    in_share = 0;
-                }
-            }
+        let mine = if websocket && matches!(target, Target::Session(_)) {
+            sharing.offer(target, deliver)
         } else {
+            Some(deliver)
+        };
+        if let Some(deliver) = mine {
             target.deliver(deliver);
         }
     }
-    if in_share > 0 {
-        // A helper's share that the step's WebSocket connections did not fill: what is left of it, and its end.
-        handed.extend(senders.hand(handed.len(), part, true));
-    }
-    for share in handed {
-        share.wait();
-    }
+    sharing.finish();
     trace_fan_out(events, &matches);
     if let Some(newest) = events.last() {
         let lag = (now - newest.created_at).to_std().unwrap_or_default();

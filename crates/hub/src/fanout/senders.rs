@@ -13,7 +13,8 @@ use std::sync::mpsc;
 
 use crate::delivery::{Deliver, Target};
 
-/// Part of a share of one step: deliveries, and with the share's last part, where to say they are all handed over.
+/// Part of a share of one step: deliveries, or (empty, with `done`) the mark that the helper has delivered everything
+/// handed to it before.
 struct Part {
     work: Vec<(Target, Deliver)>,
     done: Option<mpsc::SyncSender<()>>,
@@ -21,21 +22,6 @@ struct Part {
 
 pub struct Senders {
     helpers: Vec<mpsc::Sender<Part>>,
-}
-
-/// A share handed to a helper, to wait for before the step ends.
-pub struct Handed(Option<mpsc::Receiver<()>>);
-
-impl Handed {
-    /// Returns once the helper has handed over every delivery of its share (at once if the helper delivered none
-    /// because it was gone: then the fan-out's thread did).
-    pub fn wait(self) {
-        if let Some(done) = self.0 {
-            // An error means the helper dropped the share's sender: it finished by unwinding, and its own panic
-            // message says why. Nothing more can be sent for it.
-            let _ = done.recv();
-        }
-    }
 }
 
 impl Senders {
@@ -53,13 +39,7 @@ impl Senders {
                 let (tx, rx) = mpsc::channel::<Part>();
                 let spawned = std::thread::Builder::new().name(format!("hub-fanout-{n}")).spawn(move || {
                     while let Ok(part) = rx.recv() {
-                        for (target, deliver) in part.work {
-                            target.deliver(deliver);
-                        }
-                        if let Some(done) = part.done {
-                            // The step waits for this; it cannot have stopped waiting.
-                            let _ = done.send(());
-                        }
+                        part.deliver();
                     }
                 });
                 match spawned {
@@ -74,28 +54,91 @@ impl Senders {
         Self { helpers }
     }
 
-    /// Into how many shares a step to `connections` connections is split (1: the fan-out sends it alone).
-    pub fn shares(&self, connections: usize) -> usize {
-        (connections / Self::MIN_SHARE).clamp(1, self.helpers.len() + 1)
+    /// The hand-over of a step to `connections` connections (0: a step the fan-out does not share).
+    pub fn step(&self, connections: usize) -> Sharing<'_> {
+        let shares = (connections / Self::MIN_SHARE).clamp(1, self.helpers.len() + 1);
+        Sharing {
+            senders: self,
+            helpers: shares - 1,
+            per_share: connections.div_ceil(shares),
+            taken: 0,
+            part: Vec::new(),
+        }
     }
 
-    /// Hands helper `n` part of its share; with the share's `last` part, returns what to wait for before the
-    /// step ends. A helper that is gone has the part delivered here, before this returns.
-    pub fn hand(&self, n: usize, work: Vec<(Target, Deliver)>, last: bool) -> Option<Handed> {
-        let (done, finished) = if last {
-            let (done, finished) = mpsc::sync_channel(1);
-            (Some(done), Some(finished))
-        } else {
-            (None, None)
-        };
-        match self.helpers[n].send(Part { work, done }) {
-            Ok(()) => finished.map(|finished| Handed(Some(finished))),
+    /// Gives helper `n` a part; `false` when the helper is gone, and the part was delivered here.
+    fn send(&self, n: usize, part: Part) -> bool {
+        match self.helpers[n].send(part) {
+            Ok(()) => true,
             Err(mpsc::SendError(part)) => {
-                for (target, deliver) in part.work {
-                    target.deliver(deliver);
-                }
-                last.then_some(Handed(None))
+                part.deliver();
+                false
             }
+        }
+    }
+}
+
+impl Part {
+    fn deliver(self) {
+        for (target, deliver) in self.work {
+            target.deliver(deliver);
+        }
+        if let Some(done) = self.done {
+            // The step waits for this; it cannot have stopped waiting.
+            let _ = done.send(());
+        }
+    }
+}
+
+/// One step's hand-over. Deliveries are offered in connection order: the first `per_share` go to helper 0, the
+/// next to helper 1, and so on; once the helpers' shares are full, an offer is given back for the fan-out's own
+/// thread. Parts go out as they fill; [`finish`](Self::finish) returns once every helper delivered its share.
+pub struct Sharing<'a> {
+    senders: &'a Senders,
+    /// How many helpers take a share of this step.
+    helpers: usize,
+    per_share: usize,
+    /// Deliveries taken so far: the next one is helper `taken / per_share`'s.
+    taken: usize,
+    part: Vec<(Target, Deliver)>,
+}
+
+impl Sharing<'_> {
+    /// Takes `deliver` for a helper, or gives it back for the caller to deliver.
+    pub fn offer(&mut self, target: &Target, deliver: Deliver) -> Option<Deliver> {
+        if self.taken == self.helpers * self.per_share {
+            return Some(deliver);
+        }
+        self.part.push((target.clone(), deliver));
+        self.taken += 1;
+        if self.part.len() == Senders::PART || self.taken.is_multiple_of(self.per_share) {
+            self.hand_part();
+        }
+        None
+    }
+
+    fn hand_part(&mut self) {
+        if !self.part.is_empty() {
+            let helper = (self.taken - 1) / self.per_share;
+            let work = std::mem::replace(&mut self.part, Vec::with_capacity(Senders::PART));
+            self.senders.send(helper, Part { work, done: None });
+        }
+    }
+
+    /// Hands over what is left (a share the step's offers did not fill) and returns once every helper that took
+    /// part of the step has delivered it: each is sent a mark after its last part, and answers it in order.
+    pub fn finish(mut self) {
+        self.hand_part();
+        let marked: Vec<_> = (0..self.taken.div_ceil(self.per_share.max(1)))
+            .filter_map(|n| {
+                let (done, delivered) = mpsc::sync_channel(1);
+                self.senders.send(n, Part { work: Vec::new(), done: Some(done) }).then_some(delivered)
+            })
+            .collect();
+        for delivered in marked {
+            // An error means the helper dropped the mark unanswered: it finished by unwinding, and its own panic
+            // message says why. Nothing more can be sent for it.
+            let _ = delivered.recv();
         }
     }
 }
